@@ -1,0 +1,6 @@
+"""TensorDict modules: the Q ensemble, the O3F action selector, network builders."""
+
+from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
+from torchrl_o3f.modules.networks import build_mlp, get_activation
+
+__all__ = ["QEnsemble", "build_mlp", "ensemble_reduce", "get_activation"]

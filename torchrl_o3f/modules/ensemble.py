@@ -1,0 +1,264 @@
+"""QEnsemble: m Q-functions evaluated in one vectorised call over stacked parameters."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+from torchrl_o3f.modules.networks import get_activation
+
+__all__ = ["QEnsemble", "ensemble_reduce"]
+
+
+def ensemble_reduce(
+    values: torch.Tensor,
+    how: str = "min",
+    *,
+    subset_size: int = 2,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Reduce per-member values ``[m, *batch, 1]`` over the leading ensemble dimension.
+
+    Args:
+        values: per-member values with the ensemble dimension first.
+        how: ``"min"``, ``"max"``, ``"mean"`` or ``"subset_min"`` (the min over a random
+            subset of ``subset_size`` members, drawn once per call, as REDQ does).
+        subset_size: size of the random subset for ``"subset_min"``.
+        generator: random generator for the subset draw.
+
+    Returns:
+        The reduced values, shape ``[*batch, 1]``.
+
+    Example:
+        >>> import torch
+        >>> v = torch.tensor([[1.0], [3.0], [2.0]])
+        >>> ensemble_reduce(v, "min"), ensemble_reduce(v, "mean")
+        (tensor([1.]), tensor([2.]))
+    """
+    if how == "min":
+        return values.min(0).values
+    if how == "max":
+        return values.max(0).values
+    if how == "mean":
+        return values.mean(0)
+    if how == "subset_min":
+        m = values.shape[0]
+        if not 1 <= subset_size <= m:
+            raise ValueError(f"subset_size must be in [1, {m}] (ensemble size), got {subset_size}")
+        idx = torch.randperm(m, generator=generator, device="cpu")[:subset_size]
+        return values[idx.to(values.device)].min(0).values
+    raise ValueError(f"unknown reduction {how!r}; use 'min', 'max', 'mean' or 'subset_min'")
+
+
+class QEnsemble(TensorDictModuleBase):
+    """An ensemble of ``num_members`` Q-functions Q_i(s, a) in one vectorised module.
+
+    The module owns the stacked parameters of every member (each member initialised
+    independently, as ``nn.Linear`` would) and evaluates all of them with batched matrix
+    products: no Python loop over members, no copies. Losses train these parameters in place
+    and :class:`~torchrl_o3f.modules.O3FActionSelector` reads them, so what the selector scores
+    with is always what the loss just trained.
+
+    Shapes: the ensemble dimension is always **leading**. :meth:`values` returns
+    ``[num_members, *batch, 1]`` where ``batch`` is the broadcast of the observation's and the
+    action's batch shapes (so ``observation [B, d]`` and ``action [N, B, a]`` score N
+    candidates per observation without copying the observations). Called on a tensordict of
+    batch size ``[*batch]``, the module returns a tensordict of batch size
+    ``[num_members, *batch]`` (the inputs expanded, not copied) holding ``state_action_value``
+    of shape ``[num_members, *batch, 1]``, the layout torchrl's ensemble losses use.
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_dim: size of the action vector.
+        num_members: number of Q-functions m (default 5, as in the paper).
+        num_cells: width of every hidden layer.
+        depth: number of hidden layers.
+        activation: activation name or class (default ReLU).
+        layer_norm: LayerNorm (per member, with its own affine parameters) after every hidden
+            linear layer.
+        in_keys: the observation and action keys, in that order.
+        out_keys: the key of the per-member values.
+        device: device of the parameters.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> q = QEnsemble(observation_dim=17, action_dim=6, num_members=5, num_cells=64)
+        >>> td = TensorDict({"observation": torch.randn(32, 17),
+        ...                  "action": torch.rand(32, 6)}, batch_size=[32])
+        >>> q(td)["state_action_value"].shape
+        torch.Size([5, 32, 1])
+        >>> cands = torch.rand(100, 1, 6)   # 100 candidates for one observation
+        >>> q.values(torch.randn(1, 17), cands).shape
+        torch.Size([5, 100, 1, 1])
+        >>> q.mean_std(torch.randn(1, 17), cands)[1].shape
+        torch.Size([100, 1, 1])
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        *,
+        num_members: int = 5,
+        num_cells: int = 256,
+        depth: int = 2,
+        activation: str | type[nn.Module] = "relu",
+        layer_norm: bool = False,
+        in_keys: Sequence = ("observation", "action"),
+        out_keys: Sequence = ("state_action_value",),
+        device: torch.device | str | None = None,
+    ):
+        if num_members < 1:
+            raise ValueError(f"num_members must be >= 1, got {num_members}")
+        if observation_dim < 1 or action_dim < 1:
+            raise ValueError(
+                f"observation_dim and action_dim must be >= 1, got {observation_dim}, {action_dim}"
+            )
+        if depth < 1 or num_cells < 1:
+            raise ValueError(f"depth and num_cells must be >= 1, got {depth}, {num_cells}")
+        if len(in_keys) != 2 or len(out_keys) != 1:
+            raise ValueError(
+                "QEnsemble needs in_keys=(observation_key, action_key) and one out_key, "
+                f"got in_keys={in_keys}, out_keys={out_keys}"
+            )
+        self.in_keys = list(in_keys)
+        self.out_keys = list(out_keys)
+        super().__init__()
+        self.num_members = num_members
+        self.observation_dim = observation_dim
+        self.action_dim = action_dim
+        self.num_cells = num_cells
+        self.depth = depth
+        self.layer_norm = layer_norm
+        self.activation = get_activation(activation)()
+        sizes = [observation_dim + action_dim] + [num_cells] * depth + [1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / math.sqrt(fan_in)
+            w = torch.empty(num_members, fan_in, fan_out, device=device).uniform_(-bound, bound)
+            b = torch.empty(num_members, 1, fan_out, device=device).uniform_(-bound, bound)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+        if layer_norm:
+            self.norm_weights = nn.ParameterList(
+                nn.Parameter(torch.ones(num_members, 1, num_cells, device=device))
+                for _ in range(depth)
+            )
+            self.norm_biases = nn.ParameterList(
+                nn.Parameter(torch.zeros(num_members, 1, num_cells, device=device))
+                for _ in range(depth)
+            )
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the ensemble's parameters."""
+        return self.weights[0].device
+
+    def _param(self, params, name: str, i: int) -> torch.Tensor:
+        if params is None:
+            return getattr(self, name)[i]
+        return params[name, str(i)]
+
+    def values(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        params: TensorDictBase | None = None,
+    ) -> torch.Tensor:
+        """Per-member Q-values, shape ``[num_members, *batch, 1]``.
+
+        Args:
+            observation: ``[*obs_batch, observation_dim]``.
+            action: ``[*action_batch, action_dim]``; ``batch`` is the broadcast of both batch
+                shapes, and the observation's part of the first layer is computed once per
+                observation (candidates sharing one observation cost only their action part).
+            params: evaluate with these parameters instead of the module's own (e.g. target
+                parameters): a tensordict shaped like ``TensorDict.from_module(self)``.
+        """
+        if observation.shape[-1] != self.observation_dim or action.shape[-1] != self.action_dim:
+            raise ValueError(
+                f"QEnsemble expects observations [..., {self.observation_dim}] and actions "
+                f"[..., {self.action_dim}], got {tuple(observation.shape)} and "
+                f"{tuple(action.shape)}"
+            )
+        batch = torch.broadcast_shapes(observation.shape[:-1], action.shape[:-1])
+        m = self.num_members
+        w0 = self._param(params, "weights", 0)
+        b0 = self._param(params, "biases", 0)
+        d = self.observation_dim
+        obs = observation.reshape(-1, d)
+        act = action.reshape(-1, self.action_dim)
+        # first layer, split by input: obs @ W_obs + act @ W_act, broadcast over batches
+        h_obs = torch.matmul(obs, w0[:, :d])  # [m, Bo, h]
+        h_act = torch.baddbmm(b0, act.expand(m, *act.shape), w0[:, d:])  # [m, Ba, h]
+        nb = len(batch)
+        obs_shape = (1,) * (nb - observation.dim() + 1) + tuple(observation.shape[:-1])
+        act_shape = (1,) * (nb - action.dim() + 1) + tuple(action.shape[:-1])
+        h = h_obs.view(m, *obs_shape, -1) + h_act.view(m, *act_shape, -1)
+        h = h.expand(m, *batch, h.shape[-1]).reshape(m, -1, h.shape[-1])
+        for i in range(1, len(self.weights)):
+            if self.layer_norm:
+                h = F.layer_norm(h, h.shape[-1:])
+                h = torch.addcmul(
+                    self._param(params, "norm_biases", i - 1),
+                    h,
+                    self._param(params, "norm_weights", i - 1),
+                )
+            h = self.activation(h)
+            h = torch.baddbmm(
+                self._param(params, "biases", i), h, self._param(params, "weights", i)
+            )
+        return h.view(m, *batch, 1)
+
+    def mean_std(
+        self, observation: torch.Tensor, action: torch.Tensor, params=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation (1/m, as the paper's equation 2) over members.
+
+        Returns two tensors of shape ``[*batch, 1]``.
+        """
+        v = self.values(observation, action, params)
+        return v.mean(0), v.std(0, correction=0)
+
+    def reduce(
+        self,
+        observation: torch.Tensor,
+        action: torch.Tensor,
+        how: str = "min",
+        *,
+        subset_size: int = 2,
+        generator: torch.Generator | None = None,
+        params=None,
+    ) -> torch.Tensor:
+        """Values reduced over members (see :func:`ensemble_reduce`), shape ``[*batch, 1]``."""
+        v = self.values(observation, action, params)
+        return ensemble_reduce(v, how, subset_size=subset_size, generator=generator)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Write per-member values into a ``[num_members, *batch]`` view of ``tensordict``."""
+        obs_key, act_key = self.in_keys
+        obs, act = tensordict.get(obs_key, None), tensordict.get(act_key, None)
+        if obs is None or act is None:
+            raise KeyError(
+                f"QEnsemble reads {self.in_keys}; the tensordict has "
+                f"{list(tensordict.keys(True, True))}"
+            )
+        values = self.values(obs, act)
+        out = tensordict.expand(self.num_members, *tensordict.batch_size)
+        out.set(self.out_keys[0], values)
+        return out
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return (
+            f"num_members={self.num_members}, observation_dim={self.observation_dim}, "
+            f"action_dim={self.action_dim}, num_cells={self.num_cells}, depth={self.depth}, "
+            f"layer_norm={self.layer_norm}"
+        )
