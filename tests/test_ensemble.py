@@ -114,3 +114,18 @@ def test_build_mlp():
     assert net(torch.zeros(2, 4)).shape == (2, 3)
     with pytest.raises(ValueError, match="unknown activation"):
         build_mlp(4, 3, activation="nope")
+
+
+def test_input_normalisation_is_applied_and_saved():
+    q = QEnsemble(3, 2, num_members=2, num_cells=8)
+    obs, act = torch.randn(4, 3), torch.rand(4, 2)
+    ref = q.values(obs, act)
+    loc_o, sc_o = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 4.0])
+    loc_a, sc_a = torch.tensor([0.5, -0.5]), torch.tensor([0.1, 3.0])
+    q.set_input_normalization(loc_o, sc_o, loc_a, sc_a)
+    torch.testing.assert_close(q.values(obs * sc_o + loc_o, act * sc_a + loc_a), ref)
+    q2 = QEnsemble(3, 2, num_members=2, num_cells=8)
+    q2.load_state_dict(q.state_dict())
+    torch.testing.assert_close(q2.values(obs * sc_o + loc_o, act * sc_a + loc_a), ref)
+    with pytest.raises(ValueError, match="> 0"):
+        q.set_input_normalization(observation_scale=torch.zeros(3))

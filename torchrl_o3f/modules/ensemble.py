@@ -82,6 +82,10 @@ class QEnsemble(TensorDictModuleBase):
         activation: activation name or class (default ReLU).
         layer_norm: LayerNorm (per member, with its own affine parameters) after every hidden
             linear layer.
+        observation_loc, observation_scale, action_loc, action_scale: optional input
+            normalisation: the networks see ``(x - loc) / scale``. Held in buffers (saved with
+            the state dict); set or change them with :meth:`set_input_normalization`. With them
+            the ensemble takes raw env observations and actions, whatever its loss normalises.
         in_keys: the observation and action keys, in that order.
         out_keys: the key of the per-member values.
         device: device of the parameters.
@@ -111,6 +115,10 @@ class QEnsemble(TensorDictModuleBase):
         depth: int = 2,
         activation: str | type[nn.Module] = "relu",
         layer_norm: bool = False,
+        observation_loc: torch.Tensor | None = None,
+        observation_scale: torch.Tensor | None = None,
+        action_loc: torch.Tensor | None = None,
+        action_scale: torch.Tensor | None = None,
         in_keys: Sequence = ("observation", "action"),
         out_keys: Sequence = ("state_action_value",),
         device: torch.device | str | None = None,
@@ -157,6 +165,41 @@ class QEnsemble(TensorDictModuleBase):
                 for _ in range(depth)
             )
 
+        self.register_buffer("observation_loc", torch.zeros(observation_dim, device=device))
+        self.register_buffer("observation_scale", torch.ones(observation_dim, device=device))
+        self.register_buffer("action_loc", torch.zeros(action_dim, device=device))
+        self.register_buffer("action_scale", torch.ones(action_dim, device=device))
+        norm = (observation_loc, observation_scale, action_loc, action_scale)
+        if any(x is not None for x in norm):
+            self.set_input_normalization(
+                observation_loc, observation_scale, action_loc, action_scale
+            )
+
+    def set_input_normalization(
+        self,
+        observation_loc: torch.Tensor | None = None,
+        observation_scale: torch.Tensor | None = None,
+        action_loc: torch.Tensor | None = None,
+        action_scale: torch.Tensor | None = None,
+    ) -> None:
+        """Set the affine input normalisation ``(x - loc) / scale`` (None keeps identity)."""
+        for name, value, size in (
+            ("observation_loc", observation_loc, self.observation_dim),
+            ("observation_scale", observation_scale, self.observation_dim),
+            ("action_loc", action_loc, self.action_dim),
+            ("action_scale", action_scale, self.action_dim),
+        ):
+            buf = getattr(self, name)
+            if value is None:
+                buf.fill_(0.0 if name.endswith("loc") else 1.0)
+                continue
+            value = torch.as_tensor(value, dtype=buf.dtype, device=buf.device).reshape(-1)
+            if value.numel() != size:
+                raise ValueError(f"{name} must have {size} entries, got {value.numel()}")
+            if name.endswith("scale") and not bool((value > 0).all()):
+                raise ValueError(f"{name} must be > 0 everywhere")
+            buf.copy_(value)
+
     @property
     def device(self) -> torch.device:
         """The device of the ensemble's parameters."""
@@ -196,6 +239,8 @@ class QEnsemble(TensorDictModuleBase):
         d = self.observation_dim
         obs = observation.reshape(-1, d)
         act = action.reshape(-1, self.action_dim)
+        obs = (obs - self.observation_loc) / self.observation_scale
+        act = (act - self.action_loc) / self.action_scale
         # first layer, split by input: obs @ W_obs + act @ W_act, broadcast over batches
         h_obs = torch.matmul(obs, w0[:, :d])  # [m, Bo, h]
         h_act = torch.baddbmm(b0, act.expand(m, *act.shape), w0[:, d:])  # [m, Ba, h]
