@@ -1,0 +1,235 @@
+"""Actor and state-value network builders for the offline losses (IQL's policy and V(s)).
+
+IQL's policy (Kostrikov et al., 2022, and CORL's re-implementation) is a diagonal Gaussian whose
+mean is squashed by ``tanh`` into the action bounds and whose log standard deviation is a free,
+state-independent parameter; the deterministic action is the mean. It is *not* a TanhNormal: the
+distribution itself is an ordinary Normal, so the log-likelihood of a dataset action lying
+exactly on a bound is finite (no ``atanh`` of +-1), and samples are projected onto the action
+spec by the :class:`~torchrl.modules.ProbabilisticActor` (``safe=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict.nn import TensorDictModule
+from torch import nn
+from torchrl.data import TensorSpec
+from torchrl.modules import MLP, ProbabilisticActor, ValueOperator
+from torchrl.modules.distributions import IndependentNormal
+
+from torchrl_o3f.modules.networks import build_mlp
+
+__all__ = ["TanhMeanGaussianNet", "action_bounds", "make_iql_actor", "make_value_network"]
+
+
+def action_bounds(action_spec: TensorSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The finite ``(low, high)`` bounds of a bounded continuous action spec, as float tensors.
+
+    Raises:
+        ValueError: when the spec has no finite bounds (use a ``Bounded`` spec).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> action_bounds(Bounded(-2.0, 2.0, shape=(1,)))
+        (tensor([-2.]), tensor([2.]))
+    """
+    space = getattr(action_spec, "space", None)
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None:
+        raise ValueError(
+            f"the action spec must be bounded (torchrl.data.Bounded), got {type(action_spec)}"
+        )
+    low = torch.as_tensor(low, dtype=torch.float32).reshape(-1)
+    high = torch.as_tensor(high, dtype=torch.float32).reshape(-1)
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all()) or (high <= low).any():
+        raise ValueError(
+            f"the action spec needs finite bounds with low < high, got low={low} high={high}"
+        )
+    return low, high
+
+
+class TanhMeanGaussianNet(nn.Module):
+    """IQL's policy head: observation -> (loc, scale) of a Gaussian with a tanh-squashed mean.
+
+    ``loc = center + half_range * tanh(MLP(obs))`` lies inside the action bounds;
+    ``scale = half_range * exp(clamp(log_std, log_std_min, log_std_max))`` with ``log_std`` a
+    state-independent parameter (initialised at 0), as in IQL and CORL.
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_low: lower action bounds, shape ``[action_dim]``.
+        action_high: upper action bounds, shape ``[action_dim]``.
+        num_cells: width of the hidden layers.
+        depth: number of hidden layers.
+        activation: activation name or class.
+        layer_norm: LayerNorm after each hidden layer.
+        log_std_min: lower clamp of the log standard deviation (in [-1, 1] action units).
+        log_std_max: upper clamp of the log standard deviation.
+        device: device of the parameters.
+
+    Example:
+        >>> import torch
+        >>> net = TanhMeanGaussianNet(3, torch.tensor([-2.0]), torch.tensor([2.0]), num_cells=16)
+        >>> loc, scale = net(torch.zeros(5, 3))
+        >>> loc.shape, bool((loc.abs() <= 2).all()), scale.shape
+        (torch.Size([5, 1]), True, torch.Size([5, 1]))
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        *,
+        num_cells: int = 256,
+        depth: int = 2,
+        activation: str | type[nn.Module] = "relu",
+        layer_norm: bool = False,
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        low = torch.as_tensor(action_low, dtype=torch.float32, device=device).reshape(-1)
+        high = torch.as_tensor(action_high, dtype=torch.float32, device=device).reshape(-1)
+        if low.shape != high.shape or (high <= low).any():
+            raise ValueError(f"need action_low < action_high elementwise, got {low}, {high}")
+        if log_std_min >= log_std_max:
+            raise ValueError(f"need log_std_min < log_std_max, got {log_std_min}, {log_std_max}")
+        action_dim = low.numel()
+        self.net: MLP = build_mlp(
+            observation_dim,
+            action_dim,
+            num_cells=num_cells,
+            depth=depth,
+            activation=activation,
+            layer_norm=layer_norm,
+            device=device,
+        )
+        self.log_std = nn.Parameter(torch.zeros(action_dim, device=device))
+        self.register_buffer("center", (high + low) / 2)
+        self.register_buffer("half_range", (high - low) / 2)
+        self.log_std_min = float(log_std_min)
+        self.log_std_max = float(log_std_max)
+
+    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(loc, scale)``, each of shape ``[*batch, action_dim]``."""
+        loc = torch.addcmul(self.center, torch.tanh(self.net(observation)), self.half_range)
+        std = self.log_std.clamp(self.log_std_min, self.log_std_max).exp() * self.half_range
+        return loc, std.expand_as(loc)
+
+
+def make_iql_actor(
+    observation_dim: int,
+    action_spec: TensorSpec,
+    *,
+    num_cells: int = 256,
+    depth: int = 2,
+    activation: str | type[nn.Module] = "relu",
+    layer_norm: bool = False,
+    log_std_min: float = -5.0,
+    log_std_max: float = 2.0,
+    observation_key: str = "observation",
+    action_key: str = "action",
+    device: torch.device | str | None = None,
+) -> ProbabilisticActor:
+    """IQL's Gaussian policy as a :class:`~torchrl.modules.ProbabilisticActor`.
+
+    Reads ``observation_key`` and writes ``action_key`` (plus ``loc``/``scale``). Under
+    ``ExplorationType.RANDOM`` it samples the Gaussian and projects the sample onto the action
+    bounds; under ``DETERMINISTIC`` it returns the mean, which is inside the bounds by
+    construction.
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_spec: a bounded action spec (its bounds set the tanh range and the projection).
+        num_cells: width of the hidden layers.
+        depth: number of hidden layers.
+        activation: activation name or class.
+        layer_norm: LayerNorm after each hidden layer.
+        log_std_min: lower clamp of the state-independent log std (normalised action units).
+        log_std_max: upper clamp of the log std.
+        observation_key: the key read.
+        action_key: the key written.
+        device: device of the parameters.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.envs.utils import ExplorationType, set_exploration_type
+        >>> actor = make_iql_actor(3, Bounded(-2.0, 2.0, shape=(1,)), num_cells=16)
+        >>> td = TensorDict({"observation": torch.randn(4, 3)}, batch_size=[4])
+        >>> with set_exploration_type(ExplorationType.DETERMINISTIC):
+        ...     actor(td)["action"].shape
+        torch.Size([4, 1])
+    """
+    low, high = action_bounds(action_spec)
+    net = TanhMeanGaussianNet(
+        observation_dim,
+        low,
+        high,
+        num_cells=num_cells,
+        depth=depth,
+        activation=activation,
+        layer_norm=layer_norm,
+        log_std_min=log_std_min,
+        log_std_max=log_std_max,
+        device=device,
+    )
+    module = TensorDictModule(net, in_keys=[observation_key], out_keys=["loc", "scale"])
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        out_keys=[action_key],
+        spec=action_spec.clone().to(device) if device is not None else action_spec,
+        safe=True,
+        distribution_class=IndependentNormal,
+        return_log_prob=False,
+    )
+
+
+def make_value_network(
+    observation_dim: int,
+    *,
+    num_cells: int = 256,
+    depth: int = 2,
+    activation: str | type[nn.Module] = "relu",
+    layer_norm: bool = False,
+    in_keys: Sequence[str] = ("observation",),
+    out_keys: Sequence[str] = ("state_value",),
+    device: torch.device | str | None = None,
+) -> ValueOperator:
+    """A state-value network V(s) as a :class:`~torchrl.modules.ValueOperator`.
+
+    Args:
+        observation_dim: size of the observation vector.
+        num_cells: width of the hidden layers.
+        depth: number of hidden layers.
+        activation: activation name or class.
+        layer_norm: LayerNorm after each hidden layer.
+        in_keys: the observation key (exactly one).
+        out_keys: the value key (exactly one).
+        device: device of the parameters.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> v = make_value_network(3, num_cells=16)
+        >>> v(TensorDict({"observation": torch.randn(4, 3)}, [4]))["state_value"].shape
+        torch.Size([4, 1])
+    """
+    if len(in_keys) != 1 or len(out_keys) != 1:
+        raise ValueError(f"need one in_key and one out_key, got {in_keys}, {out_keys}")
+    net = build_mlp(
+        observation_dim,
+        1,
+        num_cells=num_cells,
+        depth=depth,
+        activation=activation,
+        layer_norm=layer_norm,
+        device=device,
+    )
+    return ValueOperator(net, in_keys=list(in_keys), out_keys=list(out_keys))

@@ -1,0 +1,87 @@
+"""Pieces shared by the package's losses: ensemble target parameters, fast module calls."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import TensorDictModuleBase
+from torch import nn
+
+__all__ = ["expectile_loss", "make_target_params", "module_params", "call_on_tensor"]
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float | torch.Tensor) -> torch.Tensor:
+    """Asymmetric squared loss ``|tau - 1(diff < 0)| * diff**2`` (IQL's value loss), elementwise.
+
+    Args:
+        diff: ``target - prediction``.
+        expectile: tau in (0, 1); 0.5 is the mean squared error / 2 weighting.
+
+    Example:
+        >>> import torch
+        >>> expectile_loss(torch.tensor([1.0, -1.0]), 0.9)
+        tensor([0.9000, 0.1000])
+    """
+    weight = torch.where(diff > 0, expectile, 1 - expectile)
+    return weight * diff.square()
+
+
+def module_params(module: nn.Module) -> TensorDictBase:
+    """The parameters and buffers of ``module`` as a tensordict of the very same tensors.
+
+    Used as the *source* of a soft update (``loss.<name>_params``): no copy is made, so the
+    target follows what the optimiser trains.
+
+    Example:
+        >>> from torch import nn
+        >>> lin = nn.Linear(2, 3)
+        >>> module_params(lin)["weight"] is lin.weight
+        True
+    """
+    return TensorDict.from_module(module)
+
+
+def make_target_params(module: nn.Module) -> TensorDictParams:
+    """A detached clone of ``module``'s parameters and buffers, held as buffers.
+
+    Registered on a loss as ``target_<name>_params`` it is found by
+    :class:`torchrl.objectives.SoftUpdate` / ``HardUpdate``, saved in the loss's state dict,
+    moved by ``loss.to(device)``, and never returned by ``loss.parameters()``.
+
+    Example:
+        >>> from torch import nn
+        >>> lin = nn.Linear(2, 3)
+        >>> target = make_target_params(lin)
+        >>> bool((target["weight"] == lin.weight).all()), target["weight"].requires_grad
+        (True, False)
+    """
+    params = TensorDict.from_module(module).detach().clone()
+    return TensorDictParams(params, no_convert=True)
+
+
+def call_on_tensor(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run a one-input, one-output module on a plain tensor, skipping TensorDict plumbing.
+
+    A :class:`~tensordict.nn.TensorDictModule` (e.g. a ``ValueOperator``) with one in_key and
+    one out_key is called through its inner ``module``; a plain ``nn.Module`` directly.
+
+    Raises:
+        ValueError: for a tensordict module with several inputs or outputs.
+
+    Example:
+        >>> import torch
+        >>> from torchrl.modules import ValueOperator
+        >>> v = ValueOperator(torch.nn.Linear(3, 1), in_keys=["observation"])
+        >>> call_on_tensor(v, torch.zeros(2, 3)).shape
+        torch.Size([2, 1])
+    """
+    if isinstance(module, TensorDictModuleBase):
+        inner = getattr(module, "module", None)
+        if inner is None or len(module.in_keys) != 1 or len(module.out_keys) != 1:
+            raise ValueError(
+                "expected a TensorDictModule with exactly one in_key and one out_key "
+                f"(e.g. a ValueOperator), got in_keys={module.in_keys}, "
+                f"out_keys={module.out_keys}"
+            )
+        return inner(x)
+    return module(x)

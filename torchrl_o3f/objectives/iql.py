@@ -1,0 +1,451 @@
+"""Implicit Q-Learning on a shared :class:`~torchrl_o3f.modules.QEnsemble` (trained in place)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.data import TensorSpec
+from torchrl.objectives import LossModule, ValueEstimators
+from torchrl.objectives.value import TD0Estimator
+
+from torchrl_o3f.modules.actors import make_iql_actor, make_value_network
+from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
+from torchrl_o3f.objectives.common import (
+    call_on_tensor,
+    expectile_loss,
+    make_target_params,
+    module_params,
+)
+
+__all__ = ["IQLLoss", "make_iql_loss"]
+
+_REDUCTIONS = ("min", "mean", "subset_min")
+
+
+class IQLLoss(LossModule):
+    r"""IQL (Kostrikov et al., 2022) with an ensemble critic that is trained in place.
+
+    For a batch ``(s, a, r, s', terminated)`` with ``r <- (r + reward_shift) * reward_scale``:
+
+    .. math::
+
+        \bar Q(s, a) &= \mathrm{reduce}_i\, \bar Q_i(s, a) \quad\text{(target params, no grad)}\\
+        L_V &= \mathbb{E}\, |\tau - 1(\bar Q - V(s) < 0)|\, (\bar Q - V(s))^2 \\
+        L_Q &= \textstyle\sum_i \mathbb{E}\, (Q_i(s, a) - r - \gamma (1 - d) V(s'))^2 \\
+        L_\pi &= -\mathbb{E}\, \min(e^{\beta (\bar Q - V(s))}, w_{max}) \log \pi(a | s)
+
+    ``reduce`` is the min over all members (``qvalue_reduction="min"``, the paper's IQL), the
+    mean, or the min over a random subset of ``subset_size`` members (REDQ's target).
+
+    Unlike :class:`torchrl.objectives.IQLLoss`, the ensemble passed in is **the** ensemble
+    trained: its parameters are registered as they are (no copy), so an
+    :class:`~torchrl_o3f.modules.O3FActionSelector` holding the same ``QEnsemble`` scores with
+    what the loss trains. The target min-Q and V(s) are computed once per step and the hot path
+    stays in plain tensors (see ``docs/performance.md``).
+
+    Changing hyper-parameters during training: ``expectile`` and ``temperature`` are buffers
+    read at every call. Assign a number (``loss.expectile = 0.85``) or fill them in place
+    (``loss.expectile.fill_(0.85)``); both are saved in the state dict.
+
+    Args:
+        actor_network: the policy; a :class:`~tensordict.nn.ProbabilisticTensorDictSequential`
+            (e.g. from :func:`~torchrl_o3f.modules.make_iql_actor`) whose ``get_dist`` gives the
+            log-likelihood of dataset actions. Its first in_key must be the observation.
+        qvalue_network: the :class:`~torchrl_o3f.modules.QEnsemble` to train (in place).
+        value_network: V(s): a module with one in_key and one out_key (e.g. a ValueOperator)
+            or a plain ``nn.Module`` on observation tensors.
+
+    Keyword Args:
+        expectile: IQL's tau (0.7; 0.9 on antmaze).
+        temperature: IQL's inverse temperature beta (3; 10 on antmaze).
+        max_weight: clip of the advantage weights (100).
+        qvalue_reduction: ``"min"`` (default), ``"mean"`` or ``"subset_min"``.
+        subset_size: subset size for ``"subset_min"``.
+        reward_scale: rewards are multiplied by this, after the shift.
+        reward_shift: added to rewards (antmaze IQL: -1).
+        loss_function: ``"l2"`` (the paper's MSE) for the Q regression; ``"smooth_l1"`` too.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.objectives import SoftUpdate
+        >>> loss = make_iql_loss(3, Bounded(-1.0, 1.0, shape=(2,)), num_cells=16)
+        >>> updater = SoftUpdate(loss, tau=0.005)
+        >>> td = TensorDict({
+        ...     "observation": torch.randn(8, 3), "action": torch.rand(8, 2) * 2 - 1,
+        ...     "next": {"observation": torch.randn(8, 3), "reward": torch.randn(8, 1),
+        ...              "done": torch.zeros(8, 1, dtype=torch.bool),
+        ...              "terminated": torch.zeros(8, 1, dtype=torch.bool)}}, batch_size=[8])
+        >>> out = loss(td)
+        >>> (out["loss_actor"] + out["loss_qvalue"] + out["loss_value"]).backward()
+        >>> sorted(loss.parameter_groups())
+        ['actor', 'qvalue', 'value']
+        >>> qs = loss.parameter_groups()["qvalue"]   # the ensemble's own parameters, no copy
+        >>> all(p is q for p, q in zip(qs, loss.qvalue_network.parameters()))
+        True
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Tensordict keys the loss reads and writes (change them with ``set_keys``).
+
+        Attributes:
+            observation: the observation (also read under ``"next"``).
+            action: the dataset action.
+            reward: the reward, read under ``"next"``.
+            done: the done flag, read under ``"next"``.
+            terminated: the termination flag (bootstrapping stops), read under ``"next"``.
+            priority: where the per-sample TD error is written (for prioritised replay).
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        priority: NestedKey = "td_error"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+    default_value_estimator = ValueEstimators.TD0
+    out_keys = [
+        "loss_actor",
+        "loss_qvalue",
+        "loss_value",
+        "qvalue_mean",
+        "qvalue_std",
+        "value_mean",
+        "advantage_mean",
+        "weight_mean",
+        "log_prob_mean",
+    ]
+
+    target_qvalue_network_params: TensorDictParams
+
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        qvalue_network: QEnsemble,
+        value_network: nn.Module,
+        *,
+        expectile: float = 0.7,
+        temperature: float = 3.0,
+        max_weight: float = 100.0,
+        qvalue_reduction: str = "min",
+        subset_size: int = 2,
+        reward_scale: float = 1.0,
+        reward_shift: float = 0.0,
+        loss_function: str = "l2",
+    ):
+        if not isinstance(qvalue_network, QEnsemble):
+            raise TypeError(
+                "qvalue_network must be a torchrl_o3f.modules.QEnsemble (the ensemble trained "
+                f"in place and shared with the selector), got {type(qvalue_network).__name__}"
+            )
+        if not hasattr(actor_network, "get_dist"):
+            raise TypeError(
+                "actor_network must be a probabilistic actor with get_dist (e.g. "
+                "torchrl_o3f.modules.make_iql_actor(...)), got "
+                f"{type(actor_network).__name__}"
+            )
+        if qvalue_reduction not in _REDUCTIONS:
+            raise ValueError(
+                f"qvalue_reduction must be one of {_REDUCTIONS}, got {qvalue_reduction!r}"
+            )
+        if qvalue_reduction == "subset_min" and not 1 <= subset_size <= qvalue_network.num_members:
+            raise ValueError(
+                f"subset_size must be in [1, {qvalue_network.num_members}], got {subset_size}"
+            )
+        if loss_function not in ("l2", "smooth_l1"):
+            raise ValueError(f"loss_function must be 'l2' or 'smooth_l1', got {loss_function!r}")
+        if max_weight <= 0:
+            raise ValueError(f"max_weight must be > 0, got {max_weight}")
+        super().__init__()
+        self.actor_network = actor_network
+        self.qvalue_network = qvalue_network
+        self.value_network = value_network
+        self.target_qvalue_network_params = make_target_params(qvalue_network)
+        self._has_update_associated["qvalue_network"] = False
+        device = qvalue_network.device
+        self.register_buffer("_expectile", torch.tensor(0.0, device=device))
+        self.register_buffer("_temperature", torch.tensor(0.0, device=device))
+        self.register_buffer("gamma", torch.tensor(0.99, device=device))
+        self.expectile = expectile
+        self.temperature = temperature
+        self.max_weight = float(max_weight)
+        self.qvalue_reduction = qvalue_reduction
+        self.subset_size = int(subset_size)
+        self.reward_scale = float(reward_scale)
+        self.reward_shift = float(reward_shift)
+        self.loss_function = loss_function
+        self.make_value_estimator(gamma=0.99)
+
+    # ----------------------------------------------------------------- hyper-parameters
+    @property
+    def expectile(self) -> torch.Tensor:
+        """IQL's expectile tau (a buffer; assign a float or ``fill_`` it to anneal)."""
+        return self._expectile
+
+    @expectile.setter
+    def expectile(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"expectile must be in (0, 1), got {value}")
+        self._expectile.fill_(value)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """IQL's inverse temperature beta (a buffer; assign a float or ``fill_`` it to anneal)."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        value = float(value)
+        if value < 0:
+            raise ValueError(f"temperature must be >= 0, got {value}")
+        self._temperature.fill_(value)
+
+    # ----------------------------------------------------------------- torchrl plumbing
+    @property
+    def qvalue_network_params(self) -> TensorDictBase:
+        """The ensemble's own parameters (the soft-update source; the very same tensors)."""
+        return module_params(self.qvalue_network)
+
+    @property
+    def policy(self) -> TensorDictModuleBase:
+        """The actor to use in a collector (the ``actor_network`` itself)."""
+        return self.actor_network
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters per network: ``actor``, ``qvalue`` and ``value``."""
+        return {
+            "actor": list(self.actor_network.parameters()),
+            "qvalue": list(self.qvalue_network.parameters()),
+            "value": list(self.value_network.parameters()),
+        }
+
+    def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
+        """Set the discount: ``loss.make_value_estimator(gamma=0.99)`` (TD(0) only).
+
+        The loss computes the TD(0) target ``r + gamma * (1 - terminated) * V(s')`` on plain
+        tensors; ``loss.value_estimator`` is the equivalent torchrl ``TD0Estimator`` (on
+        V(s')), kept for inspection.
+        """
+        if value_type is None:
+            value_type = self.default_value_estimator
+        if value_type != ValueEstimators.TD0:
+            raise NotImplementedError(
+                f"IQLLoss supports the TD(0) estimator only (its target is one-step), got "
+                f"{value_type}"
+            )
+        gamma = float(hyperparams.pop("gamma", self.gamma.item()))
+        if hyperparams:
+            raise TypeError(f"unexpected value-estimator arguments {sorted(hyperparams)}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.gamma.fill_(gamma)
+        self._value_estimator = TD0Estimator(
+            gamma=gamma, value_network=None, shifted=False, skip_existing=False
+        )
+
+    @property
+    def in_keys(self) -> list:
+        """The keys read from the input tensordict."""
+        k = self.tensor_keys
+        return [
+            k.observation,
+            k.action,
+            ("next", k.observation),
+            ("next", k.reward),
+            ("next", k.done),
+            ("next", k.terminated),
+        ]
+
+    # ----------------------------------------------------------------- the maths
+    def _read(self, td: TensorDictBase):
+        k = self.tensor_keys
+        try:
+            obs = td.get(k.observation)
+            act = td.get(k.action)
+            next_obs = td.get(("next", k.observation))
+            reward = td.get(("next", k.reward))
+            terminated = td.get(("next", k.terminated))
+        except KeyError as err:
+            raise KeyError(
+                f"IQLLoss reads {self.in_keys} (change them with loss.set_keys(...)); "
+                f"missing {err}. The tensordict has {list(td.keys(True, True))}"
+            ) from None
+        if reward.shape != act.shape[:-1] + (1,):
+            reward = reward.reshape(*act.shape[:-1], 1)
+        terminated = terminated.reshape(reward.shape)
+        if self.reward_shift != 0.0:
+            reward = reward + self.reward_shift
+        if self.reward_scale != 1.0:
+            reward = reward * self.reward_scale
+        return obs, act, next_obs, reward, terminated
+
+    def _target_q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            values = self.qvalue_network.values(obs, act, self.target_qvalue_network_params)
+            return ensemble_reduce(values, self.qvalue_reduction, subset_size=self.subset_size)
+
+    def _log_prob(self, td: TensorDictBase, obs: torch.Tensor, act: torch.Tensor):
+        key = self.actor_network.in_keys[0]
+        dist = self.actor_network.get_dist(TensorDict({key: obs}, batch_size=obs.shape[:-1]))
+        return dist.log_prob(act).reshape(*act.shape[:-1], 1)
+
+    def _actor_terms(self, td, obs, act, target_q, value):
+        advantage = target_q - value.detach()
+        weight = torch.exp(advantage * self._temperature).clamp_max(self.max_weight)
+        log_prob = self._log_prob(td, obs, act)
+        loss_actor = -(weight * log_prob).mean()
+        return loss_actor, advantage, weight, log_prob
+
+    def _qvalue_terms(self, td, obs, act, reward, terminated, next_value):
+        target = reward + self.gamma * (~terminated.bool()) * next_value.detach()
+        pred = self.qvalue_network.values(obs, act)  # [m, *batch, 1]
+        if self.loss_function == "l2":
+            per_member = (pred - target).square()
+        else:
+            per_member = nn.functional.smooth_l1_loss(
+                pred, target.expand_as(pred), reduction="none"
+            )
+        loss_qvalue = per_member.mean(tuple(range(1, pred.dim()))).sum()
+        return loss_qvalue, pred, target
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """All three losses (``loss_actor``, ``loss_qvalue``, ``loss_value``) + diagnostics.
+
+        The per-sample max-over-members TD error is written to ``tensordict[priority]``.
+        """
+        obs, act, next_obs, reward, terminated = self._read(tensordict)
+        target_q = self._target_q(obs, act)
+        # V(s) with grad and V(s') without, in one call (V(s') is detached below)
+        n = obs.shape[:-1].numel()
+        values = call_on_tensor(self.value_network, torch.cat([obs, next_obs], 0))
+        value, next_value = values[:n].reshape(target_q.shape), values[n:]
+        next_value = next_value.reshape(target_q.shape)
+        loss_value = expectile_loss(target_q - value, self._expectile).mean()
+        loss_actor, advantage, weight, log_prob = self._actor_terms(
+            tensordict, obs, act, target_q, value
+        )
+        loss_qvalue, pred, target = self._qvalue_terms(
+            tensordict, obs, act, reward, terminated, next_value
+        )
+        with torch.no_grad():
+            td_error = (pred - target).abs().max(0).values
+            if tensordict.batch_dims:
+                tensordict.set(self.tensor_keys.priority, td_error.reshape(tensordict.batch_size))
+            out = TensorDict(
+                {
+                    "loss_actor": loss_actor,
+                    "loss_qvalue": loss_qvalue,
+                    "loss_value": loss_value,
+                    "qvalue_mean": pred.mean().detach(),
+                    "qvalue_std": pred.std(0, correction=0).mean().detach(),
+                    "value_mean": value.mean().detach(),
+                    "advantage_mean": advantage.mean(),
+                    "weight_mean": weight.mean(),
+                    "log_prob_mean": log_prob.mean().detach(),
+                },
+                batch_size=[],
+            )
+        return out
+
+    def actor_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """The advantage-weighted regression loss of the actor alone (``loss_actor``)."""
+        obs, act, *_ = self._read(tensordict)
+        target_q = self._target_q(obs, act)
+        with torch.no_grad():
+            value = call_on_tensor(self.value_network, obs).reshape(target_q.shape)
+        loss_actor, advantage, weight, _ = self._actor_terms(tensordict, obs, act, target_q, value)
+        return TensorDict(
+            {"loss_actor": loss_actor, "advantage_mean": advantage.mean()}, batch_size=[]
+        )
+
+    def value_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """The expectile regression loss of V alone (``loss_value``)."""
+        obs, act, *_ = self._read(tensordict)
+        target_q = self._target_q(obs, act)
+        value = call_on_tensor(self.value_network, obs).reshape(target_q.shape)
+        loss_value = expectile_loss(target_q - value, self._expectile).mean()
+        return TensorDict(
+            {"loss_value": loss_value, "value_mean": value.mean().detach()}, batch_size=[]
+        )
+
+    def qvalue_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """The TD regression loss of the ensemble alone (``loss_qvalue``)."""
+        obs, act, next_obs, reward, terminated = self._read(tensordict)
+        with torch.no_grad():
+            next_value = call_on_tensor(self.value_network, next_obs).reshape(reward.shape)
+        loss_qvalue, pred, _ = self._qvalue_terms(
+            tensordict, obs, act, reward, terminated, next_value
+        )
+        return TensorDict(
+            {"loss_qvalue": loss_qvalue, "qvalue_mean": pred.mean().detach()}, batch_size=[]
+        )
+
+
+def make_iql_loss(
+    observation_dim: int,
+    action_spec: TensorSpec,
+    *,
+    num_qvalue: int = 5,
+    num_cells: int = 256,
+    depth: int = 2,
+    layer_norm: bool = False,
+    expectile: float = 0.7,
+    temperature: float = 3.0,
+    gamma: float = 0.99,
+    device: torch.device | str | None = None,
+    **loss_kwargs,
+) -> IQLLoss:
+    """Build an :class:`IQLLoss` with IQL's networks: Gaussian actor, ``QEnsemble``, V(s).
+
+    Args:
+        observation_dim: size of the (flat) observation.
+        action_spec: bounded action spec of the environment.
+        num_qvalue: ensemble size m (5, as the paper).
+        num_cells: width of every hidden layer (actor, critics, value).
+        depth: hidden layers per network.
+        layer_norm: LayerNorm in the critics and the value network.
+        expectile: IQL's tau.
+        temperature: IQL's inverse temperature beta.
+        gamma: discount.
+        device: device of every network.
+        **loss_kwargs: forwarded to :class:`IQLLoss` (``max_weight``, ``qvalue_reduction``,
+            ``subset_size``, ``reward_scale``, ``reward_shift``, ``loss_function``).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> loss = make_iql_loss(17, Bounded(-1.0, 1.0, shape=(6,)), num_cells=32)
+        >>> loss.qvalue_network.num_members, round(float(loss.gamma), 4)
+        (5, 0.99)
+    """
+    action_dim = action_spec.shape[-1]
+    actor = make_iql_actor(
+        observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
+    )
+    qvalue = QEnsemble(
+        observation_dim,
+        action_dim,
+        num_members=num_qvalue,
+        num_cells=num_cells,
+        depth=depth,
+        layer_norm=layer_norm,
+        device=device,
+    )
+    value = make_value_network(
+        observation_dim, num_cells=num_cells, depth=depth, layer_norm=layer_norm, device=device
+    )
+    loss = IQLLoss(
+        actor, qvalue, value, expectile=expectile, temperature=temperature, **loss_kwargs
+    )
+    loss.make_value_estimator(gamma=gamma)
+    return loss
