@@ -1,0 +1,456 @@
+import itertools
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torchrl.collectors import Collector
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from torchrl_o3f.modules import QEnsemble, build_mlp
+from torchrl_o3f.modules.selector import O3FActionSelector
+
+OBS, ACT = 4, 2
+
+
+def _spec(low=-1.0, high=1.0, n=ACT):
+    return Bounded(low=low, high=high, shape=(n,))
+
+
+def _member_value(q: QEnsemble, i: int, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """Reference Q_i(s, a) for one unbatched pair: a plain loop over layers, no broadcasting."""
+    h = torch.cat([obs, act], -1)
+    n = len(q.weights)
+    for j in range(n):
+        h = h @ q.weights[j][i] + q.biases[j][i, 0]
+        if j < n - 1:
+            h = torch.relu(h)
+    return h.squeeze()
+
+
+def _brute_force(q, obs, action, sigma, omega, n, seed, low=-1.0, high=1.0):
+    """Same draws as the selector (one randn call), then a python loop over candidates/members."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn((n, *action.shape), generator=g)
+    batch = action.shape[:-1]
+    out = torch.empty_like(action)
+    for idx in itertools.product(*[range(b) for b in batch]):
+        best, best_a = -math.inf, None
+        for c in range(n):
+            cand = (action[idx] + sigma * noise[(c, *idx)]).clamp(low, high)
+            with torch.no_grad():
+                vals = [float(_member_value(q, i, obs[idx], cand)) for i in range(q.num_members)]
+            mean = sum(vals) / len(vals)
+            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+            f = mean + omega * std
+            if f > best:
+                best, best_a = f, cand
+        out[idx] = best_a
+    return out
+
+
+@pytest.mark.parametrize("batch", [(), (3,), (2, 2)])
+@pytest.mark.parametrize("omega", [0.0, 1.5])
+def test_chosen_action_is_brute_force_argmax(batch, omega):
+    q = QEnsemble(OBS, ACT, num_members=3, num_cells=8)
+    sel = O3FActionSelector(
+        q,
+        _spec(),
+        num_candidates=17,
+        sigma=0.5,
+        omega=omega,
+        generator=torch.Generator().manual_seed(7),
+    )
+    obs, action = torch.randn(*batch, OBS), torch.rand(*batch, ACT) * 2 - 1
+    td = TensorDict({"observation": obs, "action": action}, batch)
+    out = sel(td.clone())
+    expected = _brute_force(q, obs, action, 0.5, omega, 17, seed=7)
+    torch.testing.assert_close(out["action"], expected)
+    assert out.batch_size == batch
+
+
+def test_candidates_follow_gaussian_before_projection():
+    sigma = torch.tensor([0.1, 0.7])
+    sel = O3FActionSelector(
+        QEnsemble(OBS, ACT, num_members=2, num_cells=8), _spec(), num_candidates=20000, sigma=sigma
+    )
+    action = torch.tensor([[0.95, -0.3], [0.0, 0.5]])  # near a bound: projection comes later
+    cands = sel.sample_candidates(action)
+    assert cands.shape == (20000, 2, ACT)
+    n = cands.shape[0]
+    # standard error of the mean: sigma / sqrt(n); of the std: sigma / sqrt(2n); 5 of them
+    mean_err = (cands.mean(0) - action).abs()
+    assert (mean_err < 5 * sigma / math.sqrt(n)).all(), mean_err
+    std_err = (cands.std(0) - sigma).abs()
+    assert (std_err < 5 * sigma / math.sqrt(2 * n)).all(), std_err
+    assert (cands > 1.0).any()  # unprojected: the samples spill over the bound
+
+
+def test_executed_actions_lie_in_spec():
+    spec = Bounded(low=torch.tensor([-1.0, 0.0]), high=torch.tensor([0.5, 3.0]), shape=(2,))
+    sel = O3FActionSelector(QEnsemble(OBS, 2, num_members=2, num_cells=8), spec, sigma=2.0)
+    action = torch.tensor([[0.5, 0.0], [-1.0, 3.0], [0.0, 1.0]]).repeat(20, 1)
+    td = TensorDict({"observation": torch.randn(60, OBS), "action": action}, [60])
+    out = sel(td)["action"]
+    assert spec.is_in(out)
+    assert (out >= spec.space.low).all() and (out <= spec.space.high).all()
+
+
+@pytest.mark.parametrize(
+    "expl", [ExplorationType.DETERMINISTIC, ExplorationType.MODE, ExplorationType.MEAN]
+)
+def test_passes_through_unless_random(expl):
+    sel = O3FActionSelector(QEnsemble(OBS, ACT, num_members=2, num_cells=8), _spec(), sigma=0.5)
+    action = torch.rand(5, ACT)
+    td = TensorDict({"observation": torch.randn(5, OBS), "action": action.clone()}, [5])
+    with set_exploration_type(expl):
+        assert torch.equal(sel(td)["action"], action)
+    with set_exploration_type(ExplorationType.RANDOM):
+        assert not torch.equal(sel(td)["action"], action)
+
+
+def test_diagnostics_keys_and_gain():
+    sel = O3FActionSelector(
+        QEnsemble(OBS, ACT, num_members=3, num_cells=8),
+        _spec(),
+        sigma=0.3,
+        diagnostics=True,
+        include_policy_action=True,
+    )
+    action = torch.rand(6, ACT) * 2 - 1
+    td = sel(TensorDict({"observation": torch.randn(6, OBS), "action": action.clone()}, [6]))
+    assert set(sel.out_keys) == {"action", "policy_action", "o3f_score", "o3f_score_gain"}
+    assert torch.equal(td["policy_action"], action)
+    assert td["o3f_score"].shape == td["o3f_score_gain"].shape == (6, 1)
+    torch.testing.assert_close(
+        td["o3f_score"], sel.score(td["observation"], td["action"][None])[0, :, None]
+    )
+    policy_score = sel.score(td["observation"], action[None])[0, :, None]
+    torch.testing.assert_close(td["o3f_score_gain"], td["o3f_score"] - policy_score)
+    assert (td["o3f_score_gain"] >= 0).all()  # the policy action is a candidate
+
+
+def test_include_policy_action():
+    a0 = torch.tensor([0.3, -0.2])
+
+    def critic(obs, act):  # peaked at a0: the policy action is the best possible candidate
+        return -((act - a0) ** 2).sum(-1, keepdim=True).unsqueeze(0).expand(2, *act.shape[:-1], 1)
+
+    td = TensorDict({"observation": torch.randn(OBS), "action": a0.clone()}, [])
+    with_a = O3FActionSelector(critic, _spec(), num_candidates=10, include_policy_action=True)
+    without = O3FActionSelector(critic, _spec(), num_candidates=10)
+    assert torch.equal(with_a(td.clone())["action"], a0)
+    assert not torch.equal(without(td.clone())["action"], a0)
+
+
+def test_omega_prefers_uncertain_candidates():
+    # two members: Q1 = x0 + x1, Q2 = x0 - x1 -> mean x0, std |x1|
+    def critic(obs, act):
+        return torch.stack([act[..., :1] + act[..., 1:], act[..., :1] - act[..., 1:]])
+
+    obs = torch.zeros(OBS)
+    cands = torch.tensor([[0.5, 0.0], [0.4, 0.9], [0.1, 0.2]])
+    greedy = O3FActionSelector(critic, _spec(), omega=0.0)
+    optimistic = O3FActionSelector(critic, _spec(), omega=1.0)
+    torch.testing.assert_close(optimistic.score(obs, cands), torch.tensor([0.5, 1.3, 0.3]))
+    assert greedy.score(obs, cands).argmax() == 0
+    assert optimistic.score(obs, cands).argmax() == 1
+    # end to end: the optimistic selector executes a more uncertain action on average
+    td = TensorDict({"observation": torch.zeros(500, OBS), "action": torch.zeros(500, 2)}, [500])
+    g = greedy(td.clone())["action"][:, 1].abs().mean()
+    o = optimistic(td.clone())["action"][:, 1].abs().mean()
+    assert o > g + 0.1
+
+
+def test_reproducible_with_seeded_generator():
+    q = QEnsemble(OBS, ACT, num_members=2, num_cells=8)
+    td = TensorDict({"observation": torch.randn(4, OBS), "action": torch.zeros(4, ACT)}, [4])
+    outs = [
+        O3FActionSelector(q, _spec(), generator=torch.Generator().manual_seed(3))(td.clone())[
+            "action"
+        ]
+        for _ in range(2)
+    ]
+    assert torch.equal(*outs)
+
+
+def test_constructor_errors():
+    q = QEnsemble(OBS, ACT, num_members=2, num_cells=8)
+    with pytest.raises(ValueError, match="num_candidates"):
+        O3FActionSelector(q, _spec(), num_candidates=0)
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
+        O3FActionSelector(q, _spec(), sigma=-0.1)
+    with pytest.raises(ValueError, match="sigma must be finite"):
+        O3FActionSelector(q, _spec(), sigma=float("nan"))
+    with pytest.raises(ValueError, match="sigma must be a float or a tensor of 2"):
+        O3FActionSelector(q, _spec(), sigma=torch.ones(3))
+    with pytest.raises(ValueError, match="omega must be one finite"):
+        O3FActionSelector(q, _spec(), omega=float("inf"))
+    with pytest.raises(ValueError, match="needs the action spec"):
+        O3FActionSelector(q, None)
+    with pytest.raises(ValueError, match="3 action dimensions.*size 2"):
+        O3FActionSelector(q, _spec(n=3))
+    with pytest.raises(TypeError, match="continuous Bounded or Unbounded"):
+        O3FActionSelector(q, Categorical(4))
+    with pytest.raises(KeyError, match="no entry"):
+        O3FActionSelector(q, Composite(other=_spec()))
+    with pytest.raises(TypeError, match="qvalue_network must be"):
+        O3FActionSelector(object(), _spec())
+    with pytest.raises(ValueError, match="a QEnsemble already holds"):
+        O3FActionSelector(q, _spec(), qvalue_params=TensorDict.from_module(q))
+    with pytest.raises(TypeError, match="sigma_schedule"):
+        O3FActionSelector(q, _spec(), sigma_schedule=(0.2, 0.1))
+    with pytest.raises(ValueError, match="integer frames >= 1"):
+        O3FActionSelector(q, _spec(), omega_schedule=(1.0, 0.0, 0))
+    # composite and unbounded specs are accepted
+    O3FActionSelector(q, Composite(action=_spec()))
+    sel = O3FActionSelector(q, Unbounded(shape=(ACT,)), sigma=5.0)
+    assert (
+        sel(TensorDict({"observation": torch.randn(OBS), "action": torch.zeros(ACT)}))["action"]
+        .abs()
+        .max()
+        > 1
+    )
+
+
+def test_forward_errors():
+    sel = O3FActionSelector(QEnsemble(OBS, ACT, num_members=2, num_cells=8), _spec())
+    with pytest.raises(KeyError, match="reads 'observation' and 'action'"):
+        sel(TensorDict({"action": torch.zeros(ACT)}))
+    with pytest.raises(ValueError, match=r"expected actions \[..., 2\]"):
+        sel(TensorDict({"observation": torch.zeros(OBS), "action": torch.zeros(3)}))
+
+    def bad_critic(obs, act):
+        return act.sum(-1)[None, None]
+
+    sel = O3FActionSelector(bad_critic, _spec())
+    with pytest.raises(ValueError, match="member dimension leading"):
+        sel(TensorDict({"observation": torch.zeros(OBS), "action": torch.zeros(ACT)}))
+
+
+def test_schedules_and_state_dict_round_trip():
+    q = QEnsemble(OBS, ACT, num_members=2, num_cells=8)
+    sel = O3FActionSelector(
+        q, _spec(), sigma_schedule=(0.4, 0.1, 100), omega_schedule=lambda t: min(1.0, t / 50)
+    )
+    assert float(sel.sigma) == pytest.approx(0.4) and float(sel.omega) == 0.0
+    sel.step(50)
+    assert float(sel.sigma) == pytest.approx(0.25) and float(sel.omega) == pytest.approx(1.0)
+    sel.step(1000)
+    assert float(sel.sigma) == pytest.approx(0.1) and int(sel.frames) == 1050
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
+        O3FActionSelector(q, _spec(), sigma_schedule=lambda t: 0.1 - t).step(1)
+    # a per-dimension sigma without schedule is untouched by step
+    fixed = O3FActionSelector(q, _spec(), sigma=torch.tensor([0.1, 0.3]))
+    fixed.step(10)
+    assert torch.equal(fixed.sigma, torch.tensor([0.1, 0.3]))
+
+    state = sel.state_dict()
+    assert set(state) == {"sigma", "omega", "frames", "low", "high"}  # no critic parameters
+    assert list(sel.parameters()) == []
+    fresh = O3FActionSelector(q, _spec(), sigma=0.9, omega=0.0)
+    fresh.load_state_dict(state)
+    assert float(fresh.sigma) == pytest.approx(0.1)
+    assert float(fresh.omega) == pytest.approx(1.0) and int(fresh.frames) == 1050
+
+
+def _td_step(q, opt, obs, cands, targets, steps=60):
+    for _ in range(steps):
+        loss = ((q.values(obs, cands).squeeze(-1) - targets) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_loss_step_on_ensemble_changes_selector_scores():
+    """The selector reads the parameters the optimiser trains: no stale copy."""
+    q = QEnsemble(OBS, ACT, num_members=3, num_cells=16)
+    sel = O3FActionSelector(q, _spec(), num_candidates=12, sigma=0.5)
+    obs, action = torch.randn(OBS), torch.zeros(ACT)
+    cands = sel.project(sel.sample_candidates(action))
+    before = sel.score(obs, cands)
+
+    # one TD-like step: regress Q(s, c) onto r + gamma * min_j Q_target(s', c) (detached)
+    opt = torch.optim.Adam(q.parameters(), lr=1e-2)
+    target = 1.0 + 0.9 * q.reduce(obs, cands, "min").detach().squeeze(-1)
+    _td_step(q, opt, obs, cands, target, steps=1)
+    after = sel.score(obs, cands)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, q.values(obs, cands).mean(0).squeeze(-1))
+
+    # train candidate k to be the best: the selector's forward now executes it
+    k = int(before.argmin())
+    targets = torch.zeros(12, 1).squeeze(-1)
+    targets[k] = 5.0
+    _td_step(q, opt, obs, cands, targets)
+    assert int(sel.score(obs, cands).argmax()) == k
+    g = torch.Generator().manual_seed(11)
+    sel.generator = g
+    cands = sel.project(sel.sample_candidates(action))
+    _td_step(q, opt, obs, cands, targets)
+    g.manual_seed(11)
+    out = sel(TensorDict({"observation": obs, "action": action}))
+    torch.testing.assert_close(out["action"], cands[k])
+
+
+def _sac(obs_dim=OBS, act_dim=ACT):
+    from tensordict.nn import NormalParamExtractor
+    from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
+    from torchrl.objectives import SACLoss
+
+    spec = _spec(n=act_dim)
+    actor = ProbabilisticActor(
+        TensorDictModule(
+            torch.nn.Sequential(
+                build_mlp(obs_dim, 2 * act_dim, num_cells=16), NormalParamExtractor()
+            ),
+            in_keys=["observation"],
+            out_keys=["loc", "scale"],
+        ),
+        in_keys=["loc", "scale"],
+        spec=spec,
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": spec.space.low, "high": spec.space.high},
+    )
+
+    class Critic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = build_mlp(obs_dim + act_dim, 1, num_cells=16)
+
+        def forward(self, obs, act):
+            return self.net(torch.cat([obs, act], -1))
+
+    critic = ValueOperator(Critic(), in_keys=["observation", "action"])
+    loss = SACLoss(actor, critic, num_qvalue_nets=2, loss_function="l2")
+    loss.make_value_estimator(gamma=0.99)
+    return actor, critic, loss, spec
+
+
+def test_sac_critic_reuse_with_trained_params():
+    """A torchrl SAC critic: the selector scores with the params SACLoss trains."""
+    actor, critic, loss, spec = _sac()
+    sel = O3FActionSelector(
+        loss.qvalue_network, spec, qvalue_params=loss.qvalue_network_params, num_candidates=9
+    )
+    obs, cands = torch.randn(3, OBS), torch.rand(9, 3, ACT) * 2 - 1
+
+    def reference(params):
+        out = []
+        for i in range(params.shape[0]):
+            with params[i].to_module(critic):
+                td = TensorDict({"observation": obs.expand(9, 3, OBS), "action": cands}, [9, 3])
+                out.append(critic(td)["state_action_value"])
+        return torch.stack(out).mean(0).squeeze(-1)
+
+    torch.testing.assert_close(sel.score(obs, cands), reference(loss.qvalue_network_params))
+
+    opt = torch.optim.Adam(loss.parameters(), lr=1e-2)
+    batch = TensorDict(
+        {
+            "observation": torch.randn(32, OBS),
+            "action": torch.rand(32, ACT) * 2 - 1,
+            ("next", "observation"): torch.randn(32, OBS),
+            ("next", "reward"): torch.ones(32, 1),
+            ("next", "done"): torch.zeros(32, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(32, 1, dtype=torch.bool),
+        },
+        [32],
+    )
+    before = sel.score(obs, cands)
+    for _ in range(3):
+        losses = loss(batch)
+        opt.zero_grad()
+        (losses["loss_actor"] + losses["loss_qvalue"] + losses["loss_alpha"]).backward()
+        opt.step()
+    after = sel.score(obs, cands)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, reference(loss.qvalue_network_params))
+    # the module handed to SACLoss was never trained: scoring with it would be stale
+    untrained = critic(TensorDict({"observation": obs.expand(9, 3, OBS), "action": cands}, [9, 3]))
+    assert not torch.allclose(after, untrained["state_action_value"].squeeze(-1))
+
+    # policy + selector, unbatched and batched
+    policy = TensorDictSequential(actor, sel)
+    with set_exploration_type(ExplorationType.RANDOM):
+        assert spec.is_in(policy(TensorDict({"observation": torch.randn(OBS)}))["action"])
+        assert policy(TensorDict({"observation": obs}, [3]))["action"].shape == (3, ACT)
+
+
+def test_single_critic_module_without_params():
+    """A TensorDictModule returning one value per candidate is a one-member ensemble."""
+    net = TensorDictModule(
+        build_mlp(OBS + ACT, 1, num_cells=8),
+        in_keys=["observation", "action"],
+        out_keys=["state_action_value"],
+    )
+    # TensorDictModule concatenation: wrap so the MLP reads [obs, act]
+    critic = TensorDictModule(
+        lambda o, a: net.module(torch.cat([o, a], -1)),
+        in_keys=["observation", "action"],
+        out_keys=["state_action_value"],
+    )
+    sel = O3FActionSelector(critic, _spec(), num_candidates=5)
+    obs, cands = torch.randn(OBS), torch.rand(5, ACT)
+    torch.testing.assert_close(
+        sel.score(obs, cands), net.module(torch.cat([obs.expand(5, OBS), cands], -1)).squeeze(-1)
+    )
+
+
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_collector_stores_the_selected_actions(num_envs):
+    from torchrl_o3f.envs import make_env
+
+    env = make_env("hopper-medium", seed=0, num_envs=num_envs)
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    act_dim = env.action_spec.shape[-1]
+    q = QEnsemble(obs_dim, act_dim, num_members=3, num_cells=16)
+    actor = TensorDictModule(
+        torch.nn.Sequential(build_mlp(obs_dim, act_dim, num_cells=16), torch.nn.Tanh()),
+        in_keys=["observation"],
+        out_keys=["action"],
+    )
+
+    def make_selector():
+        return O3FActionSelector(
+            q,
+            env.action_spec,
+            num_candidates=20,
+            sigma=0.5,
+            diagnostics=True,
+            generator=torch.Generator().manual_seed(5),
+        )
+
+    sel = make_selector()
+    collector = Collector(
+        env, TensorDictSequential(actor, sel), frames_per_batch=30, total_frames=30
+    )
+    sel.generator.manual_seed(5)  # the collector ran the policy once to read its outputs
+    data = next(iter(collector))
+    collector.shutdown()
+    steps = 30 // num_envs
+    assert data.batch_size == ((steps,) if num_envs == 1 else (num_envs, steps))
+    low = env.action_spec.space.low.reshape(-1, act_dim)[0]
+    high = env.action_spec.space.high.reshape(-1, act_dim)[0]
+    assert ((data["action"] >= low) & (data["action"] <= high)).all()
+    # the executed actions are the stored ones: replay the same draws step by step
+    replay = make_selector()
+    for t in range(steps):
+        step = data[..., t]
+        chosen, _, _ = replay.select(step["observation"], step["policy_action"])
+        torch.testing.assert_close(step["action"], chosen)
+    assert not torch.allclose(data["action"], data["policy_action"])
+
+
+@pytest.mark.gpu
+def test_device_follows_ensemble():
+    q = QEnsemble(OBS, ACT, num_members=2, num_cells=8, device="cuda")
+    sel = O3FActionSelector(q, _spec(), generator=torch.Generator("cuda").manual_seed(0))
+    assert sel.sigma.device.type == "cuda" and sel.low.device.type == "cuda"
+    td = TensorDict({"observation": torch.randn(3, OBS), "action": torch.zeros(3, ACT)}, [3])
+    out = sel(td)
+    assert out["action"].device.type == "cpu"  # written back where the policy put it
+    with pytest.raises(ValueError, match="generator is on"):
+        O3FActionSelector(q, _spec(), generator=torch.Generator())
