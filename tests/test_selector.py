@@ -9,8 +9,7 @@ from torchrl.collectors import Collector
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_o3f.modules import QEnsemble, build_mlp
-from torchrl_o3f.modules.selector import O3FActionSelector
+from torchrl_o3f.modules import O3FActionSelector, QEnsemble, build_mlp
 
 OBS, ACT = 4, 2
 

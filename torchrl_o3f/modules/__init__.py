@@ -2,5 +2,6 @@
 
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
 from torchrl_o3f.modules.networks import build_mlp, get_activation
+from torchrl_o3f.modules.selector import O3FActionSelector
 
-__all__ = ["QEnsemble", "build_mlp", "ensemble_reduce", "get_activation"]
+__all__ = ["O3FActionSelector", "QEnsemble", "build_mlp", "ensemble_reduce", "get_activation"]
