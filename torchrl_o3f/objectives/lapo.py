@@ -1,0 +1,610 @@
+"""LAPO with O3F's ensemble critic (REDQ-style random-subset target), as a torchrl LossModule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.data import TensorSpec
+from torchrl.objectives import LossModule, ValueEstimators
+
+from torchrl_o3f.modules.actors import action_bounds
+from torchrl_o3f.modules.ensemble import QEnsemble
+from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor
+from torchrl_o3f.modules.networks import build_mlp
+from torchrl_o3f.objectives.common import call_on_tensor, make_target_params, module_params
+
+__all__ = ["LAPOLoss", "lapo_family_defaults", "lapo_reward_config", "make_lapo_loss"]
+
+
+def lapo_reward_config(
+    rewards: torch.Tensor,
+    *,
+    family: str | None = None,
+    kind: str | None = None,
+    gamma: float = 0.99,
+) -> dict[str, float]:
+    """LAPO's reward pre-processing, computed from the dataset rewards.
+
+    * ``"max"`` (locomotion, kitchen, anything else): ``r <- r / max|r|`` and V clipped to
+      ``[min r, max r] / (1 - gamma)`` (scaled rewards). The reference code divides by
+      ``max r``; the two agree whenever the largest reward is also the largest in magnitude
+      (all D4RL locomotion sets), and ``max|r|`` keeps the sign of all-negative rewards.
+    * ``"antmaze"``: ``r <- 100 r`` and V clipped to ``[0, 100]``.
+
+    Args:
+        rewards: the dataset rewards (any shape).
+        family: a task family of the registry (``"halfcheetah"``, ``"antmaze"``, ...), whose
+            ``defaults.lapo_reward`` selects the kind; or ``"generic"`` for ``"max"``.
+        kind: ``"max"`` or ``"antmaze"`` (overrides ``family``).
+        gamma: the discount of the value bounds.
+
+    Returns:
+        ``dict(reward_scale=..., reward_shift=0.0, value_min=..., value_max=...)``, the keyword
+        arguments of :class:`LAPOLoss`.
+
+    Example:
+        >>> import torch
+        >>> cfg = lapo_reward_config(torch.tensor([-1.0, 0.5, 2.0]), kind="max", gamma=0.9)
+        >>> cfg["reward_scale"], round(cfg["value_min"], 3), round(cfg["value_max"], 3)
+        (0.5, -5.0, 10.0)
+    """
+    if kind is None:
+        kind = lapo_family_defaults(family)[0]
+    rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
+    if rewards.numel() == 0 or not torch.isfinite(rewards).all():
+        raise ValueError("rewards must be a non-empty tensor of finite values")
+    if kind == "antmaze":
+        return {"reward_scale": 100.0, "reward_shift": 0.0, "value_min": 0.0, "value_max": 100.0}
+    if kind != "max":
+        raise ValueError(f"kind must be 'max' or 'antmaze', got {kind!r}")
+    peak = rewards.abs().max().item()
+    scale = 1.0 / peak if peak > 0 else 1.0
+    return {
+        "reward_scale": scale,
+        "reward_shift": 0.0,
+        "value_min": rewards.min().item() * scale / (1 - gamma),
+        "value_max": rewards.max().item() * scale / (1 - gamma),
+    }
+
+
+def lapo_family_defaults(family: str | None) -> tuple[str, float]:
+    """``(reward kind, lambda)`` of a task family (``"generic"``: ``("max", 1.0)``).
+
+    Example:
+        >>> lapo_family_defaults("antmaze"), lapo_family_defaults("hopper")
+        (('antmaze', 0.7), ('max', 1.0))
+    """
+    if family in (None, "generic"):
+        return "max", 1.0
+    from torchrl_o3f.envs import list_tasks
+
+    tasks = list_tasks(family)
+    if not tasks:
+        families = sorted({t.family for t in list_tasks()})
+        raise ValueError(
+            f"unknown task family {family!r}; use one of {families}, or 'generic' for an env "
+            "outside the registry (LAPO's r / max|r| reward scaling, lambda = 1)"
+        )
+    d = tasks[0].defaults
+    return d.lapo_reward, d.lapo_lambda
+
+
+class LAPOLoss(LossModule):
+    r"""LAPO (Chen et al., 2022) with O3F's critic: a ``QEnsemble`` with a random-subset target.
+
+    On a batch ``(s, a, r, s', d)`` in raw env units (normalised inside with the CVAE's
+    statistics; ``r <- (r + reward_shift) * reward_scale``), with
+    :math:`Q_\lambda = \lambda \min_{i \in S} Q_i + (1 - \lambda) \max_{i \in S} Q_i` over a random
+    subset :math:`S` of ``target_subset_size`` target members (all members if ``None``):
+
+    .. math::
+
+        L_Q &= \textstyle\sum_i \mathbb{E}\,(Q_i(s, a) - r - \gamma (1 - d) V(s'))^2 \\
+        L_V &= \mathbb{E}\,(V(s) - \mathrm{clip}(\bar Q_\lambda(s, \bar D(s, \bar\pi(s) +
+               \epsilon)), v_{min}, v_{max}))^2,\ \epsilon = \mathrm{clip}(0.1 N(0,1), \pm 0.2)\\
+        A &= r + \gamma (1 - d) \bar Q_\lambda(s', \bar D(s', \bar\pi(s'))) - V(s),\quad
+        w = \tau_e \text{ if } A > 0 \text{ else } 1 - \tau_e \\
+        L_{VAE} &= \mathbb{E}\, w\, (\|D(s, z) - a\|^2 + \beta\, KL(E(s, a) \| N(0, I))) \\
+        L_\pi &= -\mathbb{E}\, \mathrm{mean}_i\, Q_i(s, \bar D(s, \pi(s)))
+
+    (bars: target parameters, soft-updated by :class:`torchrl.objectives.SoftUpdate`:
+    ``target_qvalue_network_params``, ``target_decoder_params``, ``target_latent_actor_params``).
+
+    Three groups train separately (:meth:`parameter_groups`): ``critic`` (the ensemble and V,
+    :meth:`critic_loss`), ``vae`` (:meth:`vae_loss`) and ``actor`` (:meth:`actor_loss`), so a
+    trainer can take 20 critic steps per environment step and one VAE/actor step.
+    :meth:`forward` computes all of them, sharing the target evaluations.
+
+    The ``QEnsemble`` takes raw observations and actions: the loss copies the CVAE's
+    normalisation statistics into the ensemble's input-normalisation buffers at construction
+    (call :meth:`sync_normalization` after changing them), so the O3F selector can score raw
+    candidate actions with it. V(s) sees normalised observations.
+
+    Args:
+        cvae: the :class:`~torchrl_o3f.modules.LAPOCVAE` (with the dataset statistics).
+        latent_actor: the :class:`~torchrl_o3f.modules.LatentActor`.
+        qvalue_network: the :class:`~torchrl_o3f.modules.QEnsemble` critic (trained in place).
+        value_network: V on normalised observations (an ``nn.Module``, or a TensorDictModule
+            with one in_key and one out_key).
+
+    Keyword Args:
+        action_spec: the bounded action spec (the policy clips to it).
+        lam: LAPO's min/max mixing lambda (1.0; 0.7 on antmaze).
+        advantage_weight: tau_e of the binary advantage weights (0.9).
+        kl_weight: beta of the KL term (1.0).
+        target_noise: std of the target latent-policy smoothing noise (0.1).
+        target_noise_clip: its clip (0.2).
+        target_subset_size: REDQ subset size of the target ensemble (2; ``None``: all members).
+        reward_scale, reward_shift: reward pre-processing (see :func:`lapo_reward_config`).
+        value_min, value_max: clip of V's regression target (``None``: no clip).
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.objectives import SoftUpdate
+        >>> n = 64
+        >>> data = TensorDict({
+        ...     "observation": torch.randn(n, 3), "action": torch.rand(n, 2) * 2 - 1,
+        ...     "next": {"observation": torch.randn(n, 3), "reward": torch.rand(n, 1),
+        ...              "done": torch.zeros(n, 1, dtype=torch.bool),
+        ...              "terminated": torch.zeros(n, 1, dtype=torch.bool)}}, batch_size=[n])
+        >>> loss = make_lapo_loss(3, Bounded(-1.0, 1.0, shape=(2,)), data=data,
+        ...                       family="generic", num_cells=16)
+        >>> updater = SoftUpdate(loss, tau=0.005)
+        >>> sorted(k for k in loss(data).keys() if k.startswith("loss_"))
+        ['loss_actor', 'loss_qvalue', 'loss_vae', 'loss_value']
+        >>> loss.critic_loss(data)["loss_qvalue"].shape
+        torch.Size([])
+        >>> loss.policy(data[:4])["action"].shape
+        torch.Size([4, 2])
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Tensordict keys the loss reads (change them with ``set_keys``).
+
+        Attributes:
+            observation: the observation (also read under ``"next"``).
+            action: the dataset action.
+            reward: the reward, read under ``"next"``.
+            done: the done flag, read under ``"next"``.
+            terminated: the termination flag (bootstrapping stops), read under ``"next"``.
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+
+    tensor_keys: _AcceptedKeys
+    default_keys = _AcceptedKeys
+    default_value_estimator = ValueEstimators.TD0
+    out_keys = [
+        "loss_qvalue",
+        "loss_value",
+        "loss_vae",
+        "loss_actor",
+        "qvalue_mean",
+        "qvalue_std",
+        "value_mean",
+        "target_value_mean",
+        "advantage_mean",
+        "weight_mean",
+        "reconstruction",
+        "kl",
+    ]
+
+    target_qvalue_network_params: TensorDictParams
+    target_decoder_params: TensorDictParams
+    target_latent_actor_params: TensorDictParams
+
+    def __init__(
+        self,
+        cvae: LAPOCVAE,
+        latent_actor: LatentActor,
+        qvalue_network: QEnsemble,
+        value_network: nn.Module,
+        *,
+        action_spec: TensorSpec,
+        lam: float = 1.0,
+        advantage_weight: float = 0.9,
+        kl_weight: float = 1.0,
+        target_noise: float = 0.1,
+        target_noise_clip: float = 0.2,
+        target_subset_size: int | None = 2,
+        reward_scale: float = 1.0,
+        reward_shift: float = 0.0,
+        value_min: float | None = None,
+        value_max: float | None = None,
+    ):
+        if not isinstance(qvalue_network, QEnsemble):
+            raise TypeError(
+                "qvalue_network must be a torchrl_o3f.modules.QEnsemble, got "
+                f"{type(qvalue_network).__name__}"
+            )
+        if not isinstance(cvae, LAPOCVAE) or not isinstance(latent_actor, LatentActor):
+            raise TypeError("cvae must be a LAPOCVAE and latent_actor a LatentActor")
+        if (qvalue_network.observation_dim, qvalue_network.action_dim) != (
+            cvae.observation_dim,
+            cvae.action_dim,
+        ):
+            raise ValueError(
+                "the ensemble and the CVAE disagree on dims: "
+                f"{(qvalue_network.observation_dim, qvalue_network.action_dim)} vs "
+                f"{(cvae.observation_dim, cvae.action_dim)}"
+            )
+        m = qvalue_network.num_members
+        if target_subset_size is not None and not 1 <= target_subset_size <= m:
+            raise ValueError(f"target_subset_size must be in [1, {m}] or None")
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if not 0.0 < advantage_weight < 1.0:
+            raise ValueError(f"advantage_weight must be in (0, 1), got {advantage_weight}")
+        if value_min is not None and value_max is not None and value_min > value_max:
+            raise ValueError(f"value_min > value_max: {value_min} > {value_max}")
+        super().__init__()
+        self.cvae = cvae
+        self.latent_actor = latent_actor
+        self.qvalue_network = qvalue_network
+        self.value_network = value_network
+        self.sync_normalization()
+        self.target_qvalue_network_params = make_target_params(qvalue_network)
+        self.target_decoder_params = make_target_params(cvae.decoder)
+        self.target_latent_actor_params = make_target_params(latent_actor)
+        for name in ("qvalue_network", "decoder", "latent_actor"):
+            self._has_update_associated[name] = False
+        low, high = action_bounds(action_spec)
+        device = qvalue_network.device
+        self.register_buffer("action_low", low.to(device))
+        self.register_buffer("action_high", high.to(device))
+        self.register_buffer("gamma", torch.tensor(0.99, device=device))
+        self.lam = float(lam)
+        self.advantage_weight = float(advantage_weight)
+        self.kl_weight = float(kl_weight)
+        self.target_noise = float(target_noise)
+        self.target_noise_clip = float(target_noise_clip)
+        self.target_subset_size = target_subset_size
+        self.reward_scale = float(reward_scale)
+        self.reward_shift = float(reward_shift)
+        self.value_min = value_min
+        self.value_max = value_max
+
+    # ----------------------------------------------------------------- plumbing
+    def sync_normalization(self) -> None:
+        """Copy the CVAE's normalisation statistics into the ensemble's input buffers."""
+        c = self.cvae
+        self.qvalue_network.set_input_normalization(
+            c.observation_loc, c.observation_scale, c.action_loc, c.action_scale
+        )
+
+    @property
+    def qvalue_network_params(self) -> TensorDictBase:
+        """The ensemble's own parameters (soft-update source)."""
+        return module_params(self.qvalue_network)
+
+    @property
+    def decoder_params(self) -> TensorDictBase:
+        """The CVAE decoder's own parameters (soft-update source)."""
+        return module_params(self.cvae.decoder)
+
+    @property
+    def latent_actor_params(self) -> TensorDictBase:
+        """The latent actor's own parameters (soft-update source)."""
+        return module_params(self.latent_actor)
+
+    @property
+    def policy(self) -> LAPOPolicy:
+        """The acting policy (latent actor through the target decoder, clipped raw actions)."""
+        policy = self.__dict__.get("_policy")
+        if policy is None:
+            policy = LAPOPolicy(
+                self.cvae,
+                self.latent_actor,
+                self.action_low,
+                self.action_high,
+                decoder_params=self.target_decoder_params,
+                in_keys=[self.tensor_keys.observation],
+                out_keys=[self.tensor_keys.action],
+            )
+            self.__dict__["_policy"] = policy
+        return policy
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        self.__dict__.pop("_policy", None)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters per optimiser: ``critic`` (Q ensemble + V), ``vae``, ``actor``."""
+        return {
+            "critic": list(self.qvalue_network.parameters())
+            + list(self.value_network.parameters()),
+            "vae": list(self.cvae.parameters()),
+            "actor": list(self.latent_actor.parameters()),
+        }
+
+    def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
+        """Set the discount: ``loss.make_value_estimator(gamma=0.99)`` (TD(0) only)."""
+        if value_type is not None and value_type != ValueEstimators.TD0:
+            raise NotImplementedError(f"LAPOLoss uses one-step TD targets only, got {value_type}")
+        gamma = float(hyperparams.pop("gamma", self.gamma.item()))
+        if hyperparams:
+            raise TypeError(f"unexpected value-estimator arguments {sorted(hyperparams)}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.gamma.fill_(gamma)
+
+    @property
+    def in_keys(self) -> list:
+        """The keys read from the input tensordict."""
+        k = self.tensor_keys
+        return [
+            k.observation,
+            k.action,
+            ("next", k.observation),
+            ("next", k.reward),
+            ("next", k.done),
+            ("next", k.terminated),
+        ]
+
+    # ----------------------------------------------------------------- the maths
+    def _read(self, td: TensorDictBase):
+        k = self.tensor_keys
+        try:
+            obs = td.get(k.observation)
+            act = td.get(k.action)
+            next_obs = td.get(("next", k.observation))
+            reward = td.get(("next", k.reward))
+            terminated = td.get(("next", k.terminated))
+        except KeyError as err:
+            raise KeyError(
+                f"LAPOLoss reads {self.in_keys} (change them with loss.set_keys(...)); "
+                f"missing {err}. The tensordict has {list(td.keys(True, True))}"
+            ) from None
+        if obs.dim() != 2:
+            obs, act, next_obs = obs.flatten(0, -2), act.flatten(0, -2), next_obs.flatten(0, -2)
+        reward = reward.reshape(-1, 1)
+        not_done = (~terminated.reshape(-1, 1).bool()).to(reward.dtype)
+        if self.reward_shift != 0.0:
+            reward = reward + self.reward_shift
+        if self.reward_scale != 1.0:
+            reward = reward * self.reward_scale
+        return obs, act, next_obs, reward, not_done
+
+    def _q_lambda(self, values: torch.Tensor) -> torch.Tensor:
+        """Target mixing over a random subset: lam * min + (1 - lam) * max, ``[*batch, 1]``."""
+        m = values.shape[0]
+        if self.target_subset_size is not None and self.target_subset_size < m:
+            idx = torch.randperm(m, device="cpu")[: self.target_subset_size]
+            values = values[idx.to(values.device)]
+        q_min = values.min(0).values
+        if self.lam == 1.0:
+            return q_min
+        return self.lam * q_min + (1 - self.lam) * values.max(0).values
+
+    def _target_policy_q(self, obs_norm: torch.Tensor, obs_raw: torch.Tensor, noisy_rows: int):
+        """Q_lambda of the target latent policy (no grad); noise on the first ``noisy_rows``."""
+        with torch.no_grad():
+            z = self.latent_actor(obs_norm, self.target_latent_actor_params)
+            if noisy_rows:
+                noise = (torch.randn_like(z[:noisy_rows]) * self.target_noise).clamp(
+                    -self.target_noise_clip, self.target_noise_clip
+                )
+                z = torch.cat([z[:noisy_rows] + noise, z[noisy_rows:]], 0)
+            action = self.cvae.decoder(obs_norm, z, self.target_decoder_params)
+            action = self.cvae.unnormalize_action(action)
+            values = self.qvalue_network.values(obs_raw, action, self.target_qvalue_network_params)
+            return self._q_lambda(values)
+
+    def _clip_value(self, v: torch.Tensor) -> torch.Tensor:
+        if self.value_min is None and self.value_max is None:
+            return v
+        return v.clamp(self.value_min, self.value_max)
+
+    def _critic(self, obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol):
+        n = obs.shape[0]
+        values = call_on_tensor(self.value_network, torch.cat([obs_norm, next_norm], 0))
+        value, next_value = values[:n], values[n:].detach()
+        target_q = reward + self.gamma * not_done * next_value
+        pred = self.qvalue_network.values(obs, act)  # [m, B, 1]
+        loss_qvalue = (pred - target_q).square().mean((1, 2)).sum()
+        target_v = self._clip_value(target_pol)
+        loss_value = (value - target_v).square().mean()
+        return loss_qvalue, loss_value, pred, value, target_v
+
+    def _vae(self, act, reward, not_done, obs_norm, value, next_pol):
+        with torch.no_grad():
+            advantage = reward + self.gamma * not_done * next_pol - value.detach()
+            weight = torch.where(advantage > 0, self.advantage_weight, 1 - self.advantage_weight)
+        recon, mu, std = self.cvae(obs_norm, self.cvae.normalize_action(act))
+        recon_err = (recon - self.cvae.normalize_action(act)).square().sum(-1, keepdim=True)
+        kl = 0.5 * (mu.square() + std.square() - 1 - 2 * std.log()).sum(-1, keepdim=True)
+        loss_vae = (weight * (recon_err + self.kl_weight * kl)).mean()
+        return loss_vae, advantage, weight, recon_err, kl
+
+    def _actor(self, obs, obs_norm):
+        z = self.latent_actor(obs_norm)
+        action = self.cvae.unnormalize_action(
+            self.cvae.decoder(obs_norm, z, self.target_decoder_params)
+        )
+        frozen = module_params(self.qvalue_network).detach()
+        return -self.qvalue_network.values(obs, action, frozen).mean()
+
+    def critic_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``loss_qvalue`` (ensemble TD regression) and ``loss_value`` (V onto the policy's Q).
+
+        Only the ``critic`` group receives gradients. Cheap: one target latent-policy pass,
+        one target and one online ensemble evaluation, one V pass.
+        """
+        obs, act, next_obs, reward, not_done = self._read(tensordict)
+        obs_norm = self.cvae.normalize_observation(obs)
+        next_norm = self.cvae.normalize_observation(next_obs)
+        target_pol = self._target_policy_q(obs_norm, obs, noisy_rows=obs.shape[0])
+        loss_q, loss_v, pred, value, target_v = self._critic(
+            obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol
+        )
+        return TensorDict(
+            {
+                "loss_qvalue": loss_q,
+                "loss_value": loss_v,
+                "qvalue_mean": pred.mean().detach(),
+                "qvalue_std": pred.detach().std(0, correction=0).mean(),
+                "value_mean": value.mean().detach(),
+                "target_value_mean": target_v.mean(),
+            },
+            batch_size=[],
+        )
+
+    def vae_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``loss_vae``: the advantage-weighted CVAE loss (only the ``vae`` group moves)."""
+        obs, act, next_obs, reward, not_done = self._read(tensordict)
+        obs_norm = self.cvae.normalize_observation(obs)
+        next_norm = self.cvae.normalize_observation(next_obs)
+        next_pol = self._target_policy_q(next_norm, next_obs, noisy_rows=0)
+        with torch.no_grad():
+            value = call_on_tensor(self.value_network, obs_norm)
+        loss_vae, advantage, weight, recon_err, kl = self._vae(
+            act, reward, not_done, obs_norm, value, next_pol
+        )
+        return TensorDict(
+            {
+                "loss_vae": loss_vae,
+                "advantage_mean": advantage.mean(),
+                "weight_mean": weight.mean(),
+                "reconstruction": recon_err.mean().detach(),
+                "kl": kl.mean().detach(),
+            },
+            batch_size=[],
+        )
+
+    def actor_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``loss_actor``: -Q of the decoded latent action (only the ``actor`` group moves)."""
+        obs, _, _, _, _ = self._read(tensordict)
+        loss_actor = self._actor(obs, self.cvae.normalize_observation(obs))
+        return TensorDict({"loss_actor": loss_actor}, batch_size=[])
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Every loss of one LAPO step (critic, VAE, actor) and diagnostics, sharing passes."""
+        obs, act, next_obs, reward, not_done = self._read(tensordict)
+        n = obs.shape[0]
+        both_raw = torch.cat([obs, next_obs], 0)
+        both_norm = self.cvae.normalize_observation(both_raw)
+        obs_norm, next_norm = both_norm[:n], both_norm[n:]
+        pol = self._target_policy_q(both_norm, both_raw, noisy_rows=n)
+        target_pol, next_pol = pol[:n], pol[n:]
+        loss_q, loss_v, pred, value, target_v = self._critic(
+            obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol
+        )
+        loss_vae, advantage, weight, recon_err, kl = self._vae(
+            act, reward, not_done, obs_norm, value, next_pol
+        )
+        loss_actor = self._actor(obs, obs_norm)
+        return TensorDict(
+            {
+                "loss_qvalue": loss_q,
+                "loss_value": loss_v,
+                "loss_vae": loss_vae,
+                "loss_actor": loss_actor,
+                "qvalue_mean": pred.mean().detach(),
+                "qvalue_std": pred.detach().std(0, correction=0).mean(),
+                "value_mean": value.mean().detach(),
+                "target_value_mean": target_v.mean(),
+                "advantage_mean": advantage.mean(),
+                "weight_mean": weight.mean(),
+                "reconstruction": recon_err.mean().detach(),
+                "kl": kl.mean().detach(),
+            },
+            batch_size=[],
+        )
+
+
+def make_lapo_loss(
+    observation_dim: int,
+    action_spec: TensorSpec,
+    *,
+    data: TensorDictBase,
+    family: str,
+    num_qvalue: int = 5,
+    num_cells: int = 256,
+    depth: int = 3,
+    gamma: float = 0.99,
+    layer_norm: bool = False,
+    device: torch.device | str | None = None,
+    **loss_kwargs,
+) -> LAPOLoss:
+    """Build a :class:`LAPOLoss` from specs and the offline data.
+
+    The data (TED layout) gives the z-scoring statistics (mean and std + 1e-6 of observations
+    and actions) and the reward pre-processing (:func:`lapo_reward_config` for the family);
+    the family also gives lambda (0.7 on antmaze, else 1).
+
+    Args:
+        observation_dim: size of the (flat) observation.
+        action_spec: bounded action spec of the environment.
+        data: the offline transitions (``observation``, ``action``, ``("next", "reward")``).
+        family: the task family (``"halfcheetah"``, ``"antmaze"``, ``"kitchen"``, ...) or
+            ``"generic"`` for an env outside the registry.
+        num_qvalue: ensemble size (5, as O3F).
+        num_cells: width of every hidden layer.
+        depth: hidden layers per network (3, as LAPO).
+        gamma: discount.
+        layer_norm: LayerNorm in the critic ensemble.
+        device: device of every network.
+        **loss_kwargs: forwarded to :class:`LAPOLoss`; they override the computed reward
+            settings and lambda.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> data = TensorDict({"observation": torch.randn(32, 4), "action": torch.rand(32, 2),
+        ...                    "next": {"reward": torch.rand(32, 1)}}, batch_size=[32])
+        >>> loss = make_lapo_loss(4, Bounded(0.0, 1.0, shape=(2,)), data=data, family="hopper",
+        ...                       num_cells=16)
+        >>> loss.lam, loss.qvalue_network.num_members
+        (1.0, 5)
+    """
+    action_dim = action_spec.shape[-1]
+    try:
+        obs = data.get("observation").reshape(-1, observation_dim).float()
+        act = data.get("action").reshape(-1, action_dim).float()
+        rewards = data.get(("next", "reward"))
+    except KeyError as err:
+        raise KeyError(
+            f"make_lapo_loss needs the offline data in TED layout (observation, action, "
+            f"next/reward); missing {err}"
+        ) from None
+    kind, lam = lapo_family_defaults(family)
+    cfg = {"lam": lam, **lapo_reward_config(rewards, kind=kind, gamma=gamma)}
+    cfg.update(loss_kwargs)
+    cvae = LAPOCVAE(
+        observation_dim,
+        action_dim,
+        num_cells=num_cells,
+        depth=depth,
+        observation_loc=obs.mean(0),
+        observation_scale=obs.std(0) + 1e-6,
+        action_loc=act.mean(0),
+        action_scale=act.std(0) + 1e-6,
+        device=device,
+    )
+    actor = LatentActor(
+        observation_dim, cvae.latent_dim, num_cells=num_cells, depth=depth, device=device
+    )
+    qvalue = QEnsemble(
+        observation_dim,
+        action_dim,
+        num_members=num_qvalue,
+        num_cells=num_cells,
+        depth=depth,
+        layer_norm=layer_norm,
+        device=device,
+    )
+    value = build_mlp(observation_dim, 1, num_cells=num_cells, depth=depth, device=device)
+    loss = LAPOLoss(cvae, actor, qvalue, value, action_spec=action_spec, **cfg)
+    loss.make_value_estimator(gamma=gamma)
+    return loss
