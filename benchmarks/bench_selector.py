@@ -1,0 +1,318 @@
+"""Speed of O3F action selection, against peers measured interleaved in the same run.
+
+Latency per environment step of choosing one action (sample N candidates around the policy
+action, project them, score them with a m-member ensemble of 2x256 critics, take the argmax) for
+HalfCheetah shapes (observation 17, action 6), for every N in {10, 100, 1000}, m in {2, 5, 10}
+and env batch in {1, 16}:
+
+* ``o3f``: ``O3FActionSelector(QEnsemble)``, the full ``forward`` on a tensordict;
+* ``o3f_generic``: the same selector reading torchrl's ``IQLLoss`` critic through
+  ``qvalue_params=loss.qvalue_network_params`` (its generic, vmap path);
+* ``torchrl_iql``: what a torchrl user writes by hand: ``IQLLoss(num_qvalue_nets=m)``'s critic
+  evaluated over its stacked params with ``torch.vmap`` + ``TensorDict.to_module``;
+* ``naive``: a Python loop over candidates and members, each member a plain ``nn.Sequential``.
+
+All four hold the same weights (copied from the QEnsemble) and the script checks they pick the
+same candidate before timing. The calls are interleaved round-robin (one call of each method in
+turn), so machine drift hits all alike; each cell is the median over its calls. A second part
+measures a ``torchrl.collectors.Collector`` on HalfCheetah with the policy alone and with policy +
+selector (N=100, m=5), alternating rounds, and a third compares the spec projection (clamp
+against buffers vs ``TensorSpec.project``).
+
+Run (2 threads, as everywhere in the project)::
+
+    python benchmarks/bench_selector.py            # full table, ~3 minutes on 2 CPU cores
+    python benchmarks/bench_selector.py --quick    # N=100, m=5 only
+    python benchmarks/bench_selector.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from tensordict import TensorDict
+from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
+from torch import nn
+from torchrl.data import Bounded
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.objectives import IQLLoss
+
+from torchrl_o3f.modules import O3FActionSelector, QEnsemble, build_mlp
+
+OBS, ACT, CELLS = 17, 6, 256
+
+
+def naive_members(q: QEnsemble) -> list[nn.Sequential]:
+    """The ensemble's members as plain nn.Sequential MLPs (same weights)."""
+    members = []
+    for i in range(q.num_members):
+        layers = []
+        for j, (w, b) in enumerate(zip(q.weights, q.biases)):
+            lin = nn.Linear(w.shape[1], w.shape[2], device=w.device)
+            with torch.no_grad():
+                lin.weight.copy_(w[i].T)
+                lin.bias.copy_(b[i, 0])
+            layers.append(lin)
+            if j < len(q.weights) - 1:
+                layers.append(nn.ReLU())
+        members.append(nn.Sequential(*layers))
+    return members
+
+
+def naive_select(members, obs, action, sigma, num_candidates, low, high, generator):
+    """A Python loop over candidates and members (batched over envs only)."""
+    noise = torch.randn(
+        (num_candidates, *action.shape), generator=generator, device=action.device
+    )
+    best_score = torch.full(action.shape[:-1], -float("inf"), device=action.device)
+    best = action.clone()
+    for c in range(num_candidates):
+        cand = torch.clamp(action + sigma * noise[c], low, high)
+        x = torch.cat([obs, cand], -1)
+        score = sum(member(x) for member in members).squeeze(-1) / len(members)
+        better = score > best_score
+        best_score = torch.where(better, score, best_score)
+        best = torch.where(better.unsqueeze(-1), cand, best)
+    return best
+
+
+def torchrl_iql_critic(q: QEnsemble):
+    """IQLLoss(num_qvalue_nets=m) with the QEnsemble's weights copied into its stacked params."""
+    m = q.num_members
+    actor = ProbabilisticActor(
+        TensorDictModule(
+            nn.Sequential(build_mlp(OBS, 2 * ACT, num_cells=32), NormalParamExtractor()),
+            in_keys=["observation"],
+            out_keys=["loc", "scale"],
+        ),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+    )
+    qnet = ValueOperator(
+        MLP(OBS + ACT, 1, num_cells=[CELLS, CELLS], activation_class=nn.ReLU),
+        in_keys=["observation", "action"],
+    )
+    value = ValueOperator(MLP(OBS, 1, num_cells=[32, 32]), in_keys=["observation"])
+    loss = IQLLoss(actor, qnet, value, num_qvalue_nets=m).to(q.device)
+    params = loss.qvalue_network_params
+    linear_keys = sorted(
+        {k[:-1] for k in params.keys(True, True) if k[-1] == "weight"},
+        key=lambda k: int(k[-1]),
+    )
+    with torch.no_grad():
+        for key, w, b in zip(linear_keys, q.weights, q.biases):
+            params[(*key, "weight")].copy_(w.mT)
+            params[(*key, "bias")].copy_(b.squeeze(1))
+    return loss
+
+
+def torchrl_select(loss, obs, action, sigma, num_candidates, low, high, generator):
+    """What a torchrl user writes: vmap the loss's critic over its stacked params."""
+    noise = torch.randn(
+        (num_candidates, *action.shape), generator=generator, device=action.device
+    )
+    cands = torch.clamp(action + sigma * noise, low, high)
+    batch = cands.shape[:-1]
+    td = TensorDict({"observation": obs.expand(*batch, OBS), "action": cands}, batch)
+    net = loss.qvalue_network
+
+    def call(p, td):
+        with p.to_module(net):
+            return net(td.copy())["state_action_value"]
+
+    values = torch.vmap(call, (0, None))(loss.qvalue_network_params.data, td)
+    index = values.mean(0).squeeze(-1).argmax(0)
+    return cands.gather(0, index[None, ..., None].expand(1, *action.shape)).squeeze(0)
+
+
+def interleaved(fns: dict, budget_s: float, min_calls: int, max_calls: int) -> dict:
+    """Round-robin calls; each method gets calls until its time budget; medians in ms."""
+    times = {k: [] for k in fns}
+    for f in fns.values():  # warm-up
+        f()
+        f()
+    est = {}
+    for k, f in fns.items():
+        t0 = time.perf_counter()
+        f()
+        est[k] = time.perf_counter() - t0
+    calls = {k: int(min(max_calls, max(min_calls, budget_s / max(est[k], 1e-6)))) for k in fns}
+    for r in range(max(calls.values())):
+        for k, f in fns.items():
+            if r < calls[k]:
+                t0 = time.perf_counter()
+                f()
+                if device_sync is not None:
+                    device_sync()
+                times[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v) * 1e3, len(v)) for k, v in times.items()}
+
+
+device_sync = None
+
+
+def latency_table(device, grid, budget_s):
+    """The per-step selection latency grid."""
+    spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
+    low, high = spec.space.low, spec.space.high
+    rows = []
+    for n, m, b in grid:
+        torch.manual_seed(0)
+        q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
+        sel = O3FActionSelector(
+            q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
+        )
+        loss = torchrl_iql_critic(q)
+        sel_generic = O3FActionSelector(
+            loss.qvalue_network,
+            spec,
+            num_candidates=n,
+            sigma=0.2,
+            qvalue_params=loss.qvalue_network_params,
+            generator=torch.Generator(device).manual_seed(0),
+        )
+        members = naive_members(q)
+        shape = (b,) if b > 1 else ()
+        obs = torch.randn(*shape, OBS, device=device)
+        action = torch.rand(*shape, ACT, device=device) * 2 - 1
+        td = TensorDict({"observation": obs, "action": action}, shape)
+        g = torch.Generator(device)
+
+        # same draws -> every method must pick the same candidate
+        outs = []
+        for f in (
+            lambda: sel(td.clone())["action"],
+            lambda: sel_generic(td.clone())["action"],
+            lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
+            lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
+        ):
+            for s in (sel.generator, sel_generic.generator, g):
+                s.manual_seed(1)
+            with torch.no_grad():
+                outs.append(f())
+        for o in outs[1:]:
+            torch.testing.assert_close(o, outs[0], atol=1e-5, rtol=1e-5)
+
+        fns = {
+            "o3f": lambda: sel(td.clone(False)),
+            "o3f_generic": lambda: sel_generic(td.clone(False)),
+            "torchrl_iql": lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
+            "naive": lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
+        }
+        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+            res = interleaved(fns, budget_s, min_calls=5, max_calls=300)
+        rows.append((n, m, b, res))
+        o3f = res["o3f"][0]
+        print(
+            f"| {n} | {m} | {b} | {o3f:.3f} | {res['o3f_generic'][0]:.3f} | "
+            f"{res['torchrl_iql'][0]:.3f} | {res['naive'][0]:.2f} | "
+            f"{res['torchrl_iql'][0] / o3f:.1f}x | {res['naive'][0] / o3f:.0f}x | "
+            f"{min(c for _, c in res.values())}-{max(c for _, c in res.values())} |",
+            flush=True,
+        )
+    return rows
+
+
+def collector_throughput(rounds: int, frames: int, device):
+    """Frames/s of a Collector on HalfCheetah: policy alone vs policy + selector."""
+    from torchrl.collectors import Collector
+
+    from torchrl_o3f.envs import make_env
+
+    def make(with_selector: bool):
+        env = make_env("halfcheetah-medium", seed=0)
+        actor = TensorDictModule(
+            nn.Sequential(build_mlp(OBS, ACT, num_cells=CELLS), nn.Tanh()),
+            in_keys=["observation"],
+            out_keys=["action"],
+        )
+        policy = actor
+        if with_selector:
+            q = QEnsemble(OBS, ACT, num_members=5, num_cells=CELLS)
+            policy = TensorDictSequential(
+                actor, O3FActionSelector(q, env.action_spec, num_candidates=100, sigma=0.2)
+            )
+        return Collector(
+            env,
+            policy,
+            frames_per_batch=frames,
+            total_frames=-1,
+            auto_register_policy_transforms=False,
+        )
+
+    collectors = {"policy": make(False), "policy+selector": make(True)}
+    iters = {k: iter(c) for k, c in collectors.items()}
+    for it in iters.values():  # warm-up batch
+        next(it)
+    rates = {k: [] for k in collectors}
+    for _ in range(rounds):
+        for k, it in iters.items():
+            t0 = time.perf_counter()
+            next(it)
+            rates[k].append(frames / (time.perf_counter() - t0))
+    for c in collectors.values():
+        c.shutdown()
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def projection(device, calls=2000):
+    """Clamp against buffers vs TensorSpec.project on [100, 6] candidates."""
+    spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
+    low, high = spec.space.low, spec.space.high
+    x = torch.randn(100, ACT, device=device) * 2
+    fns = {"clamp": lambda: torch.clamp(x, low, high), "spec.project": lambda: spec.project(x)}
+    torch.testing.assert_close(fns["clamp"](), fns["spec.project"]())
+    res = interleaved(fns, budget_s=calls * 1e-5, min_calls=calls, max_calls=calls)
+    return {k: v[0] * 1e3 for k, v in res.items()}
+
+
+def main():
+    """Run the benchmark and print markdown tables."""
+    global device_sync
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="only N=100, m=5, batch 1 and 16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=1.5, help="seconds per method and cell")
+    parser.add_argument("--rounds", type=int, default=6, help="collector rounds")
+    parser.add_argument("--frames", type=int, default=400, help="frames per collector round")
+    parser.add_argument("--skip-collector", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        device_sync = torch.cuda.synchronize
+    print(f"torch {torch.__version__}, {args.threads} threads, device {device}")
+
+    print("\n### Projection onto the spec, [100, 6] candidates (us per call)\n")
+    proj = projection(device)
+    print("| clamp | spec.project |\n|---|---|")
+    print(f"| {proj['clamp']:.1f} | {proj['spec.project']:.1f} |")
+
+    grid = (
+        [(100, 5, 1), (100, 5, 16)]
+        if args.quick
+        else [(n, m, b) for b in (1, 16) for n in (10, 100, 1000) for m in (2, 5, 10)]
+    )
+    print("\n### Selection latency per env step (ms, median)\n")
+    print(
+        "| N | m | env batch | o3f | o3f generic (IQLLoss critic) | torchrl IQLLoss vmap | "
+        "naive loop | torchrl / o3f | naive / o3f | calls |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    latency_table(device, grid, args.budget)
+
+    if not args.skip_collector and device.type == "cpu":
+        print("\n### Collector on HalfCheetah (frames/s, median of alternating rounds)\n")
+        rates = collector_throughput(args.rounds, args.frames, device)
+        ratio = rates["policy+selector"] / rates["policy"]
+        print("| policy alone | policy + selector (N=100, m=5) | ratio |\n|---|---|---|")
+        print(f"| {rates['policy']:.0f} | {rates['policy+selector']:.0f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
