@@ -1,0 +1,63 @@
+"""Offline datasets without a hub: Minari loading, a local D4RL-style builder, scores.
+
+- :func:`load_offline_dataset` reads any Minari dataset on disk (or downloads a hub id) into
+  a TensorDict of transitions in TorchRL's TED layout.
+- :func:`ensure_dataset` / :func:`build_dataset` build a task's dataset locally from the
+  shipped behaviour policies (``python -m torchrl_o3f.data build <task>``).
+- :func:`normalized_score` puts returns on the D4RL 0-100 scale, the dataset's own reference
+  scale, a success rate (antmaze) or tasks completed (kitchen).
+"""
+
+from torchrl_o3f.data.behavior import (
+    BehaviorPolicy,
+    PolicyInfo,
+    build_sac_actor,
+    evaluate_policy,
+    list_policies,
+    load_policy,
+    train_behavior,
+)
+from torchrl_o3f.data.builder import (
+    DEFAULT_SIZE,
+    DatasetMismatchError,
+    build_dataset,
+    dataset_id_for,
+    ensure_dataset,
+    reference_returns,
+)
+from torchrl_o3f.data.loader import (
+    DatasetFormatError,
+    DatasetNotFoundError,
+    dataset_path,
+    load_offline_dataset,
+    minari_root,
+    read_metadata,
+    resolve_dataset,
+)
+from torchrl_o3f.data.pointmaze import WaypointController
+from torchrl_o3f.data.scores import normalized_score
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "BehaviorPolicy",
+    "DatasetFormatError",
+    "DatasetMismatchError",
+    "DatasetNotFoundError",
+    "PolicyInfo",
+    "WaypointController",
+    "build_dataset",
+    "build_sac_actor",
+    "dataset_id_for",
+    "dataset_path",
+    "ensure_dataset",
+    "evaluate_policy",
+    "list_policies",
+    "load_offline_dataset",
+    "load_policy",
+    "minari_root",
+    "normalized_score",
+    "read_metadata",
+    "reference_returns",
+    "resolve_dataset",
+    "train_behavior",
+]

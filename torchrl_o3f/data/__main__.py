@@ -1,0 +1,82 @@
+"""Command line of the dataset tools: ``python -m torchrl_o3f.data {build,train-behavior,...}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m torchrl_o3f.data``."""
+    parser = argparse.ArgumentParser(prog="python -m torchrl_o3f.data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build a task's dataset locally (Minari format)")
+    b.add_argument("task", help="a buildable task, e.g. halfcheetah-medium (see `tasks`)")
+    b.add_argument("--size", type=int, default=None, help="transitions (default 1000000)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--root", default=None, help="Minari datasets folder (default: Minari's)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--threads", type=int, default=1, help="torch threads of the rollout")
+    tb = sub.add_parser("train-behavior", help="train a SAC behaviour policy (e.g. medium)")
+    tb.add_argument("family", help="halfcheetah, hopper or walker2d")
+    tb.add_argument("--quality", default="medium")
+    tb.add_argument("--target-return", type=float, default=None)
+    tb.add_argument("--tolerance", type=float, default=0.1)
+    tb.add_argument("--max-steps", type=int, default=150_000)
+    tb.add_argument("--eval-every", type=int, default=5_000)
+    tb.add_argument("--warmup-steps", type=int, default=5_000)
+    tb.add_argument("--seed", type=int, default=0)
+    tb.add_argument("--out-dir", default=None, help="default: the package's policies folder")
+    tb.add_argument("--checkpoint-dir", default=None, help="also keep every evaluated actor here")
+    tb.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        import time
+
+        import torch
+
+        from torchrl_o3f.data import build_dataset, read_metadata
+
+        torch.set_num_threads(args.threads)
+        start = time.time()
+        dataset_id = build_dataset(
+            args.task,
+            size=args.size,
+            seed=args.seed,
+            root=args.root,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+        )
+        record = read_metadata(dataset_id, root=args.root)["o3f_build"]
+        print(
+            f"built {dataset_id}: {record['size']} steps, {record['episodes']} episodes, "
+            f"return {record['return_mean']:.1f} +- {record['return_std']:.1f} "
+            f"(refs: random {record['ref_min_score']:.1f}, best {record['ref_max_score']}) "
+            f"in {time.time() - start:.0f}s"
+        )
+    elif args.command == "train-behavior":
+        import torch
+
+        from torchrl_o3f.data.behavior import train_behavior
+
+        torch.set_num_threads(args.threads)
+        path = train_behavior(
+            args.family,
+            quality=args.quality,
+            target_return=args.target_return,
+            tolerance=args.tolerance,
+            max_steps=args.max_steps,
+            eval_every=args.eval_every,
+            warmup_steps=args.warmup_steps,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            checkpoint_dir=args.checkpoint_dir,
+            log=lambda s: print(s, flush=True),
+        )
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

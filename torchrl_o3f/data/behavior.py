@@ -1,0 +1,519 @@
+"""Behaviour policies: SAC training (torchrl's ``SACLoss``) and the shipped actor checkpoints.
+
+D4RL made its locomotion datasets by rolling out SAC policies stopped at a given return
+(``medium``: about a third of an expert's). This module trains such a policy with torchrl's
+:class:`~torchrl.objectives.SACLoss`, checkpoints the actor with its measured returns, and
+loads the checkpoints shipped in ``torchrl_o3f/data/policies`` as :class:`BehaviorPolicy`
+objects that the dataset builder rolls out.
+
+A checkpoint is two files: ``<name>.pt`` (the actor network's state dict only) and
+``<name>.json`` (architecture, env id, mujoco version, training steps and the returns measured
+over deterministic and stochastic episodes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torch import nn
+
+from torchrl_o3f.envs import Task, get_task, make_gym_env
+from torchrl_o3f.modules.networks import build_mlp
+
+__all__ = [
+    "BehaviorPolicy",
+    "PolicyInfo",
+    "POLICY_DIR",
+    "MEDIUM_TARGETS",
+    "build_sac_actor",
+    "evaluate_policy",
+    "list_policies",
+    "load_policy",
+    "train_behavior",
+]
+
+POLICY_DIR = Path(__file__).resolve().parent / "policies"
+"""Where the shipped behaviour checkpoints live."""
+
+MEDIUM_TARGETS: dict[str, float] = {"halfcheetah": 4000.0, "hopper": 1100.0, "walker2d": 1500.0}
+"""Deterministic evaluation return at which ``train-behavior`` keeps a ``medium`` policy (v5
+envs; about a third of an expert's return, as D4RL's medium policies)."""
+
+
+@dataclass
+class PolicyInfo:
+    """The metadata stored next to an actor checkpoint (``<name>.json``).
+
+    Attributes:
+        name: checkpoint name, ``<family>-<quality>`` (e.g. ``"halfcheetah-medium"``).
+        env_id: the gymnasium env the policy was trained and evaluated on.
+        observation_dim: flat observation size.
+        action_dim: action size.
+        action_low: lower action bounds.
+        action_high: upper action bounds.
+        num_cells: hidden width of the actor MLP.
+        depth: number of hidden layers of the actor MLP.
+        train_steps: environment steps of training when the checkpoint was taken.
+        seed: training seed.
+        mujoco_version: the mujoco version of the measurements.
+        returns: measured returns, e.g. ``{"deterministic": {"mean", "std", "episodes"},
+            "stochastic": {...}}``.
+        extra: free-form details (training hyper-parameters, wall time).
+    """
+
+    name: str
+    env_id: str
+    observation_dim: int
+    action_dim: int
+    action_low: list[float]
+    action_high: list[float]
+    num_cells: int = 256
+    depth: int = 2
+    train_steps: int = 0
+    seed: int = 0
+    mujoco_version: str = ""
+    returns: dict[str, dict[str, float]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_sac_actor(
+    observation_dim: int,
+    action_dim: int,
+    *,
+    action_low: float | torch.Tensor = -1.0,
+    action_high: float | torch.Tensor = 1.0,
+    num_cells: int = 256,
+    depth: int = 2,
+):
+    """A SAC actor: MLP -> (loc, scale) -> TanhNormal within the action bounds.
+
+    Args:
+        observation_dim: flat observation size.
+        action_dim: action size.
+        action_low: lower action bound(s).
+        action_high: upper action bound(s).
+        num_cells: hidden width.
+        depth: number of hidden layers.
+
+    Returns:
+        A :class:`torchrl.modules.ProbabilisticActor` reading ``observation`` and writing
+        ``action`` (and ``loc``/``scale``); its MLP is ``actor.module[0].module``.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> actor = build_sac_actor(3, 2, num_cells=16)
+        >>> actor(TensorDict({"observation": torch.zeros(4, 3)}, [4]))["action"].shape
+        torch.Size([4, 2])
+    """
+    from tensordict.nn import NormalParamExtractor
+    from torchrl.modules import ProbabilisticActor, TanhNormal
+
+    net = nn.Sequential(
+        build_mlp(observation_dim, 2 * action_dim, num_cells=num_cells, depth=depth),
+        NormalParamExtractor(),
+    )
+    module = TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"])
+    low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim).clone()
+    high = torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim).clone()
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        out_keys=["action"],
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": low, "high": high},
+        return_log_prob=False,
+    )
+
+
+class BehaviorPolicy:
+    """A trained actor, rolled out as a plain numpy-in, numpy-out policy.
+
+    The stochastic action is ``low + (high - low) * (tanh(loc + scale * eps) + 1) / 2`` with
+    ``eps ~ N(0, I)`` drawn from the given generator (the same TanhNormal as training, sampled
+    reproducibly); the deterministic action uses ``eps = 0``.
+
+    Args:
+        net: the actor MLP (observation -> ``2 * action_dim``).
+        info: the checkpoint metadata.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> info = PolicyInfo("toy", "Pendulum-v1", 3, 1, [-2.0], [2.0], num_cells=8, depth=1)
+        >>> policy = BehaviorPolicy.from_info(info)
+        >>> a = policy.act(np.zeros((5, 3), np.float32), generator=torch.Generator().manual_seed(0))
+        >>> a.shape, bool((np.abs(a) <= 2).all())
+        ((5, 1), True)
+    """
+
+    def __init__(self, net: nn.Module, info: PolicyInfo):
+        from tensordict.nn import NormalParamExtractor
+
+        self.net = net.eval()
+        self.info = info
+        self._extract = NormalParamExtractor()
+        self._low = torch.tensor(info.action_low, dtype=torch.float32)
+        self._high = torch.tensor(info.action_high, dtype=torch.float32)
+
+    @classmethod
+    def from_info(cls, info: PolicyInfo, state_dict: dict | None = None) -> BehaviorPolicy:
+        """Build the actor MLP described by ``info`` (and load ``state_dict`` if given)."""
+        net = build_mlp(
+            info.observation_dim, 2 * info.action_dim, num_cells=info.num_cells, depth=info.depth
+        )
+        if state_dict is not None:
+            net.load_state_dict(state_dict)
+        return cls(net, info)
+
+    @torch.no_grad()
+    def act(
+        self,
+        observation: np.ndarray,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> np.ndarray:
+        """Actions (float32) for a single observation ``[d]`` or a batch ``[B, d]``."""
+        obs = torch.as_tensor(observation, dtype=torch.float32)
+        loc, scale = self._extract(self.net(obs))
+        if not deterministic:
+            noise = torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
+            loc = loc + scale * noise
+        unit = (torch.tanh(loc) + 1) / 2
+        return (self._low + (self._high - self._low) * unit).numpy()
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        """Deterministic action (the ``expert_policy`` signature Minari expects)."""
+        return self.act(observation, deterministic=True)
+
+    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write ``<path>.pt`` (the MLP's state dict) and ``<path>.json`` (the metadata)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pt, js = path.with_suffix(".pt"), path.with_suffix(".json")
+        torch.save({k: v.detach().clone() for k, v in self.net.state_dict().items()}, pt)
+        js.write_text(json.dumps(asdict(self.info), indent=2) + "\n")
+        return pt, js
+
+
+def list_policies(directory: str | os.PathLike | None = None) -> list[str]:
+    """Names of the checkpoints in ``directory`` (default: the shipped ones).
+
+    Example:
+        >>> "halfcheetah-medium" in list_policies()
+        True
+    """
+    directory = Path(directory) if directory is not None else POLICY_DIR
+    return sorted(p.stem for p in directory.glob("*.json") if p.with_suffix(".pt").exists())
+
+
+def load_policy(name: str, directory: str | os.PathLike | None = None) -> BehaviorPolicy:
+    """Load a behaviour checkpoint by name (``"halfcheetah-medium"``).
+
+    Args:
+        name: checkpoint name, ``<family>-<quality>``.
+        directory: where to look (default: the checkpoints shipped with the package).
+
+    Raises:
+        FileNotFoundError: no such checkpoint; the message lists the available ones and the
+            command that trains one.
+
+    Example:
+        >>> policy = load_policy("halfcheetah-medium")
+        >>> policy.info.env_id
+        'HalfCheetah-v5'
+    """
+    directory = Path(directory) if directory is not None else POLICY_DIR
+    js, pt = directory / f"{name}.json", directory / f"{name}.pt"
+    if not (js.exists() and pt.exists()):
+        family = name.split("-")[0]
+        raise FileNotFoundError(
+            f"no behaviour policy {name!r} in {directory} (available: "
+            f"{', '.join(list_policies(directory)) or 'none'}). Train one with "
+            f"`python -m torchrl_o3f.data train-behavior {family}`."
+        )
+    info = PolicyInfo(**json.loads(js.read_text()))
+    state = torch.load(pt, map_location="cpu", weights_only=True)
+    return BehaviorPolicy.from_info(info, state)
+
+
+def evaluate_policy(
+    policy: Callable[[np.ndarray], np.ndarray] | BehaviorPolicy,
+    task: str | Task,
+    *,
+    num_episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
+    """Undiscounted returns of full episodes of ``policy`` on the task's env.
+
+    Args:
+        policy: a :class:`BehaviorPolicy`, or any callable ``obs -> action``
+            (``"random"`` is not accepted here; use a lambda sampling the action space).
+        task: a task name or :class:`Task` (its env and episode cap are used).
+        num_episodes: number of episodes.
+        deterministic: for a :class:`BehaviorPolicy`, act with ``eps = 0``.
+        seed: the env is reset with ``seed + i`` for episode ``i``; the policy noise is
+            seeded with ``seed``.
+
+    Returns:
+        The returns, shape ``[num_episodes]`` (float64).
+
+    Example:
+        >>> env_returns = evaluate_policy(lambda o: np.zeros(6, np.float32), "halfcheetah-random",
+        ...                               num_episodes=1)
+        >>> env_returns.shape
+        (1,)
+    """
+    env = make_gym_env(task)
+    gen = torch.Generator().manual_seed(seed)
+    returns = []
+    for i in range(num_episodes):
+        obs, _ = env.reset(seed=seed + i)
+        total, done = 0.0, False
+        while not done:
+            if isinstance(policy, BehaviorPolicy):
+                action = policy.act(obs, deterministic=deterministic, generator=gen)
+            else:
+                action = policy(obs)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return np.asarray(returns, dtype=np.float64)
+
+
+def _summary(returns: np.ndarray) -> dict[str, float]:
+    return {
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "episodes": len(returns),
+    }
+
+
+def train_behavior(
+    family: str,
+    *,
+    quality: str = "medium",
+    target_return: float | None = None,
+    tolerance: float = 0.1,
+    max_steps: int = 150_000,
+    warmup_steps: int = 5_000,
+    batch_size: int = 256,
+    eval_every: int = 5_000,
+    eval_episodes: int = 5,
+    final_episodes: int = 10,
+    num_cells: int = 256,
+    depth: int = 2,
+    lr: float = 3e-4,
+    gamma: float = 0.99,
+    tau: float = 0.005,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = print,
+) -> Path:
+    """Train SAC (torchrl's ``SACLoss``) on a locomotion family and keep a behaviour actor.
+
+    One gradient step per environment step after ``warmup_steps`` of uniform random actions.
+    Every ``eval_every`` steps the deterministic policy is evaluated; the checkpoint whose
+    return is closest to ``target_return`` is kept, and training stops as soon as an
+    evaluation falls within ``target_return * (1 +- tolerance)`` (or at ``max_steps``). The
+    kept actor is then measured over ``final_episodes`` deterministic and stochastic episodes
+    and written as ``<out_dir>/<family>-<quality>.{pt,json}``.
+
+    Args:
+        family: ``"halfcheetah"``, ``"hopper"`` or ``"walker2d"``.
+        quality: checkpoint name suffix (``"medium"``; ``"expert"`` with a high target).
+        target_return: the deterministic return to stop at (default: :data:`MEDIUM_TARGETS`).
+        tolerance: relative half-width of the stopping band.
+        max_steps: hard cap on environment steps.
+        warmup_steps: random-action steps before learning starts.
+        batch_size: SAC batch size.
+        eval_every: environment steps between evaluations.
+        eval_episodes: episodes per intermediate evaluation.
+        final_episodes: episodes of each final measurement.
+        num_cells: hidden width of actor and critics.
+        depth: hidden layers of actor and critics.
+        lr: Adam learning rate (actor, critics and alpha).
+        gamma: discount.
+        tau: target soft-update rate.
+        seed: training seed.
+        out_dir: where to write the checkpoint (default: the package's policy folder).
+        checkpoint_dir: if given, every intermediate evaluation also writes the actor there as
+            ``<family>-<quality>-step<N>.{pt,json}`` with its evaluation return, so a run cut
+            short still leaves usable actors.
+        log: progress printer (``None``: silent).
+
+    Returns:
+        The path of the written ``.pt`` file.
+    """
+    from torchrl.data import Bounded
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+    from torchrl.modules import ValueOperator
+    from torchrl.objectives import SACLoss, SoftUpdate
+
+    task = get_task(f"{family}-random")  # every quality of a family shares its env
+    if target_return is None:
+        if family not in MEDIUM_TARGETS:
+            raise ValueError(
+                f"no default target return for {family!r}; pass target_return= "
+                f"(defaults exist for {sorted(MEDIUM_TARGETS)})"
+            )
+        target_return = MEDIUM_TARGETS[family]
+    log = log or (lambda s: None)
+    torch.manual_seed(seed)
+    env = make_gym_env(task)
+    obs_dim = env.observation_space.shape[0]
+    act_dim = env.action_space.shape[0]
+    low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
+    high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
+    env.action_space.seed(seed)
+
+    actor = build_sac_actor(
+        obs_dim, act_dim, action_low=low, action_high=high, num_cells=num_cells, depth=depth
+    )
+    qnet = ValueOperator(
+        build_mlp(obs_dim + act_dim, 1, num_cells=num_cells, depth=depth),
+        in_keys=["observation", "action"],
+    )
+    spec = Bounded(low, high, shape=(act_dim,), dtype=torch.float32)
+    loss = SACLoss(actor, qnet, num_qvalue_nets=2, loss_function="l2", action_spec=spec)
+    loss.make_value_estimator(gamma=gamma)
+    updater = SoftUpdate(loss, tau=tau)
+    opt_actor = torch.optim.Adam(loss.actor_network_params.values(True, True), lr=lr)
+    opt_q = torch.optim.Adam(loss.qvalue_network_params.values(True, True), lr=lr)
+    opt_alpha = torch.optim.Adam([loss.log_alpha], lr=lr)
+
+    storage = TensorDict(
+        {
+            "observation": torch.zeros(max_steps, obs_dim),
+            "action": torch.zeros(max_steps, act_dim),
+            "next": {
+                "observation": torch.zeros(max_steps, obs_dim),
+                "reward": torch.zeros(max_steps, 1),
+                "done": torch.zeros(max_steps, 1, dtype=torch.bool),
+                "terminated": torch.zeros(max_steps, 1, dtype=torch.bool),
+            },
+        },
+        [max_steps],
+    )
+    policy_net = actor.module[0].module  # the MLP + NormalParamExtractor
+    info = PolicyInfo(
+        name=f"{family}-{quality}",
+        env_id=task.env_id,
+        observation_dim=obs_dim,
+        action_dim=act_dim,
+        action_low=low.tolist(),
+        action_high=high.tolist(),
+        num_cells=num_cells,
+        depth=depth,
+        seed=seed,
+    )
+    best: tuple[float, int, dict] | None = None
+    obs, _ = env.reset(seed=seed)
+    episode = 0
+    start = time.time()
+    sampler = torch.Generator().manual_seed(seed)
+    for step in range(max_steps):
+        if step < warmup_steps:
+            action = env.action_space.sample()
+        else:
+            with torch.no_grad():
+                loc, scale = policy_net(torch.as_tensor(obs))
+                pre = loc + scale * torch.randn(loc.shape, generator=sampler)
+                action = (low + (high - low) * (torch.tanh(pre) + 1) / 2).numpy()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        storage[step] = TensorDict(
+            {
+                "observation": torch.as_tensor(obs),
+                "action": torch.as_tensor(action, dtype=torch.float32),
+                "next": {
+                    "observation": torch.as_tensor(next_obs),
+                    "reward": torch.tensor([reward], dtype=torch.float32),
+                    "done": torch.tensor([terminated]),
+                    "terminated": torch.tensor([terminated]),
+                },
+            },
+            [],
+        )
+        obs = next_obs
+        if terminated or truncated:
+            episode += 1
+            obs, _ = env.reset(seed=seed + 1000 * (episode + 1))
+        if step >= warmup_steps:
+            idx = torch.randint(0, step + 1, (batch_size,), generator=sampler)
+            batch = storage[idx]
+            with set_exploration_type(ExplorationType.RANDOM):
+                losses = loss(batch)
+            opt_q.zero_grad()
+            opt_actor.zero_grad()
+            opt_alpha.zero_grad()
+            (losses["loss_qvalue"] + losses["loss_actor"] + losses["loss_alpha"]).backward()
+            opt_q.step()
+            opt_actor.step()
+            opt_alpha.step()
+            updater.step()
+        if (step + 1) % eval_every == 0 and step >= warmup_steps:
+            probe = BehaviorPolicy(policy_net[0], info)  # shares the live MLP (no dropout/BN)
+            rets = evaluate_policy(
+                probe, task, num_episodes=eval_episodes, deterministic=True, seed=10_000 + step
+            )
+            mean = float(rets.mean())
+            log(
+                f"[train-behavior {family}] step {step + 1}: eval return {mean:.1f} "
+                f"+- {rets.std():.1f} ({time.time() - start:.0f}s)"
+            )
+            if checkpoint_dir is not None:
+                snap = PolicyInfo(**{**asdict(info), "train_steps": step + 1})
+                snap.returns = {"deterministic": _summary(rets)}
+                BehaviorPolicy.from_info(snap, policy_net[0].state_dict()).save(
+                    Path(checkpoint_dir) / f"{info.name}-step{step + 1}"
+                )
+            if best is None or abs(mean - target_return) < abs(best[0] - target_return):
+                state = {k: v.detach().clone() for k, v in policy_net[0].state_dict().items()}
+                best = (mean, step + 1, state)
+            if abs(mean - target_return) <= tolerance * abs(target_return):
+                break
+    env.close()
+    if best is None:
+        raise RuntimeError(
+            f"no evaluation happened: max_steps={max_steps} must exceed warmup_steps="
+            f"{warmup_steps} by at least eval_every={eval_every}"
+        )
+    import mujoco
+
+    info.train_steps = best[1]
+    info.mujoco_version = mujoco.__version__
+    policy = BehaviorPolicy.from_info(info, best[2])
+    det = evaluate_policy(policy, task, num_episodes=final_episodes, deterministic=True, seed=0)
+    sto = evaluate_policy(policy, task, num_episodes=final_episodes, deterministic=False, seed=0)
+    info.returns = {"deterministic": _summary(det), "stochastic": _summary(sto)}
+    info.extra = {
+        "algorithm": "SAC (torchrl SACLoss, 2 Q nets, l2, auto alpha)",
+        "target_return": target_return,
+        "batch_size": batch_size,
+        "lr": lr,
+        "gamma": gamma,
+        "tau": tau,
+        "warmup_steps": warmup_steps,
+        "wall_time_s": round(time.time() - start, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    log(
+        f"[train-behavior {family}] kept step {best[1]}: deterministic "
+        f"{det.mean():.1f} +- {det.std():.1f}, stochastic {sto.mean():.1f} +- {sto.std():.1f}"
+    )
+    pt, _ = policy.save(Path(out_dir or POLICY_DIR) / info.name)
+    return pt

@@ -1,0 +1,386 @@
+"""Loading Minari datasets into TorchRL's TED layout.
+
+:func:`load_offline_dataset` reads any Minari dataset on disk (built by this package or
+downloaded from the hub) into one :class:`~tensordict.TensorDict` of transitions:
+
+==========================  =================  ==========================================
+key                         shape / dtype      content
+==========================  =================  ==========================================
+``observation``             ``[T, d]`` float32  observation (dict observations flattened)
+``action``                  ``[T, a]`` float32  action
+``done``/``terminated``/    ``[T, 1]`` bool     all ``False`` (a stored step is never done)
+``truncated``
+``next/observation``        ``[T, d]`` float32  the observation after the step
+``next/reward``             ``[T, 1]`` float32  raw reward (no shift or scale)
+``next/done``               ``[T, 1]`` bool     ``terminated | truncated``
+``next/terminated``         ``[T, 1]`` bool     the episode ended in a terminal state
+``next/truncated``          ``[T, 1]`` bool     the episode was cut (time limit, dataset end)
+``episode``                 ``[T]`` int64       the Minari episode index of the step
+==========================  =================  ==========================================
+
+torchrl 0.14.1's ``MinariExperienceReplay`` is not used: for a local dataset it returns
+all-zero tensors (it fills a tensordict, then ``memmap_like`` allocates an empty copy of it;
+``tests/test_data_loader.py`` keeps a check of that behaviour).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tensordict import MemoryMappedTensor, TensorDict
+
+from torchrl_o3f.envs import Task, flatten_observation, list_tasks
+
+__all__ = [
+    "DatasetNotFoundError",
+    "DatasetFormatError",
+    "load_offline_dataset",
+    "resolve_dataset",
+    "dataset_path",
+    "minari_root",
+    "read_metadata",
+]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No dataset with this id on disk (and no download asked for, or possible)."""
+
+
+class DatasetFormatError(ValueError):
+    """A dataset on disk is corrupt, truncated, or disagrees with its task's environment."""
+
+
+@contextlib.contextmanager
+def minari_root(root: str | os.PathLike | None) -> Iterator[Path]:
+    """Point Minari at ``root`` for the duration of the block (``None``: leave it as is).
+
+    Minari reads its datasets folder from the ``MINARI_DATASETS_PATH`` environment variable
+    at every call; this sets it temporarily (not thread-safe) and yields the folder in use.
+
+    Example:
+        >>> import tempfile, minari
+        >>> with tempfile.TemporaryDirectory() as d, minari_root(d) as path:
+        ...     minari.list_local_datasets()
+        {}
+    """
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    if root is not None:
+        os.environ["MINARI_DATASETS_PATH"] = os.fspath(root)
+    try:
+        from minari.storage.datasets_root_dir import get_dataset_path
+
+        yield Path(get_dataset_path())
+    finally:
+        if root is not None:
+            if old is None:
+                os.environ.pop("MINARI_DATASETS_PATH", None)
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def dataset_path(dataset_id: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder of a Minari dataset id under ``root`` (default: Minari's root).
+
+    Example:
+        >>> dataset_path("o3f/hopper/medium-v0", root="datasets").as_posix()
+        'datasets/o3f/hopper/medium-v0'
+    """
+    if root is not None:
+        return Path(root) / dataset_id
+    with minari_root(None) as base:
+        return base / dataset_id
+
+
+# A derived id: the canonical one with a non-default size and/or seed ("medium-n100000-seed1").
+_DERIVED = re.compile(r"^(?P<head>.+?)(?:-n(?P<size>\d+))?(?:-seed(?P<seed>\d+))?(?P<ver>-v\d+)$")
+
+
+def resolve_dataset(name: str | Task) -> tuple[str, Task | None]:
+    """Resolve a task name, a Task or a Minari dataset id to ``(dataset_id, task or None)``.
+
+    A task name gives the task's ``dataset_id``. A dataset id is returned as is, with the task
+    whose ``dataset_id``/``hub_dataset_id`` it is (or derives from, for the size/seed variants
+    that :func:`~torchrl_o3f.data.ensure_dataset` builds), so its env can check the shapes.
+
+    Raises:
+        DatasetNotFoundError: neither a task nor something shaped like a Minari id; the
+            message lists the tasks and the build command.
+
+    Example:
+        >>> resolve_dataset("halfcheetah-medium")[0]
+        'o3f/halfcheetah/medium-v0'
+        >>> resolve_dataset("o3f/hopper/random-n5000-v0")[1].name
+        'hopper-random'
+    """
+    if isinstance(name, Task):
+        return name.dataset_id, name
+    names = {t.name: t for t in list_tasks()}
+    if name in names:
+        return names[name].dataset_id, names[name]
+    if not isinstance(name, str) or "/" not in name or not re.search(r"-v\d+$", name):
+        raise DatasetNotFoundError(
+            f"{name!r} is neither a registered task nor a Minari dataset id "
+            "('namespace/name-vN'). Known tasks: "
+            f"{', '.join(sorted(names))}. Build a local dataset with "
+            "`python -m torchrl_o3f.data build <task> [--size N] [--seed S]`."
+        )
+    by_id: dict[str, Task] = {}
+    for t in names.values():
+        by_id.setdefault(t.dataset_id, t)
+        if t.hub_dataset_id:
+            by_id.setdefault(t.hub_dataset_id, t)
+    if name in by_id:
+        return name, by_id[name]
+    m = _DERIVED.match(name)
+    if m and (m["size"] or m["seed"]):
+        return name, by_id.get(m["head"] + m["ver"])
+    return name, None
+
+
+def read_metadata(name: str | Task, *, root: str | os.PathLike | None = None) -> dict:
+    """The raw ``metadata.json`` of a local dataset (reference scores, build details, ...).
+
+    Raises:
+        DatasetNotFoundError: no such dataset under the root.
+        DatasetFormatError: the metadata file is unreadable.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     try:
+        ...         read_metadata("hopper-random", root=d)
+        ...     except DatasetNotFoundError as e:
+        ...         print("not built")
+        not built
+    """
+    dataset_id, task = resolve_dataset(name)
+    data = dataset_path(dataset_id, root) / "data"
+    if not data.is_dir():
+        raise DatasetNotFoundError(_missing_message(dataset_id, task, data.parent))
+    try:
+        return json.loads((data / "metadata.json").read_text())
+    except (OSError, ValueError) as err:
+        raise DatasetFormatError(
+            f"dataset {dataset_id!r} at {data.parent} has an unreadable metadata.json ({err}); "
+            f"{_fix_hint(dataset_id, task)}"
+        ) from err
+
+
+def _build_command(task: Task) -> str:
+    return f"`python -m torchrl_o3f.data build {task.name}`"
+
+
+def _fix_hint(dataset_id: str, task: Task | None) -> str:
+    if task is not None and task.buildable:
+        return f"delete the folder and rebuild it with {_build_command(task)}"
+    return "delete the folder and download it again (load_offline_dataset(..., download=True))"
+
+
+def _missing_message(dataset_id: str, task: Task | None, where: Path) -> str:
+    msg = f"dataset {dataset_id!r} is not on disk (looked in {where}). "
+    if task is not None and task.buildable:
+        msg += (
+            f"Build it with {_build_command(task)} (or call "
+            f"torchrl_o3f.data.ensure_dataset({task.name!r}))"
+        )
+        if task.hub_dataset_id:
+            msg += f", or download the hub's {task.hub_dataset_id!r} with download=True"
+        return msg + "."
+    hub = task.hub_dataset_id if task is not None else dataset_id
+    return msg + (
+        f"It cannot be built locally: download it with load_offline_dataset(..., "
+        f"download=True) where a network exists (`minari download {hub}`), or copy a Minari "
+        f"dataset folder to {where}. Set MINARI_DATASETS_PATH (or pass root=) to use another "
+        "datasets folder."
+    )
+
+
+def _flat(x) -> np.ndarray:
+    if isinstance(x, dict):
+        return flatten_observation(x)
+    if isinstance(x, tuple):
+        raise DatasetFormatError("tuple observation/action spaces are not supported")
+    x = np.asarray(x)
+    return x.reshape(len(x), -1) if x.ndim != 2 else x
+
+
+def load_offline_dataset(
+    name: str | Task,
+    *,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    memmap_prefix: str | os.PathLike | None = None,
+    check_env: bool = True,
+) -> TensorDict:
+    """Load a Minari dataset as a TensorDict of transitions in TorchRL's TED layout.
+
+    See the module documentation for the keys. Episodes are laid out one after the other, in
+    Minari's episode order; ``episode`` holds each step's episode index, so boundaries are
+    kept (``next/done`` is ``True`` on the last step of every episode, ``next/truncated`` when
+    it was cut rather than terminated). Rewards are raw: the losses apply shifts and scales.
+
+    The result plugs into a replay buffer directly, e.g.
+    ``ReplayBuffer(storage=LazyTensorStorage(len(td)))`` then ``rb.extend(td)``.
+
+    Args:
+        name: a task name (its ``dataset_id`` is loaded), a :class:`~torchrl_o3f.envs.Task`,
+            or a Minari dataset id (``"D4RL/antmaze/umaze-v1"``, ``"o3f/hopper/medium-v0"``).
+        root: the Minari datasets folder (default: ``MINARI_DATASETS_PATH`` or Minari's
+            default ``~/.minari/datasets``).
+        download: fetch the dataset from the Minari hub (through ``minari.download_dataset``)
+            if it is not on disk. Needs a network.
+        memmap_prefix: write the tensors as memory-mapped files in this folder (so the data
+            lives in the page cache and can be shared between processes) instead of RAM.
+        check_env: compare the observation and action sizes with the task's environment when
+            the dataset belongs to a registered task.
+
+    Returns:
+        A TensorDict with batch size ``[T]`` (``T`` = total steps of the dataset).
+
+    Raises:
+        DatasetNotFoundError: unknown name, or the dataset is not on disk (the message says
+            how to build or where to put it), or the download failed.
+        DatasetFormatError: a corrupt or truncated file, inconsistent episode lengths,
+            NaN/inf values, or observation/action sizes that disagree with the task's env.
+
+    Example:
+        >>> import tempfile
+        >>> from torchrl_o3f.data import build_dataset
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     dataset_id = build_dataset("hopper-random", size=50, root=root, progress=False)
+        ...     td = load_offline_dataset(dataset_id, root=root)
+        >>> td.batch_size, td["observation"].shape, td["next", "reward"].shape
+        (torch.Size([50]), torch.Size([50, 11]), torch.Size([50, 1]))
+    """
+    import minari
+
+    dataset_id, task = resolve_dataset(name)
+    folder = dataset_path(dataset_id, root)
+    if not (folder / "data").is_dir():
+        if not download:
+            raise DatasetNotFoundError(_missing_message(dataset_id, task, folder))
+        with minari_root(root):
+            try:
+                minari.download_dataset(dataset_id)
+            except Exception as err:  # network, auth, unknown remote id: all end here
+                raise DatasetNotFoundError(
+                    f"could not download {dataset_id!r} from the Minari hub ({err}). "
+                    + _missing_message(dataset_id, task, folder)
+                ) from err
+    try:
+        with minari_root(root):
+            dataset = minari.load_dataset(dataset_id)
+        storage = dataset.storage
+        meta = storage.metadata
+        num_episodes = int(meta["total_episodes"])
+        total = int(meta["total_steps"])
+        episodes = storage.get_episodes(range(num_episodes))
+        td = None
+        offset = 0
+        for index, ep in enumerate(episodes):
+            obs = _flat(ep["observations"])
+            act = _flat(ep["actions"])
+            rew = np.asarray(ep["rewards"]).reshape(-1)
+            term = np.asarray(ep["terminations"]).reshape(-1).astype(bool)
+            trunc = np.asarray(ep["truncations"]).reshape(-1).astype(bool)
+            steps = len(act)
+            if not (len(obs) == steps + 1 and len(rew) == len(term) == len(trunc) == steps):
+                raise DatasetFormatError(
+                    f"episode {index} of {dataset_id!r} is inconsistent: {len(obs)} "
+                    f"observations, {steps} actions, {len(rew)} rewards, {len(term)} "
+                    f"terminations, {len(trunc)} truncations (expected T+1 observations and "
+                    f"T of the rest); {_fix_hint(dataset_id, task)}"
+                )
+            if offset + steps > total:
+                raise DatasetFormatError(
+                    f"{dataset_id!r} holds more steps than its metadata's total_steps={total}; "
+                    f"{_fix_hint(dataset_id, task)}"
+                )
+            for field, value in (("observations", obs), ("actions", act), ("rewards", rew)):
+                if not np.isfinite(value).all():
+                    raise DatasetFormatError(
+                        f"{dataset_id!r} has NaN/inf {field} in episode {index}: clean or "
+                        "rebuild the dataset (a diverged policy or a bad conversion writes these)"
+                    )
+            if td is None:
+                td = _allocate(total, obs.shape[-1], act.shape[-1], memmap_prefix)
+            sl = slice(offset, offset + steps)
+            td["observation"][sl] = torch.from_numpy(obs[:-1])
+            td["next", "observation"][sl] = torch.from_numpy(obs[1:])
+            td["action"][sl] = torch.from_numpy(act)
+            td["next", "reward"][sl, 0] = torch.from_numpy(rew)
+            td["next", "terminated"][sl, 0] = torch.from_numpy(term)
+            td["next", "truncated"][sl, 0] = torch.from_numpy(trunc)
+            td["episode"][sl] = index
+            offset += steps
+    except (DatasetFormatError, DatasetNotFoundError):
+        raise
+    except Exception as err:  # h5py/json/minari errors of a damaged folder
+        raise DatasetFormatError(
+            f"could not read dataset {dataset_id!r} at {folder}: the files are corrupt or "
+            f"truncated ({type(err).__name__}: {err}); {_fix_hint(dataset_id, task)}"
+        ) from err
+    if td is None or offset != total:
+        raise DatasetFormatError(
+            f"{dataset_id!r} holds {offset} steps but its metadata says total_steps={total} "
+            f"(a truncated file or an interrupted write); {_fix_hint(dataset_id, task)}"
+        )
+    td["next", "done"].copy_(td["next", "terminated"] | td["next", "truncated"])
+    if check_env and task is not None:
+        _check_shapes(td, dataset_id, task)
+    return td
+
+
+def _allocate(total: int, obs_dim: int, act_dim: int, prefix) -> TensorDict:
+    def empty(shape, dtype, name):
+        if prefix is None:
+            return torch.zeros(shape, dtype=dtype)
+        path = Path(prefix) / f"{name}.memmap"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return MemoryMappedTensor.empty(shape, dtype=dtype, filename=path)
+
+    f32, b = torch.float32, torch.bool
+    spec = {
+        "observation": ((total, obs_dim), f32),
+        "action": ((total, act_dim), f32),
+        "done": ((total, 1), b),
+        "terminated": ((total, 1), b),
+        "truncated": ((total, 1), b),
+        "episode": ((total,), torch.int64),
+        "next/observation": ((total, obs_dim), f32),
+        "next/reward": ((total, 1), f32),
+        "next/done": ((total, 1), b),
+        "next/terminated": ((total, 1), b),
+        "next/truncated": ((total, 1), b),
+    }
+    td = TensorDict({}, [total])
+    for key, (shape, dtype) in spec.items():
+        t = empty(shape, dtype, key.replace("/", "."))
+        if prefix is not None and dtype == b:
+            t.zero_()
+        td[tuple(key.split("/"))] = t
+    return td
+
+
+def _check_shapes(td: TensorDict, dataset_id: str, task: Task) -> None:
+    from torchrl_o3f.envs import make_gym_env
+
+    env = make_gym_env(task)
+    obs_dim, act_dim = env.observation_space.shape[-1], env.action_space.shape[-1]
+    env.close()
+    got_obs, got_act = td["observation"].shape[-1], td["action"].shape[-1]
+    if (got_obs, got_act) != (obs_dim, act_dim):
+        raise DatasetFormatError(
+            f"dataset {dataset_id!r} has observations of size {got_obs} and actions of size "
+            f"{got_act}, but task {task.name!r} ({task.env_id}) has {obs_dim} and {act_dim}: "
+            "the dataset was made for another env (or env version). Load it without a task "
+            "(pass check_env=False) or build the task's own dataset with "
+            f"`python -m torchrl_o3f.data build {task.name}`."
+        )
