@@ -7,7 +7,13 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
-__all__ = ["expectile_loss", "make_target_params", "module_params", "call_on_tensor"]
+__all__ = [
+    "call_on_tensor",
+    "expectile_loss",
+    "make_target_params",
+    "module_params",
+    "read_tensors",
+]
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float | torch.Tensor) -> torch.Tensor:
@@ -85,3 +91,25 @@ def call_on_tensor(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
             )
         return inner(x)
     return module(x)
+
+
+def read_tensors(td: TensorDictBase, keys: list, owner: str) -> list[torch.Tensor]:
+    """``[td[k] for k in keys]``, raising a KeyError that names the fix when one is missing.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"a": torch.zeros(2)}, [2])
+        >>> [t.shape for t in read_tensors(td, ["a"], "MyLoss")]
+        [torch.Size([2])]
+    """
+    out = []
+    for key in keys:
+        value = td.get(key, None)
+        if value is None:
+            raise KeyError(
+                f"{owner} reads {keys} (change them with loss.set_keys(...)); {key!r} is "
+                f"missing. The tensordict has {list(td.keys(True, True))}"
+            )
+        out.append(value)
+    return out

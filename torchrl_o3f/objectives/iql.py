@@ -20,6 +20,7 @@ from torchrl_o3f.objectives.common import (
     expectile_loss,
     make_target_params,
     module_params,
+    read_tensors,
 )
 
 __all__ = ["IQLLoss", "make_iql_loss"]
@@ -270,17 +271,17 @@ class IQLLoss(LossModule):
     # ----------------------------------------------------------------- the maths
     def _read(self, td: TensorDictBase):
         k = self.tensor_keys
-        try:
-            obs = td.get(k.observation)
-            act = td.get(k.action)
-            next_obs = td.get(("next", k.observation))
-            reward = td.get(("next", k.reward))
-            terminated = td.get(("next", k.terminated))
-        except KeyError as err:
-            raise KeyError(
-                f"IQLLoss reads {self.in_keys} (change them with loss.set_keys(...)); "
-                f"missing {err}. The tensordict has {list(td.keys(True, True))}"
-            ) from None
+        obs, act, next_obs, reward, terminated = read_tensors(
+            td,
+            [
+                k.observation,
+                k.action,
+                ("next", k.observation),
+                ("next", k.reward),
+                ("next", k.terminated),
+            ],
+            "IQLLoss",
+        )
         if reward.shape != act.shape[:-1] + (1,):
             reward = reward.reshape(*act.shape[:-1], 1)
         terminated = terminated.reshape(reward.shape)

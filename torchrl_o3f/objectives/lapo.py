@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,12 @@ from torchrl_o3f.modules.actors import action_bounds
 from torchrl_o3f.modules.ensemble import QEnsemble
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor
 from torchrl_o3f.modules.networks import build_mlp
-from torchrl_o3f.objectives.common import call_on_tensor, make_target_params, module_params
+from torchrl_o3f.objectives.common import (
+    call_on_tensor,
+    make_target_params,
+    module_params,
+    read_tensors,
+)
 
 __all__ = ["LAPOLoss", "lapo_family_defaults", "lapo_reward_config", "make_lapo_loss"]
 
@@ -270,12 +276,26 @@ class LAPOLoss(LossModule):
         self.target_noise = float(target_noise)
         self.target_noise_clip = float(target_noise_clip)
         self.target_subset_size = target_subset_size
-        self.reward_scale = float(reward_scale)
-        self.reward_shift = float(reward_shift)
-        self.value_min = value_min
-        self.value_max = value_max
+        # data-derived settings live in buffers, so a checkpoint restores them
+        self.register_buffer("reward_scale", torch.tensor(float(reward_scale), device=device))
+        self.register_buffer("reward_shift", torch.tensor(float(reward_shift), device=device))
+        bounds = [-math.inf if value_min is None else value_min]
+        bounds.append(math.inf if value_max is None else value_max)
+        self.register_buffer("value_bounds", torch.tensor(bounds, device=device))
 
     # ----------------------------------------------------------------- plumbing
+    @property
+    def value_min(self) -> float | None:
+        """Lower clip of V's target (``None``: none)."""
+        v = self.value_bounds[0].item()
+        return None if math.isinf(v) else v
+
+    @property
+    def value_max(self) -> float | None:
+        """Upper clip of V's target (``None``: none)."""
+        v = self.value_bounds[1].item()
+        return None if math.isinf(v) else v
+
     def sync_normalization(self) -> None:
         """Copy the CVAE's normalisation statistics into the ensemble's input buffers."""
         c = self.cvae
@@ -354,25 +374,22 @@ class LAPOLoss(LossModule):
     # ----------------------------------------------------------------- the maths
     def _read(self, td: TensorDictBase):
         k = self.tensor_keys
-        try:
-            obs = td.get(k.observation)
-            act = td.get(k.action)
-            next_obs = td.get(("next", k.observation))
-            reward = td.get(("next", k.reward))
-            terminated = td.get(("next", k.terminated))
-        except KeyError as err:
-            raise KeyError(
-                f"LAPOLoss reads {self.in_keys} (change them with loss.set_keys(...)); "
-                f"missing {err}. The tensordict has {list(td.keys(True, True))}"
-            ) from None
+        obs, act, next_obs, reward, terminated = read_tensors(
+            td,
+            [
+                k.observation,
+                k.action,
+                ("next", k.observation),
+                ("next", k.reward),
+                ("next", k.terminated),
+            ],
+            "LAPOLoss",
+        )
         if obs.dim() != 2:
             obs, act, next_obs = obs.flatten(0, -2), act.flatten(0, -2), next_obs.flatten(0, -2)
         reward = reward.reshape(-1, 1)
         not_done = (~terminated.reshape(-1, 1).bool()).to(reward.dtype)
-        if self.reward_shift != 0.0:
-            reward = reward + self.reward_shift
-        if self.reward_scale != 1.0:
-            reward = reward * self.reward_scale
+        reward = (reward + self.reward_shift) * self.reward_scale
         return obs, act, next_obs, reward, not_done
 
     def _q_lambda(self, values: torch.Tensor) -> torch.Tensor:
@@ -401,9 +418,7 @@ class LAPOLoss(LossModule):
             return self._q_lambda(values)
 
     def _clip_value(self, v: torch.Tensor) -> torch.Tensor:
-        if self.value_min is None and self.value_max is None:
-            return v
-        return v.clamp(self.value_min, self.value_max)
+        return torch.clamp(v, self.value_bounds[0], self.value_bounds[1])
 
     def _critic(self, obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol):
         n = obs.shape[0]
@@ -569,15 +584,11 @@ def make_lapo_loss(
         (1.0, 5)
     """
     action_dim = action_spec.shape[-1]
-    try:
-        obs = data.get("observation").reshape(-1, observation_dim).float()
-        act = data.get("action").reshape(-1, action_dim).float()
-        rewards = data.get(("next", "reward"))
-    except KeyError as err:
-        raise KeyError(
-            f"make_lapo_loss needs the offline data in TED layout (observation, action, "
-            f"next/reward); missing {err}"
-        ) from None
+    obs, act, rewards = read_tensors(
+        data, ["observation", "action", ("next", "reward")], "make_lapo_loss (TED layout)"
+    )
+    obs = obs.reshape(-1, observation_dim).float()
+    act = act.reshape(-1, action_dim).float()
     kind, lam = lapo_family_defaults(family)
     cfg = {"lam": lam, **lapo_reward_config(rewards, kind=kind, gamma=gamma)}
     cfg.update(loss_kwargs)
