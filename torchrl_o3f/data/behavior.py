@@ -364,13 +364,14 @@ def train_behavior(
     from torchrl.modules import ValueOperator
     from torchrl.objectives import SACLoss, SoftUpdate
 
+    if family not in MEDIUM_TARGETS:
+        raise ValueError(
+            f"train-behavior trains locomotion policies, one of {sorted(MEDIUM_TARGETS)}; got "
+            f"{family!r} (pointmaze data come from a scripted controller, antmaze and kitchen "
+            "cannot be rebuilt)"
+        )
     task = get_task(f"{family}-random")  # every quality of a family shares its env
     if target_return is None:
-        if family not in MEDIUM_TARGETS:
-            raise ValueError(
-                f"no default target return for {family!r}; pass target_return= "
-                f"(defaults exist for {sorted(MEDIUM_TARGETS)})"
-            )
         target_return = MEDIUM_TARGETS[family]
     log = log or (lambda s: None)
     torch.manual_seed(seed)
