@@ -299,6 +299,8 @@ class O3FActionSelector(TensorDictModuleBase):
 
     def _critic_device(self) -> torch.device | None:
         net, params = self._critic
+        if isinstance(net, QEnsemble):
+            return net.device
         if params is not None:
             for leaf in params.values(True, True):
                 return leaf.device
