@@ -294,6 +294,36 @@ def test_loss_step_on_ensemble_changes_selector_scores():
     torch.testing.assert_close(out["action"], cands[k])
 
 
+def test_package_iql_step_changes_selector_scores():
+    """The package's IQLLoss trains its QEnsemble in place; the selector sees the step."""
+    from torchrl_o3f.objectives import make_iql_loss
+
+    loss = make_iql_loss(OBS, _spec(), num_cells=16)
+    sel = O3FActionSelector(loss.qvalue_network, _spec(), num_candidates=8)
+    obs, cands = torch.randn(3, OBS), torch.rand(8, 3, ACT) * 2 - 1
+    before = sel.score(obs, cands)
+    batch = TensorDict(
+        {
+            "observation": torch.randn(16, OBS),
+            "action": torch.rand(16, ACT) * 2 - 1,
+            ("next", "observation"): torch.randn(16, OBS),
+            ("next", "reward"): torch.randn(16, 1),
+            ("next", "done"): torch.zeros(16, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool),
+        },
+        [16],
+    )
+    opt = torch.optim.Adam(loss.parameters(), lr=1e-2)
+    out = loss(batch)
+    opt.zero_grad()
+    (out["loss_actor"] + out["loss_qvalue"] + out["loss_value"]).backward()
+    opt.step()
+    after = sel.score(obs, cands)
+    assert not torch.allclose(before, after)
+    q = loss.qvalue_network
+    torch.testing.assert_close(after, q.values(obs, cands).mean(0).squeeze(-1))
+
+
 def _sac(obs_dim=OBS, act_dim=ACT):
     from tensordict.nn import NormalParamExtractor
     from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
