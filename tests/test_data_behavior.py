@@ -18,7 +18,7 @@ from torchrl_o3f.data import (
     load_policy,
     train_behavior,
 )
-from torchrl_o3f.data.behavior import MEDIUM_TARGETS
+from torchrl_o3f.data.behavior import MEDIUM_TARGETS, install_policy
 
 
 def _policy(seed=0):
@@ -109,6 +109,20 @@ def test_train_behavior_smoke(tmp_path, one_thread):
         "hopper-medium-step300.json",
     ]
     assert load_policy("hopper-medium", tmp_path).info.train_steps == info["train_steps"]
+    # an intermediate checkpoint, measured and installed under another name
+    pt = install_policy(
+        tmp_path / "ckpt" / "hopper-medium-step250.pt",
+        name="hopper-expert",
+        num_episodes=1,
+        out_dir=tmp_path / "installed",
+    )
+    installed = load_policy("hopper-expert", tmp_path / "installed").info
+    assert (
+        installed.train_steps == 250
+        and installed.extra["installed_from"] == "hopper-medium-step250"
+    )
+    assert installed.returns["stochastic"]["episodes"] == 1
+    assert installed.extra["batch_size"] == 32
 
 
 def test_train_behavior_rejects_bad_settings(tmp_path):
@@ -129,3 +143,19 @@ def test_shipped_policies(name):
     # the recorded numbers are reproducible: the first episodes of the recorded measurement
     rets = evaluate_policy(policy, f"{family}-random", num_episodes=2, deterministic=True, seed=0)
     assert abs(rets.mean() - det["mean"]) < 3 * det["std"] + 0.05 * abs(det["mean"])
+
+
+def test_fast_single_observation_path_matches_torch():
+    policy = _policy(3)
+    obs = np.random.default_rng(1).standard_normal((5, 11)).astype(np.float32)
+    for deterministic in (True, False):
+        batched = policy.act(obs, deterministic=deterministic, generator=torch.Generator())
+        gen = torch.Generator()
+        single = np.stack([policy.act(o, deterministic=deterministic, generator=gen) for o in obs])
+        np.testing.assert_allclose(single, batched, atol=1e-5)
+    # the torch path serves activations the fast path does not know
+    info = PolicyInfo("toy", "Hopper-v5", 11, 3, [-1.0] * 3, [1.0] * 3, 16, 1)
+    tanh_net = build_sac_actor(11, 3, num_cells=16, depth=1).module[0].module[0]
+    tanh_net[1] = torch.nn.Tanh()
+    slow = BehaviorPolicy(tanh_net, info)
+    assert slow.act(obs[0], deterministic=True).shape == (3,)

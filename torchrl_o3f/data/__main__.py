@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--threads", type=int, default=1, help="torch threads of the rollout")
+    ip = sub.add_parser("install-policy", help="measure a training checkpoint and ship it")
+    ip.add_argument("checkpoint", help="a checkpoint written by train-behavior --checkpoint-dir")
+    ip.add_argument("--name", default=None, help="installed name (default: the checkpoint's)")
+    ip.add_argument("--episodes", type=int, default=10)
+    ip.add_argument("--out-dir", default=None, help="default: the package's policies folder")
     tb = sub.add_parser("train-behavior", help="train a SAC behaviour policy (e.g. medium)")
     tb.add_argument("family", help="halfcheetah, hopper or walker2d")
     tb.add_argument("--quality", default="medium")
@@ -55,6 +60,17 @@ def main(argv: list[str] | None = None) -> int:
             f"(refs: random {record['ref_min_score']:.1f}, best {record['ref_max_score']}) "
             f"in {time.time() - start:.0f}s"
         )
+    elif args.command == "install-policy":
+        import torch
+
+        from torchrl_o3f.data.behavior import install_policy, load_policy
+
+        torch.set_num_threads(1)
+        pt = install_policy(
+            args.checkpoint, name=args.name, num_episodes=args.episodes, out_dir=args.out_dir
+        )
+        info = load_policy(pt.stem, pt.parent).info
+        print(f"installed {pt} (step {info.train_steps}): {info.returns}")
     elif args.command == "train-behavior":
         import torch
 
