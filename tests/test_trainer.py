@@ -1,0 +1,252 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchrl_o3f.envs import UnknownTaskError
+from torchrl_o3f.trainers import (
+    BUDGETS,
+    AnnealConfig,
+    CheckpointError,
+    ConfigError,
+    OfflineOnlineTrainer,
+    TrainerConfig,
+    load_checkpoint,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "hopper-random"  # buildable without a behaviour policy, cheap env
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("datasets"))
+
+
+def _cfg(out, dataset_root, **kw) -> TrainerConfig:
+    import dataclasses
+
+    cfg = TrainerConfig(
+        task=TASK,
+        budget=dataclasses.replace(BUDGETS["smoke"]),
+        output_dir=str(out),
+        dataset_root=dataset_root,
+        progress=False,
+        device="cpu",
+    )
+    cfg.algo.num_cells = 32
+    cfg.algo.batch_size = 64
+    cfg.exploration.num_candidates = 16
+    for k, v in kw.items():
+        obj = cfg
+        *path, last = k.split(".")
+        for p in path:
+            obj = getattr(obj, p)
+        setattr(obj, last, v)
+    return cfg
+
+
+def _final_params(out) -> dict:
+    state = load_checkpoint(Path(out) / "checkpoints" / "final.pt")
+    return state["agent"]["loss"]
+
+
+@pytest.mark.parametrize(
+    "algo,mode", [("iql", "o3f"), ("iql", "gaussian"), ("iql", "none"), ("lapo", "o3f")]
+)
+def test_smoke_run_every_mode(tmp_path, dataset_root, algo, mode):
+    cfg = _cfg(tmp_path, dataset_root, **{"algo.name": algo, "exploration.mode": mode})
+    summary = OfflineOnlineTrainer(cfg).train()
+    assert summary["offline_steps"] == cfg.budget.offline_steps
+    assert summary["online_frames"] == cfg.budget.online_frames
+    for name in ("summary.json", "learning_curve.png", "evaluations.csv", "metrics.jsonl"):
+        assert (tmp_path / name).exists(), name
+    for name in ("offline.pt", "final.pt", "latest.pt"):
+        assert (tmp_path / "checkpoints" / name).exists(), name
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*rows)
+    assert "eval/score" in keys and "train/updates_per_s" in keys
+    if mode == "o3f":
+        assert "online/score_gain" in keys
+    state = load_checkpoint(tmp_path / "checkpoints" / "final.pt")
+    # every online transition is kept, in TED layout
+    online = state["online_data"]
+    assert online.shape[0] == cfg.budget.online_frames
+    assert online["next", "reward"].shape == (cfg.budget.online_frames, 1)
+    assert json.loads((tmp_path / "summary.json").read_text())["task"] == TASK
+
+
+def test_online_uses_the_trained_ensemble_and_spec(tmp_path, dataset_root):
+    cfg = _cfg(tmp_path, dataset_root)
+    trainer = OfflineOnlineTrainer(cfg)
+    trainer.train()
+    assert trainer.exploration.qvalue_network is trainer.agent.loss.qvalue_network
+    actions = load_checkpoint(tmp_path / "checkpoints" / "final.pt")["online_data"]["action"]
+    low, high = trainer.action_spec.space.low, trainer.action_spec.space.high
+    assert bool(((actions >= low) & (actions <= high)).all())
+
+
+def test_balanced_sampling_and_annealing(tmp_path, dataset_root):
+    cfg = _cfg(
+        tmp_path,
+        dataset_root,
+        offline_fraction=0.5,
+        anneal=[AnnealConfig(param="expectile", end=0.85, mode="linear", frames=60)],
+    )
+    trainer = OfflineOnlineTrainer(cfg)
+    trainer.train()
+    assert float(trainer.agent.loss.expectile) == pytest.approx(0.85)
+    assert trainer.anneal_start["expectile"] == pytest.approx(0.7)
+
+
+def test_offline_checkpoint_seeds_several_online_runs(tmp_path, dataset_root):
+    base = tmp_path / "base"
+    OfflineOnlineTrainer(_cfg(base, dataset_root)).train()
+    ckpt = base / "checkpoints" / "offline.pt"
+    outs = {}
+    for mode in ("o3f", "gaussian"):
+        out = tmp_path / mode
+        cfg = _cfg(out, dataset_root, offline_checkpoint=str(ckpt), **{"exploration.mode": mode})
+        summary = OfflineOnlineTrainer(cfg).train()
+        outs[mode] = summary
+        assert summary["offline_steps"] == BUDGETS["smoke"].offline_steps
+    # both start from the same offline evaluation
+    assert outs["o3f"]["score_after_offline"] == outs["gaussian"]["score_after_offline"]
+
+
+def test_bad_configs_fail_before_training(tmp_path, dataset_root):
+    with pytest.raises(UnknownTaskError, match="hopper-random"):
+        _cfg(tmp_path, dataset_root, task="hoper-random").validate()
+    with pytest.raises(ConfigError, match="exploration.mode"):
+        _cfg(tmp_path, dataset_root, **{"exploration.mode": "ucb"}).validate()
+    with pytest.raises(ConfigError, match="utd_ratio"):
+        _cfg(tmp_path, dataset_root, **{"budget.utd_ratio": 0}).validate()
+    with pytest.raises(ConfigError, match="algo.name"):
+        _cfg(tmp_path, dataset_root, **{"algo.name": "sac"}).validate()
+    # a resume directory from another task or algorithm
+    run = tmp_path / "run"
+    OfflineOnlineTrainer(_cfg(run, dataset_root)).train()
+    with pytest.raises(CheckpointError, match="task"):
+        OfflineOnlineTrainer(
+            _cfg(tmp_path / "x", dataset_root, task="hopper-medium", resume=str(run))
+        )
+    with pytest.raises(CheckpointError, match="algo"):
+        OfflineOnlineTrainer(
+            _cfg(tmp_path / "y", dataset_root, resume=str(run), **{"algo.name": "lapo"})
+        )
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        OfflineOnlineTrainer(_cfg(tmp_path / "z", dataset_root, resume=str(bad)))
+
+
+def test_hydra_rejects_misspelt_keys_and_unknown_presets():
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from torchrl_o3f.trainers.recipe import config_from_hydra, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "recipes" / "config"), version_base="1.3"):
+        cfg = config_from_hydra(compose("o3f_iql", overrides=["budget=smoke"]))
+        assert cfg.budget.offline_steps == BUDGETS["smoke"].offline_steps
+        assert cfg.algo.name == "iql" and cfg.exploration.mode == "o3f"
+        lapo = config_from_hydra(compose("o3f_lapo"))
+        assert lapo.algo.name == "lapo" and lapo.utd_ratio() == 20
+        with pytest.raises(Exception, match="nmae"):
+            compose("o3f_iql", overrides=["algo.nmae=3"])
+        with pytest.raises(ConfigCompositionException):
+            compose("o3f_iql", overrides=["budget=fast"])
+        with pytest.raises(ConfigError, match="exploration.mode"):
+            config_from_hydra(compose("o3f_iql", overrides=["exploration.mode=ucb"]))
+
+
+def _recipe_cmd(recipe, out, dataset_root, *extra):
+    return [
+        sys.executable,
+        str(ROOT / "recipes" / recipe),
+        "budget=smoke",
+        f"task={TASK}",
+        "device=cpu",
+        "progress=false",
+        "algo.num_cells=32",
+        "algo.batch_size=64",
+        "exploration.num_candidates=16",
+        f"dataset_root={dataset_root}",
+        f"output_dir={out}",
+        f"hydra.run.dir={out}",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["o3f_iql.py", "o3f_lapo.py"])
+def test_recipe_entry_points(tmp_path, dataset_root, recipe):
+    res = subprocess.run(
+        _recipe_cmd(recipe, tmp_path, dataset_root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "after offline" in res.stdout and "after online" in res.stdout
+    assert (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_after_offline_then_resume_matches_uninterrupted(tmp_path, dataset_root):
+    extra = ["budget.online_frames=150", "budget.eval_every=1000"]
+    # reference: uninterrupted
+    ref = tmp_path / "ref"
+    res = subprocess.run(
+        _recipe_cmd("o3f_iql.py", ref, dataset_root, *extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    # interrupted after its offline phase
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        _recipe_cmd("o3f_iql.py", run, dataset_root, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    boundary = run / "checkpoints" / "offline.pt"
+    deadline = time.time() + 240
+    while not boundary.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert boundary.exists(), "the offline phase never ended"
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert "resume with" in out
+    assert not (run / "checkpoints" / "final.pt").exists()
+    stopped = load_checkpoint(run / "checkpoints" / "latest.pt")["counters"]
+    assert stopped["phase"] == "online" and stopped["frames"] < 150
+    # resume
+    res = subprocess.run(
+        _recipe_cmd("o3f_iql.py", run, dataset_root, *extra, f"resume={run}"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = _final_params(ref), _final_params(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{k} differs")
+    ra = load_checkpoint(ref / "checkpoints" / "final.pt")["online_data"]
+    rb = load_checkpoint(run / "checkpoints" / "final.pt")["online_data"]
+    torch.testing.assert_close(ra["action"], rb["action"], rtol=0, atol=0)

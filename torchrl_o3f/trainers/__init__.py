@@ -1,0 +1,37 @@
+"""The offline-then-online trainer: phases, evaluation, logging, checkpoints."""
+
+from torchrl_o3f.trainers.agents import Agent, build_agent
+from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from torchrl_o3f.trainers.config import (
+    BUDGETS,
+    AlgoConfig,
+    AnnealConfig,
+    BudgetConfig,
+    ConfigError,
+    ExplorationConfig,
+    LoggerConfig,
+    TrainerConfig,
+)
+from torchrl_o3f.trainers.evaluation import evaluate
+from torchrl_o3f.trainers.plotting import plot_learning_curve
+from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, make_exploration
+
+__all__ = [
+    "BUDGETS",
+    "Agent",
+    "AlgoConfig",
+    "AnnealConfig",
+    "BudgetConfig",
+    "CheckpointError",
+    "ConfigError",
+    "ExplorationConfig",
+    "LoggerConfig",
+    "OfflineOnlineTrainer",
+    "TrainerConfig",
+    "build_agent",
+    "evaluate",
+    "load_checkpoint",
+    "make_exploration",
+    "plot_learning_curve",
+    "save_checkpoint",
+]
