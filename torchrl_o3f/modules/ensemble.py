@@ -146,6 +146,7 @@ class QEnsemble(TensorDictModuleBase):
         self.depth = depth
         self.layer_norm = layer_norm
         self.activation = get_activation(activation)()
+        self._relu = type(self.activation) is nn.ReLU
         sizes = [observation_dim + action_dim] + [num_cells] * depth + [1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -241,14 +242,19 @@ class QEnsemble(TensorDictModuleBase):
         act = action.reshape(-1, self.action_dim)
         obs = (obs - self.observation_loc) / self.observation_scale
         act = (act - self.action_loc) / self.action_scale
-        # first layer, split by input: obs @ W_obs + act @ W_act, broadcast over batches
-        h_obs = torch.matmul(obs, w0[:, :d])  # [m, Bo, h]
-        h_act = torch.baddbmm(b0, act.expand(m, *act.shape), w0[:, d:])  # [m, Ba, h]
+        # first layer, split by input: obs @ W_obs + act @ W_act, broadcast over batches; the
+        # observations' part (bias folded in) is computed once per observation
+        h_obs = torch.baddbmm(b0, obs.expand(m, *obs.shape), w0[:, :d])  # [m, Bo, h]
         nb = len(batch)
+        hidden = h_obs.shape[-1]
         obs_shape = (1,) * (nb - observation.dim() + 1) + tuple(observation.shape[:-1])
-        act_shape = (1,) * (nb - action.dim() + 1) + tuple(action.shape[:-1])
-        h = h_obs.view(m, *obs_shape, -1) + h_act.view(m, *act_shape, -1)
-        h = h.expand(m, *batch, h.shape[-1]).reshape(m, -1, h.shape[-1])
+        h_obs = h_obs.view(m, *obs_shape, hidden).expand(m, *batch, hidden)
+        if act.shape[0] == batch.numel():  # actions span the batch: accumulate onto h_obs
+            h = torch.baddbmm(h_obs.reshape(m, -1, hidden), act.expand(m, *act.shape), w0[:, d:])
+        else:
+            act_shape = (1,) * (nb - action.dim() + 1) + tuple(action.shape[:-1])
+            h_act = torch.matmul(act, w0[:, d:]).view(m, *act_shape, hidden)
+            h = (h_obs + h_act).reshape(m, -1, hidden)
         last = len(self.weights) - 1
         for i in range(1, last + 1):
             if self.layer_norm:
@@ -258,7 +264,9 @@ class QEnsemble(TensorDictModuleBase):
                     h,
                     self._param(params, "norm_weights", i - 1),
                 )
-            h = self.activation(h)
+            # in place for ReLU: saves a pass over [m, B, h]; autograd-safe (the producing
+            # matmul does not need its output for its backward)
+            h = h.relu_() if self._relu else self.activation(h)
             w, b = self._param(params, "weights", i), self._param(params, "biases", i)
             if i < last:
                 h = torch.baddbmm(b, h, w)
