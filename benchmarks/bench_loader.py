@@ -8,8 +8,9 @@ one process (2 torch threads), the median wall time of:
 - ``minari``: the peer, ``MinariDataset.iterate_episodes()`` then ``np.concatenate`` of the
   fields into the same TED arrays (observation, next observation, action, reward, flags).
 
-Peak memory of each is measured once in a fresh subprocess (peak ``ru_maxrss`` over the
-resident size after the imports; Linux), against the raw size of the resulting arrays.
+Peak memory of each is measured once in a fresh subprocess: peak ``ru_maxrss`` over the
+resident size after loading a tiny dataset the same way (so imports do not count; Linux),
+against the raw size of the resulting arrays.
 
     python benchmarks/bench_loader.py [--steps 1000000] [--rounds 5]
 """
@@ -29,7 +30,12 @@ import warnings
 import numpy as np
 
 
-def make_dataset(root: str, steps: int, episode_len: int = 1000) -> str:
+def make_dataset(
+    root: str,
+    steps: int,
+    episode_len: int = 1000,
+    dataset_id: str = "bench/halfcheetah/synthetic-v0",
+) -> str:
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -50,7 +56,6 @@ def make_dataset(root: str, steps: int, episode_len: int = 1000) -> str:
                 truncations=np.arange(n) == n - 1,
             )
         )
-    dataset_id = "bench/halfcheetah/synthetic-v0"
     with minari_root(root), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         minari.create_dataset_from_buffers(
@@ -60,6 +65,9 @@ def make_dataset(root: str, steps: int, episode_len: int = 1000) -> str:
             action_space=gym.spaces.Box(-1, 1, (6,), np.float32),
         )
     return dataset_id
+
+
+TINY = "bench/halfcheetah/tiny-v0"
 
 
 def load_ours(root: str, dataset_id: str):
@@ -103,13 +111,11 @@ def peak_child(which: str, root: str, dataset_id: str) -> None:
     import torch
 
     torch.set_num_threads(2)
-    import minari  # noqa: F401  (imports before the baseline)
-
-    import torchrl_o3f.data  # noqa: F401
-
+    load = load_ours if which == "ours" else load_minari
+    load(root, TINY)  # every lazy import happens before the baseline
     with open("/proc/self/statm") as f:  # resident pages now (the import peak may be higher)
         base = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-    result = (load_ours if which == "ours" else load_minari)(root, dataset_id)
+    result = load(root, dataset_id)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(max(peak - base, 0) * 1024, nbytes(result))
 
@@ -129,6 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         t0 = time.perf_counter()
         dataset_id = make_dataset(root, args.steps)
+        make_dataset(root, 1000, dataset_id=TINY)
         hdf5 = os.path.getsize(os.path.join(root, dataset_id, "data", "main_data.hdf5"))
         print(
             f"made {args.steps} steps in {time.perf_counter() - t0:.1f}s, "

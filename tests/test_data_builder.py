@@ -209,3 +209,24 @@ def test_score_errors(tmp_path):
         normalized_score("hopper-medium", 1.0, scale="D4RL")
     with pytest.raises(DatasetNotFoundError, match="build hopper-medium"):
         normalized_score("hopper-medium", 1.0, scale="minari", root=tmp_path)
+
+
+def test_concurrent_build_keeps_the_first_finished(tmp_path, monkeypatch):
+    """A build that finds the dataset finished by another process meanwhile keeps that one."""
+    import torchrl_o3f.data.builder as builder
+
+    first = build_dataset("hopper-random", size=20, root=tmp_path, **FAST)
+    stamp = (dataset_path(first, tmp_path) / "data" / "main_data.hdf5").stat().st_mtime_ns
+    real_exists = builder.Path.exists
+    calls = {"n": 0}
+
+    def exists(self):  # pretend the dataset was not there when this build started
+        if self == dataset_path(first, tmp_path) and calls["n"] == 0:
+            calls["n"] += 1
+            return False
+        return real_exists(self)
+
+    monkeypatch.setattr(builder.Path, "exists", exists)
+    assert build_dataset("hopper-random", size=20, root=tmp_path, **FAST) == first
+    assert (dataset_path(first, tmp_path) / "data" / "main_data.hdf5").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o3f-build")] == []

@@ -344,6 +344,8 @@ def build_dataset(
         buffers, returns = rollout(
             env, act, num_steps=size, rng=rng, progress=progress, desc=dataset_id
         )
+    observation_space, action_space = env.observation_space, env.action_space
+    env.close()
     ref_min, ref_max, ref_max_desc = reference_returns(
         task, num_episodes=num_reference_episodes, seed=seed
     )
@@ -384,8 +386,8 @@ def build_dataset(
                         env=spec,
                         eval_env=spec,
                         algorithm_name=f"torchrl-o3f builder: {policy_desc}",
-                        observation_space=env.observation_space,
-                        action_space=env.action_space,
+                        observation_space=observation_space,
+                        action_space=action_space,
                         ref_min_score=ref_min,
                         ref_max_score=ref_max,
                         description=(
@@ -403,12 +405,13 @@ def build_dataset(
             if namespace and namespace not in list_local_namespaces():
                 create_namespace(namespace)
             if final.exists():
+                if not overwrite:  # another process finished the same build meanwhile
+                    return dataset_id
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / dataset_id, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    env.close()
     return dataset_id
 
 

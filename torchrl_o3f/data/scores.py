@@ -53,7 +53,7 @@ def normalized_score(
 
     Example:
         >>> round(normalized_score("halfcheetah-medium", 4000.0), 2)
-        34.47
+        34.48
         >>> normalized_score("antmaze-umaze", [0.0, 3.0, 1.0]).tolist()
         [0.0, 100.0, 100.0]
         >>> normalized_score("kitchen-mixed", 2.0)
