@@ -65,9 +65,7 @@ def naive_members(q: QEnsemble) -> list[nn.Sequential]:
 
 def naive_select(members, obs, action, sigma, num_candidates, low, high, generator):
     """A Python loop over candidates and members (batched over envs only)."""
-    noise = torch.randn(
-        (num_candidates, *action.shape), generator=generator, device=action.device
-    )
+    noise = torch.randn((num_candidates, *action.shape), generator=generator, device=action.device)
     best_score = torch.full(action.shape[:-1], -float("inf"), device=action.device)
     best = action.clone()
     for c in range(num_candidates):
@@ -112,9 +110,7 @@ def torchrl_iql_critic(q: QEnsemble):
 
 def torchrl_select(loss, obs, action, sigma, num_candidates, low, high, generator):
     """What a torchrl user writes: vmap the loss's critic over its stacked params."""
-    noise = torch.randn(
-        (num_candidates, *action.shape), generator=generator, device=action.device
-    )
+    noise = torch.randn((num_candidates, *action.shape), generator=generator, device=action.device)
     cands = torch.clamp(action + sigma * noise, low, high)
     batch = cands.shape[:-1]
     td = TensorDict({"observation": obs.expand(*batch, OBS), "action": cands}, batch)
@@ -155,56 +151,53 @@ def interleaved(fns: dict, budget_s: float, min_calls: int, max_calls: int) -> d
 device_sync = None
 
 
-def latency_table(device, grid, budget_s):
-    """The per-step selection latency grid."""
+def measure_cell(n: int, m: int, b: int, device, budget_s: float) -> dict:
+    """One cell of the grid: the four methods on the same weights, interleaved."""
     spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
     low, high = spec.space.low, spec.space.high
-    rows = []
-    for n, m, b in grid:
-        torch.manual_seed(0)
-        q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
-        sel = O3FActionSelector(
-            q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
-        )
-        loss = torchrl_iql_critic(q)
-        sel_generic = O3FActionSelector(
-            loss.qvalue_network,
-            spec,
-            num_candidates=n,
-            sigma=0.2,
-            qvalue_params=loss.qvalue_network_params,
-            generator=torch.Generator(device).manual_seed(0),
-        )
-        members = naive_members(q)
-        shape = (b,) if b > 1 else ()
-        obs = torch.randn(*shape, OBS, device=device)
-        action = torch.rand(*shape, ACT, device=device) * 2 - 1
-        td = TensorDict({"observation": obs, "action": action}, shape)
-        g = torch.Generator(device)
-
+    torch.manual_seed(0)
+    q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
+    sel = O3FActionSelector(
+        q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
+    )
+    loss = torchrl_iql_critic(q)
+    sel_generic = O3FActionSelector(
+        loss.qvalue_network,
+        spec,
+        num_candidates=n,
+        sigma=0.2,
+        qvalue_params=loss.qvalue_network_params,
+        generator=torch.Generator(device).manual_seed(0),
+    )
+    members = naive_members(q)
+    shape = (b,) if b > 1 else ()
+    obs = torch.randn(*shape, OBS, device=device)
+    action = torch.rand(*shape, ACT, device=device) * 2 - 1
+    td = TensorDict({"observation": obs, "action": action}, shape)
+    g = torch.Generator(device)
+    fns = {
+        "o3f": lambda: sel(td.clone(False))["action"],
+        "o3f_generic": lambda: sel_generic(td.clone(False))["action"],
+        "torchrl_iql": lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
+        "naive": lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
+    }
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
         # same draws -> every method must pick the same candidate
         outs = []
-        for f in (
-            lambda: sel(td.clone())["action"],
-            lambda: sel_generic(td.clone())["action"],
-            lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
-            lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
-        ):
-            for s in (sel.generator, sel_generic.generator, g):
-                s.manual_seed(1)
-            with torch.no_grad():
-                outs.append(f())
+        for f in fns.values():
+            for gen in (sel.generator, sel_generic.generator, g):
+                gen.manual_seed(1)
+            outs.append(f())
         for o in outs[1:]:
             torch.testing.assert_close(o, outs[0], atol=1e-5, rtol=1e-5)
+        return interleaved(fns, budget_s, min_calls=5, max_calls=300)
 
-        fns = {
-            "o3f": lambda: sel(td.clone(False)),
-            "o3f_generic": lambda: sel_generic(td.clone(False)),
-            "torchrl_iql": lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
-            "naive": lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
-        }
-        with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
-            res = interleaved(fns, budget_s, min_calls=5, max_calls=300)
+
+def latency_table(device, grid, budget_s):
+    """The per-step selection latency grid, printed as markdown rows."""
+    rows = []
+    for n, m, b in grid:
+        res = measure_cell(n, m, b, device, budget_s)
         rows.append((n, m, b, res))
         o3f = res["o3f"][0]
         print(
