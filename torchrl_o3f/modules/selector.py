@@ -414,7 +414,10 @@ class O3FActionSelector(TensorDictModuleBase):
         scores = self.score(observation, candidates)
         ranked = scores if self.include_policy_action or not extra else scores[:-1]
         best, index = ranked.max(0)
-        chosen = candidates.gather(0, index[None, ..., None].expand(1, *action.shape)).squeeze(0)
+        if action.dim() == 1:  # unbatched (a single-env collector): plain indexing is cheaper
+            chosen = candidates[index]
+        else:
+            chosen = candidates.gather(0, index[None, ..., None].expand(1, *action.shape))[0]
         if not self.diagnostics:
             return chosen, None, None
         return chosen, best, scores[-1]
