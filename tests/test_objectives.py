@@ -485,3 +485,17 @@ def test_iql_short_offline_run_improves_the_return():
         updater.step()
     final = evaluate()
     assert final > initial + 400, (initial, final)
+
+
+def test_docs_examples_run():
+    """The python blocks of docs/losses.md run as written (in order, one namespace)."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "losses.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    namespace = {"__name__": "docs_example"}
+    for block in blocks:
+        exec(compile(block, "docs/losses.md", "exec"), namespace)
+    assert float(namespace["loss"].expectile) == pytest.approx(0.85)
