@@ -1,7 +1,24 @@
 """TensorDict modules: the Q ensemble, the O3F action selector, network builders."""
 
+from torchrl_o3f.modules.actors import (
+    TanhMeanGaussianNet,
+    action_bounds,
+    make_iql_actor,
+    make_value_network,
+)
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
+from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor, LatentDecoder
 from torchrl_o3f.modules.networks import build_mlp, get_activation
 from torchrl_o3f.modules.selector import O3FActionSelector
 
 __all__ = ["O3FActionSelector", "QEnsemble", "build_mlp", "ensemble_reduce", "get_activation"]
+__all__ += [
+    "LAPOCVAE",
+    "LAPOPolicy",
+    "LatentActor",
+    "LatentDecoder",
+    "TanhMeanGaussianNet",
+    "action_bounds",
+    "make_iql_actor",
+    "make_value_network",
+]
