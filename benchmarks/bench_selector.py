@@ -274,13 +274,25 @@ def main():
     parser.add_argument("--rounds", type=int, default=6, help="collector rounds")
     parser.add_argument("--frames", type=int, default=400, help="frames per collector round")
     parser.add_argument("--skip-collector", action="store_true")
+    parser.add_argument("--collector-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
         device_sync = torch.cuda.synchronize
     print(f"torch {torch.__version__}, {args.threads} threads, device {device}")
+    if not args.collector_only:
+        latency_part(args, device)
+    if not args.skip_collector and device.type == "cpu":
+        print("\n### Collector on HalfCheetah (frames/s, median of alternating rounds)\n")
+        rates = collector_throughput(args.rounds, args.frames, device)
+        ratio = rates["policy+selector"] / rates["policy"]
+        print("| policy alone | policy + selector (N=100, m=5) | ratio |\n|---|---|---|")
+        print(f"| {rates['policy']:.0f} | {rates['policy+selector']:.0f} | {ratio:.2f} |")
 
+
+def latency_part(args, device):
+    """Projection and latency tables."""
     print("\n### Projection onto the spec, [100, 6] candidates (us per call)\n")
     proj = projection(device)
     print("| clamp | spec.project |\n|---|---|")
@@ -298,13 +310,6 @@ def main():
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     latency_table(device, grid, args.budget)
-
-    if not args.skip_collector and device.type == "cpu":
-        print("\n### Collector on HalfCheetah (frames/s, median of alternating rounds)\n")
-        rates = collector_throughput(args.rounds, args.frames, device)
-        ratio = rates["policy+selector"] / rates["policy"]
-        print("| policy alone | policy + selector (N=100, m=5) | ratio |\n|---|---|---|")
-        print(f"| {rates['policy']:.0f} | {rates['policy+selector']:.0f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
