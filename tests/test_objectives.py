@@ -499,3 +499,25 @@ def test_docs_examples_run():
     for block in blocks:
         exec(compile(block, "docs/losses.md", "exec"), namespace)
     assert float(namespace["loss"].expectile) == pytest.approx(0.85)
+
+
+@pytest.mark.parametrize("make", ["iql", "lapo"])
+def test_policy_and_selector_in_a_collector(make):
+    from tensordict.nn import TensorDictSequential
+    from torchrl.collectors import Collector
+    from torchrl.envs import GymEnv
+
+    env = GymEnv("Pendulum-v1")
+    spec = env.action_spec
+    if make == "iql":
+        loss = make_iql_loss(3, spec, num_cells=CELLS)
+    else:
+        data = ted_batch(64, 3, 1, low=-2.0, high=2.0)
+        loss = make_lapo_loss(3, spec, data=data, family="generic", num_cells=CELLS, depth=1)
+    selector = O3FActionSelector(loss.qvalue_network, spec, num_candidates=8, sigma=0.2)
+    policy = TensorDictSequential(loss.policy, selector)
+    collector = Collector(env, policy, frames_per_batch=20, total_frames=20)
+    for batch in collector:
+        assert batch["action"].shape == (20, 1)
+        assert batch["action"].abs().max() <= 2.0
+    collector.shutdown()
