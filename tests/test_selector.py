@@ -533,3 +533,9 @@ def test_ensemble_candidate_path_matches_reference_values_and_gradients(
     ref_grads = torch.autograd.grad(ref.square().sum(), params)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r)
+
+
+def test_ensemble_batch_broadcast_error():
+    q = QEnsemble(OBS, ACT, num_members=2, num_cells=8)
+    with pytest.raises(ValueError, match=r"observation batch \(3,\) and action batch \(4,\)"):
+        q.values(torch.randn(3, OBS), torch.rand(4, ACT))

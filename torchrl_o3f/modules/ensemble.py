@@ -56,6 +56,24 @@ def ensemble_reduce(
     raise ValueError(f"unknown reduction {how!r}; use 'min', 'max', 'mean' or 'subset_min'")
 
 
+def _broadcast_batch(obs_batch: torch.Size, act_batch: torch.Size) -> torch.Size:
+    """``torch.broadcast_shapes`` for two shapes, ~10x cheaper (it runs once per call)."""
+    if obs_batch == act_batch:
+        return obs_batch
+    n = max(len(obs_batch), len(act_batch))
+    a = (1,) * (n - len(obs_batch)) + tuple(obs_batch)
+    b = (1,) * (n - len(act_batch)) + tuple(act_batch)
+    out = []
+    for x, y in zip(a, b):
+        if x != y and x != 1 and y != 1:
+            raise ValueError(
+                f"QEnsemble: observation batch {tuple(obs_batch)} and action batch "
+                f"{tuple(act_batch)} do not broadcast"
+            )
+        out.append(y if x == 1 else x)
+    return torch.Size(out)
+
+
 class QEnsemble(TensorDictModuleBase):
     """An ensemble of ``num_members`` Q-functions Q_i(s, a) in one vectorised module.
 
@@ -233,7 +251,7 @@ class QEnsemble(TensorDictModuleBase):
                 f"[..., {self.action_dim}], got {tuple(observation.shape)} and "
                 f"{tuple(action.shape)}"
             )
-        batch = torch.broadcast_shapes(observation.shape[:-1], action.shape[:-1])
+        batch = _broadcast_batch(observation.shape[:-1], action.shape[:-1])
         m = self.num_members
         w0 = self._param(params, "weights", 0)
         b0 = self._param(params, "biases", 0)
