@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from minari.data_collector import EpisodeBuffer
+from tensordict import TensorDict
 
 from torchrl_o3f.data import (
     DatasetFormatError,
@@ -94,7 +95,10 @@ def test_memmap_prefix(root, hopper_id, tmp_path):
     td = load_offline_dataset(hopper_id, root=root, memmap_prefix=tmp_path / "mm")
     ref = load_offline_dataset(hopper_id, root=root)
     assert (td == ref).all()
-    assert (tmp_path / "mm" / "observation.memmap").exists()
+    assert (TensorDict.load_memmap(tmp_path / "mm") == ref).all()
+    # from the cache, into another prefix
+    again = load_offline_dataset(hopper_id, root=root, memmap_prefix=tmp_path / "mm2")
+    assert (again == ref).all() and (TensorDict.load_memmap(tmp_path / "mm2") == ref).all()
 
 
 def test_task_name_resolves_to_its_dataset(root, tmp_path):
@@ -269,3 +273,30 @@ def test_torchrl_minari_replay_returns_zeros(root, hopper_id, tmp_path, monkeypa
     stored = theirs[: len(theirs)]
     assert stored["observation"].abs().sum() > 0, "torchrl loaded all-zero observations"
     torch.testing.assert_close(stored["observation"].float(), ours["observation"])
+
+
+def test_cache_round_trip_and_invalidation(tmp_path):
+    dataset_id = build_dataset(
+        "hopper-random", size=80, root=tmp_path, progress=False, num_reference_episodes=1
+    )
+    cache = dataset_path(dataset_id, tmp_path) / "o3f_cache"
+    ref = load_offline_dataset(dataset_id, root=tmp_path, cache=False)
+    assert not cache.exists()
+    first = load_offline_dataset(dataset_id, root=tmp_path)
+    assert (cache / "stamp.json").exists()
+    second = load_offline_dataset(dataset_id, root=tmp_path)
+    assert (first == ref).all() and (second == ref).all()
+    # the result is a copy: changing it in place leaves the cache intact
+    second["observation"].zero_()
+    second["next", "reward"].add_(1)
+    assert (load_offline_dataset(dataset_id, root=tmp_path) == ref).all()
+    # a changed dataset file invalidates the cache (here: its metadata, to be re-read)
+    meta_file = dataset_path(dataset_id, tmp_path) / "data" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["total_steps"] = 81
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(DatasetFormatError, match="total_steps=81"):
+        load_offline_dataset(dataset_id, root=tmp_path)
+    # minari still sees exactly the one dataset
+    with minari_root(tmp_path):
+        assert list(minari.list_local_datasets()) == [dataset_id]

@@ -18,6 +18,11 @@ key                         shape / dtype      content
 ``episode``                 ``[T]`` int64       the Minari episode index of the step
 ==========================  =================  ==========================================
 
+The first load reads Minari's files (episode by episode, straight into the preallocated
+tensors, so the peak memory stays near the result's size), checks them, and keeps the TED
+tensors as memory-mapped files in ``<dataset folder>/o3f_cache``; later loads copy from there
+(several times faster), until the dataset's files change.
+
 torchrl 0.14.1's ``MinariExperienceReplay`` is not used: for a local dataset it returns
 all-zero tensors (it fills a tensordict, then ``memmap_like`` allocates an empty copy of it;
 ``tests/test_data_loader.py`` keeps a check of that behaviour).
@@ -34,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tensordict import MemoryMappedTensor, TensorDict
+from tensordict import TensorDict
 
 from torchrl_o3f.envs import Task, flatten_observation, list_tasks
 
@@ -218,6 +223,7 @@ def load_offline_dataset(
     download: bool = False,
     memmap_prefix: str | os.PathLike | None = None,
     check_env: bool = True,
+    cache: bool = True,
 ) -> TensorDict:
     """Load a Minari dataset as a TensorDict of transitions in TorchRL's TED layout.
 
@@ -237,9 +243,15 @@ def load_offline_dataset(
         download: fetch the dataset from the Minari hub (through ``minari.download_dataset``)
             if it is not on disk. Needs a network.
         memmap_prefix: write the tensors as memory-mapped files in this folder (so the data
-            lives in the page cache and can be shared between processes) instead of RAM.
+            lives in the page cache and can be shared between processes) instead of RAM;
+            ``TensorDict.load_memmap(memmap_prefix)`` reopens them.
         check_env: compare the observation and action sizes with the task's environment when
             the dataset belongs to a registered task.
+        cache: keep the checked TED tensors as memory-mapped files in ``<dataset>/o3f_cache``
+            after the first load, and load later calls from there (a copy into RAM, or into
+            ``memmap_prefix``: the cache itself is never handed out, so in-place changes to
+            the result cannot alter it). The cache is rebuilt when the dataset's files change
+            (size or modification time); a read-only dataset folder just goes without.
 
     Returns:
         A TensorDict with batch size ``[T]`` (``T`` = total steps of the dataset).
@@ -274,6 +286,16 @@ def load_offline_dataset(
                     f"could not download {dataset_id!r} from the Minari hub ({err}). "
                     + _missing_message(dataset_id, task, folder)
                 ) from err
+    stamp = _stamp(folder)
+    cached = _read_cache(folder, stamp) if cache else None
+    if cached is not None:
+        if memmap_prefix is None:
+            td = cached.clone()
+        else:
+            td = cached.memmap(memmap_prefix, copy_existing=True)
+        if check_env and task is not None:
+            _check_shapes(td, dataset_id, task)
+        return td
     try:
         with minari_root(root):
             dataset = minari.load_dataset(dataset_id)
@@ -335,37 +357,79 @@ def load_offline_dataset(
     td["next", "done"].copy_(td["next", "terminated"] | td["next", "truncated"])
     if check_env and task is not None:
         _check_shapes(td, dataset_id, task)
+    if cache:
+        _write_cache(folder, stamp, td)
     return td
 
 
-def _allocate(total: int, obs_dim: int, act_dim: int, prefix) -> TensorDict:
-    def empty(shape, dtype, name):
-        if prefix is None:
-            return torch.zeros(shape, dtype=dtype)
-        path = Path(prefix) / f"{name}.memmap"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return MemoryMappedTensor.empty(shape, dtype=dtype, filename=path)
+_CACHE_DIR = "o3f_cache"
+_CACHE_FORMAT = 1
 
+
+def _stamp(folder: Path) -> dict:
+    """What identifies the dataset's files: sizes and modification times."""
+    out = {"format": _CACHE_FORMAT}
+    data = folder / "data"
+    if data.is_dir():
+        for f in sorted(data.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                out[f.name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _read_cache(folder: Path, stamp: dict) -> TensorDict | None:
+    path = folder / _CACHE_DIR
+    try:
+        if json.loads((path / "stamp.json").read_text()) != stamp:
+            return None
+        return TensorDict.load_memmap(path / "td")
+    except Exception:  # no cache, a stale or damaged one: read the dataset itself
+        return None
+
+
+def _write_cache(folder: Path, stamp: dict, td: TensorDict) -> None:
+    import shutil
+    import tempfile
+    import warnings
+
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".o3f-cache-", dir=folder))
+        try:
+            td.memmap(tmp / "td", copy_existing=True)
+            (tmp / "stamp.json").write_text(json.dumps(stamp))
+            shutil.rmtree(folder / _CACHE_DIR, ignore_errors=True)
+            os.replace(tmp, folder / _CACHE_DIR)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:  # a read-only dataset folder: no cache, no harm
+        warnings.warn(f"could not cache the loaded dataset in {folder}: {err}", stacklevel=3)
+
+
+def _allocate(total: int, obs_dim: int, act_dim: int, prefix) -> TensorDict:
     f32, b = torch.float32, torch.bool
-    spec = {
-        "observation": ((total, obs_dim), f32),
-        "action": ((total, act_dim), f32),
-        "done": ((total, 1), b),
-        "terminated": ((total, 1), b),
-        "truncated": ((total, 1), b),
-        "episode": ((total,), torch.int64),
-        "next/observation": ((total, obs_dim), f32),
-        "next/reward": ((total, 1), f32),
-        "next/done": ((total, 1), b),
-        "next/terminated": ((total, 1), b),
-        "next/truncated": ((total, 1), b),
-    }
-    td = TensorDict({}, [total])
-    for key, (shape, dtype) in spec.items():
-        t = empty(shape, dtype, key.replace("/", "."))
-        if prefix is not None and dtype == b:
-            t.zero_()
-        td[tuple(key.split("/"))] = t
+    new = torch.zeros if prefix is None else torch.empty  # empty: pages never touched
+    td = TensorDict(
+        {
+            "observation": new(total, obs_dim, dtype=f32),
+            "action": new(total, act_dim, dtype=f32),
+            "done": new(total, 1, dtype=b),
+            "terminated": new(total, 1, dtype=b),
+            "truncated": new(total, 1, dtype=b),
+            "episode": new(total, dtype=torch.int64),
+            "next": {
+                "observation": new(total, obs_dim, dtype=f32),
+                "reward": new(total, 1, dtype=f32),
+                "done": new(total, 1, dtype=b),
+                "terminated": new(total, 1, dtype=b),
+                "truncated": new(total, 1, dtype=b),
+            },
+        },
+        [total],
+    )
+    if prefix is not None:
+        # zero-filled files in tensordict's layout (TensorDict.load_memmap(prefix) reopens them)
+        td = td.memmap_like(prefix)
     return td
 
 
