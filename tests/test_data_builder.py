@@ -230,3 +230,16 @@ def test_concurrent_build_keeps_the_first_finished(tmp_path, monkeypatch):
     assert build_dataset("hopper-random", size=20, root=tmp_path, **FAST) == first
     assert (dataset_path(first, tmp_path) / "data" / "main_data.hdf5").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o3f-build")] == []
+
+
+def test_command_line_build(tmp_path, capsys):
+    from torchrl_o3f.data.__main__ import main
+
+    argv = ["build", "hopper-random", "--size", "30", "--seed", "4", "--root", str(tmp_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "built o3f/hopper/random-n30-seed4-v0: 30 steps" in out
+    assert len(load_offline_dataset("o3f/hopper/random-n30-seed4-v0", root=tmp_path)) == 30
+    with pytest.raises(FileExistsError):
+        main([*argv, "--no-progress"])
+    assert main([*argv, "--no-progress", "--overwrite"]) == 0
