@@ -530,3 +530,12 @@ def test_policy_and_selector_in_a_collector(make):
         assert batch["action"].shape == (20, 1)
         assert batch["action"].abs().max() <= 2.0
     collector.shutdown()
+
+
+def test_iql_fast_log_prob_equals_the_distribution():
+    loss = iql()
+    batch = ted_batch()
+    obs, act = batch["observation"], batch["action"]
+    fast = loss._log_prob(batch, obs, act)
+    dist = loss.actor_network.get_dist(batch.select("observation"))
+    torch.testing.assert_close(fast, dist.log_prob(act)[:, None])

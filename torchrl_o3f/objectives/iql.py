@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -10,10 +11,11 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBas
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import TensorSpec
+from torchrl.modules.distributions import IndependentNormal
 from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.value import TD0Estimator
 
-from torchrl_o3f.modules.actors import make_iql_actor, make_value_network
+from torchrl_o3f.modules.actors import TanhMeanGaussianNet, make_iql_actor, make_value_network
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
 from torchrl_o3f.objectives.common import (
     call_on_tensor,
@@ -26,6 +28,7 @@ from torchrl_o3f.objectives.common import (
 __all__ = ["IQLLoss", "make_iql_loss"]
 
 _REDUCTIONS = ("min", "mean", "subset_min")
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class IQLLoss(LossModule):
@@ -296,7 +299,28 @@ class IQLLoss(LossModule):
             values = self.qvalue_network.values(obs, act, self.target_qvalue_network_params)
             return ensemble_reduce(values, self.qvalue_reduction, subset_size=self.subset_size)
 
+    def _gaussian_head(self) -> TanhMeanGaussianNet | None:
+        """The actor's Gaussian head when the actor is ``make_iql_actor``'s (fast path)."""
+        modules = getattr(self.actor_network, "module", None)
+        try:
+            head, dist = modules[0].module, modules[1]
+        except (TypeError, IndexError, AttributeError):
+            return None
+        if isinstance(head, TanhMeanGaussianNet) and (
+            getattr(dist, "distribution_class", None) is IndependentNormal
+            and not getattr(dist, "distribution_kwargs", None)
+        ):
+            return head
+        return None
+
     def _log_prob(self, td: TensorDictBase, obs: torch.Tensor, act: torch.Tensor):
+        head = self._gaussian_head()
+        if head is not None:
+            # the same Normal log-density, without building a distribution object
+            loc, scale = head(obs)
+            z = (act - loc) / scale
+            log_prob = -0.5 * z.square() - scale.log() - _HALF_LOG_2PI
+            return log_prob.sum(-1, keepdim=True)
         key = self.actor_network.in_keys[0]
         dist = self.actor_network.get_dist(TensorDict({key: obs}, batch_size=obs.shape[:-1]))
         return dist.log_prob(act).reshape(*act.shape[:-1], 1)
