@@ -405,6 +405,9 @@ class LAPOLoss(LossModule):
 
     def _target_policy_q(self, obs_norm: torch.Tensor, obs_raw: torch.Tensor, noisy_rows: int):
         """Q_lambda of the target latent policy (no grad); noise on the first ``noisy_rows``."""
+        # Noise (here and in the CVAE's reparameterisation) is drawn with torch.randn directly:
+        # torchrl runs losses under DETERMINISTIC exploration, which would silence a
+        # distribution's sample(), but not this.
         with torch.no_grad():
             z = self.latent_actor(obs_norm, self.target_latent_actor_params)
             if noisy_rows:
