@@ -539,3 +539,20 @@ def test_iql_fast_log_prob_equals_the_distribution():
     fast = loss._log_prob(batch, obs, act)
     dist = loss.actor_network.get_dist(batch.select("observation"))
     torch.testing.assert_close(fast, dist.log_prob(act)[:, None])
+
+
+def test_iql_agrees_with_torchrl_and_plain_pytorch_on_one_batch():
+    """The benchmark's peers (torchrl's IQLLoss, CORL-style PyTorch) compute the same losses."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_losses.py"
+    spec = importlib.util.spec_from_file_location("bench_losses", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ours = bench.Ours()
+    _, rows = bench.agreement(
+        ours, [bench.TorchRL(ours), bench.PlainCORL(ours)], bench.make_data(64)
+    )
+    for name, _, diff in rows:
+        assert diff < 1e-5, name
