@@ -1,7 +1,11 @@
 import os
 
-import pytest
-import torch
+# Under load, OpenMP's default busy-waiting makes 2-thread torch calls stall for tens of ms;
+# passive waiting keeps the suite's time predictable on small shared machines.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Two threads, as on the project's CI machines; keeps timings and contention predictable.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
