@@ -351,11 +351,10 @@ class IQLLoss(LossModule):
         """
         obs, act, next_obs, reward, terminated = self._read(tensordict)
         target_q = self._target_q(obs, act)
-        # V(s) with grad and V(s') without, in one call (V(s') is detached below)
-        n = obs.shape[:-1].numel()
-        values = call_on_tensor(self.value_network, torch.cat([obs, next_obs], 0))
-        value, next_value = values[:n].reshape(target_q.shape), values[n:]
-        next_value = next_value.reshape(target_q.shape)
+        # V(s) with grad, V(s') without: two calls, so the backward pass only spans V(s)
+        value = call_on_tensor(self.value_network, obs).reshape(target_q.shape)
+        with torch.no_grad():
+            next_value = call_on_tensor(self.value_network, next_obs).reshape(target_q.shape)
         loss_value = expectile_loss(target_q - value, self._expectile).mean()
         loss_actor, advantage, weight, log_prob = self._actor_terms(
             tensordict, obs, act, target_q, value

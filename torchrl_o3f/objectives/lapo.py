@@ -424,9 +424,9 @@ class LAPOLoss(LossModule):
         return torch.clamp(v, self.value_bounds[0], self.value_bounds[1])
 
     def _critic(self, obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol):
-        n = obs.shape[0]
-        values = call_on_tensor(self.value_network, torch.cat([obs_norm, next_norm], 0))
-        value, next_value = values[:n], values[n:].detach()
+        value = call_on_tensor(self.value_network, obs_norm)
+        with torch.no_grad():  # a separate call: the backward pass only spans V(s)
+            next_value = call_on_tensor(self.value_network, next_norm)
         target_q = reward + self.gamma * not_done * next_value
         pred = self.qvalue_network.values(obs, act)  # [m, B, 1]
         loss_qvalue = (pred - target_q).square().mean((1, 2)).sum()
