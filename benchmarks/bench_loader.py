@@ -11,9 +11,9 @@ one process (2 torch threads), the median wall time of:
 - ``minari``: the peer, ``MinariDataset.iterate_episodes()`` then ``np.concatenate`` of the
   fields into the same TED arrays (observation, next observation, action, reward, flags).
 
-Peak memory of each is measured once in a fresh subprocess: peak ``ru_maxrss`` over the
-resident size after loading a tiny dataset the same way (so imports do not count; Linux),
-against the raw size of the resulting arrays.
+Peak memory of each is measured once in a fresh subprocess: the growth of the peak resident
+size (``VmHWM``, reset through ``/proc/self/clear_refs`` after loading a tiny dataset the same
+way, so imports do not count; Linux), against the raw size of the resulting arrays.
 
     python benchmarks/bench_loader.py [--steps 1000000] [--rounds 5]
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -119,16 +118,25 @@ def nbytes(result) -> int:
     return sum(t.numel() * t.element_size() for t in result.values(True, True))
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def peak_child(which: str, root: str, dataset_id: str) -> None:
     import torch
 
     torch.set_num_threads(2)
     load = LOADERS[which]
     load(root, TINY)  # every lazy import happens before the baseline
-    with open("/proc/self/statm") as f:  # resident pages now (the import peak may be higher)
-        base = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
+        f.write("5")
+    base = _status_kib("VmRSS")
     result = load(root, dataset_id)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib("VmHWM")
     print(max(peak - base, 0) * 1024, nbytes(result))
 
 

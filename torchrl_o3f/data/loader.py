@@ -290,7 +290,7 @@ def load_offline_dataset(
     cached = _read_cache(folder, stamp) if cache else None
     if cached is not None:
         if memmap_prefix is None:
-            td = cached.clone()
+            td = cached.apply(_read_into_ram)
         else:
             td = cached.memmap(memmap_prefix, copy_existing=True)
         if check_env and task is not None:
@@ -386,6 +386,19 @@ def _read_cache(folder: Path, stamp: dict) -> TensorDict | None:
         return TensorDict.load_memmap(path / "td")
     except Exception:  # no cache, a stale or damaged one: read the dataset itself
         return None
+
+
+def _read_into_ram(t: torch.Tensor) -> torch.Tensor:
+    # a plain read of the file: copying through the mapping would also count the mapped
+    # pages in the process's resident memory, doubling the peak
+    filename = getattr(t, "filename", None)
+    if filename is None:
+        return t.clone()
+    dtype = torch.empty(0, dtype=t.dtype).numpy().dtype
+    flat = np.fromfile(filename, dtype=dtype, count=t.numel())
+    if flat.size != t.numel():
+        return t.clone()
+    return torch.from_numpy(flat.reshape(tuple(t.shape)))
 
 
 def _write_cache(folder: Path, stamp: dict, td: TensorDict) -> None:
