@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("--seed", type=int, default=0)
     tb.add_argument("--out-dir", default=None, help="default: the package's policies folder")
     tb.add_argument("--checkpoint-dir", default=None, help="also keep every evaluated actor here")
-    tb.add_argument("--threads", type=int, default=2)
+    tb.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a busy CPU)")
     args = parser.parse_args(argv)
     if args.command == "build":
         import time
