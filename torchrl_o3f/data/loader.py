@@ -333,14 +333,24 @@ def load_offline_dataset(
                     )
             if td is None:
                 td = _allocate(total, obs.shape[-1], act.shape[-1], memmap_prefix)
+                # numpy views of the result: writes cast (e.g. float64 -> float32) in place
+                out = {k: td[k].numpy() for k in td.keys(True, True)}
+            if obs.shape[-1] != out["observation"].shape[-1] or (
+                act.shape[-1] != out["action"].shape[-1]
+            ):
+                raise DatasetFormatError(
+                    f"episode {index} of {dataset_id!r} has observations of size "
+                    f"{obs.shape[-1]} and actions of size {act.shape[-1]}, unlike episode 0; "
+                    f"{_fix_hint(dataset_id, task)}"
+                )
             sl = slice(offset, offset + steps)
-            td["observation"][sl] = torch.from_numpy(obs[:-1])
-            td["next", "observation"][sl] = torch.from_numpy(obs[1:])
-            td["action"][sl] = torch.from_numpy(act)
-            td["next", "reward"][sl, 0] = torch.from_numpy(rew)
-            td["next", "terminated"][sl, 0] = torch.from_numpy(term)
-            td["next", "truncated"][sl, 0] = torch.from_numpy(trunc)
-            td["episode"][sl] = index
+            out["observation"][sl] = obs[:-1]
+            out["next", "observation"][sl] = obs[1:]
+            out["action"][sl] = act
+            out["next", "reward"][sl, 0] = rew
+            out["next", "terminated"][sl, 0] = term
+            out["next", "truncated"][sl, 0] = trunc
+            out["episode"][sl] = index
             offset += steps
     except (DatasetFormatError, DatasetNotFoundError):
         raise
