@@ -13,8 +13,10 @@ from torchrl_o3f.data.behavior import (
     PolicyInfo,
     build_sac_actor,
     evaluate_policy,
+    install_policy,
     list_policies,
     load_policy,
+    measure_policy,
     train_behavior,
 )
 from torchrl_o3f.data.builder import (
@@ -51,9 +53,11 @@ __all__ = [
     "dataset_path",
     "ensure_dataset",
     "evaluate_policy",
+    "install_policy",
     "list_policies",
     "load_offline_dataset",
     "load_policy",
+    "measure_policy",
     "minari_root",
     "normalized_score",
     "read_metadata",
