@@ -300,3 +300,14 @@ def test_cache_round_trip_and_invalidation(tmp_path):
     # minari still sees exactly the one dataset
     with minari_root(tmp_path):
         assert list(minari.list_local_datasets()) == [dataset_id]
+
+
+def test_plugs_into_a_torchrl_replay_buffer(root, hopper_id):
+    from torchrl.data import LazyTensorStorage, ReplayBuffer
+
+    td = load_offline_dataset(hopper_id, root=root)
+    rb = ReplayBuffer(storage=LazyTensorStorage(len(td)), batch_size=16)
+    rb.extend(td)
+    assert len(rb) == len(td)
+    batch = rb.sample()
+    assert batch["next", "observation"].shape == (16, 11) and batch["episode"].shape == (16,)
