@@ -383,7 +383,7 @@ class OfflineOnlineTrainer:
                 row = self._update_metrics(out, now - t0, step + 1 - n0)
                 t0, n0 = now, step + 1
                 self._log(row, step=self._global_step())
-                bar.set_postfix(q=f"{row.get('train/q_mean', float('nan')):.1f}")
+                bar.set_postfix(q=f"{row.get('train/qvalue_mean', float('nan')):.1f}")
             if (step + 1) % b.eval_every == 0 and step + 1 < b.offline_steps:
                 self._evaluate("offline", step + 1)
             if (step + 1) % b.checkpoint_every == 0 or self._stop:
