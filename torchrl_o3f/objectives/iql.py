@@ -18,11 +18,11 @@ from torchrl.objectives.value import TD0Estimator
 from torchrl_o3f.modules.actors import TanhMeanGaussianNet, make_iql_actor, make_value_network
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
 from torchrl_o3f.objectives.common import (
+    TransitionLossMixin,
     call_on_tensor,
     expectile_loss,
     make_target_params,
     module_params,
-    read_tensors,
 )
 
 __all__ = ["IQLLoss", "make_iql_loss"]
@@ -31,7 +31,7 @@ _REDUCTIONS = ("min", "mean", "subset_min")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class IQLLoss(LossModule):
+class IQLLoss(TransitionLossMixin, LossModule):
     r"""IQL (Kostrikov et al., 2022) with an ensemble critic that is trained in place.
 
     For a batch ``(s, a, r, s', terminated)`` with ``r <- (r + reward_shift) * reward_scale``:
@@ -241,50 +241,14 @@ class IQLLoss(LossModule):
         tensors; ``loss.value_estimator`` is the equivalent torchrl ``TD0Estimator`` (on
         V(s')), kept for inspection.
         """
-        if value_type is None:
-            value_type = self.default_value_estimator
-        if value_type != ValueEstimators.TD0:
-            raise NotImplementedError(
-                f"IQLLoss supports the TD(0) estimator only (its target is one-step), got "
-                f"{value_type}"
-            )
-        gamma = float(hyperparams.pop("gamma", self.gamma.item()))
-        if hyperparams:
-            raise TypeError(f"unexpected value-estimator arguments {sorted(hyperparams)}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        self.gamma.fill_(gamma)
+        gamma = self._set_gamma(value_type, hyperparams)
         self._value_estimator = TD0Estimator(
             gamma=gamma, value_network=None, shifted=False, skip_existing=False
         )
 
-    @property
-    def in_keys(self) -> list:
-        """The keys read from the input tensordict."""
-        k = self.tensor_keys
-        return [
-            k.observation,
-            k.action,
-            ("next", k.observation),
-            ("next", k.reward),
-            ("next", k.done),
-            ("next", k.terminated),
-        ]
-
     # ----------------------------------------------------------------- the maths
     def _read(self, td: TensorDictBase):
-        k = self.tensor_keys
-        obs, act, next_obs, reward, terminated = read_tensors(
-            td,
-            [
-                k.observation,
-                k.action,
-                ("next", k.observation),
-                ("next", k.reward),
-                ("next", k.terminated),
-            ],
-            "IQLLoss",
-        )
+        obs, act, next_obs, reward, terminated = self._read_transition(td)
         if reward.shape != act.shape[:-1] + (1,):
             reward = reward.reshape(*act.shape[:-1], 1)
         terminated = terminated.reshape(reward.shape)

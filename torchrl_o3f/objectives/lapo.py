@@ -17,6 +17,7 @@ from torchrl_o3f.modules.ensemble import QEnsemble
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor
 from torchrl_o3f.modules.networks import build_mlp
 from torchrl_o3f.objectives.common import (
+    TransitionLossMixin,
     call_on_tensor,
     make_target_params,
     module_params,
@@ -99,7 +100,7 @@ def lapo_family_defaults(family: str | None) -> tuple[str, float]:
     return d.lapo_reward, d.lapo_lambda
 
 
-class LAPOLoss(LossModule):
+class LAPOLoss(TransitionLossMixin, LossModule):
     r"""LAPO (Chen et al., 2022) with O3F's critic: a ``QEnsemble`` with a random-subset target.
 
     On a batch ``(s, a, r, s', d)`` in raw env units (normalised inside with the CVAE's
@@ -349,42 +350,11 @@ class LAPOLoss(LossModule):
 
     def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
         """Set the discount: ``loss.make_value_estimator(gamma=0.99)`` (TD(0) only)."""
-        if value_type is not None and value_type != ValueEstimators.TD0:
-            raise NotImplementedError(f"LAPOLoss uses one-step TD targets only, got {value_type}")
-        gamma = float(hyperparams.pop("gamma", self.gamma.item()))
-        if hyperparams:
-            raise TypeError(f"unexpected value-estimator arguments {sorted(hyperparams)}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        self.gamma.fill_(gamma)
-
-    @property
-    def in_keys(self) -> list:
-        """The keys read from the input tensordict."""
-        k = self.tensor_keys
-        return [
-            k.observation,
-            k.action,
-            ("next", k.observation),
-            ("next", k.reward),
-            ("next", k.done),
-            ("next", k.terminated),
-        ]
+        self._set_gamma(value_type, hyperparams)
 
     # ----------------------------------------------------------------- the maths
     def _read(self, td: TensorDictBase):
-        k = self.tensor_keys
-        obs, act, next_obs, reward, terminated = read_tensors(
-            td,
-            [
-                k.observation,
-                k.action,
-                ("next", k.observation),
-                ("next", k.reward),
-                ("next", k.terminated),
-            ],
-            "LAPOLoss",
-        )
+        obs, act, next_obs, reward, terminated = self._read_transition(td)
         if obs.dim() != 2:
             obs, act, next_obs = obs.flatten(0, -2), act.flatten(0, -2), next_obs.flatten(0, -2)
         reward = reward.reshape(-1, 1)
