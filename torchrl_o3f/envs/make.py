@@ -18,9 +18,13 @@ _ROBOTICS_REGISTERED = False
 def _register_robotics() -> None:
     global _ROBOTICS_REGISTERED
     if not _ROBOTICS_REGISTERED:
+        import contextlib
+        import io
         import warnings
 
-        with warnings.catch_warnings():  # an AdroitHand notice printed at import
+        # gymnasium-robotics prints a notice about the Adroit envs (not used here) to stderr
+        # at import; keep the package's output readable.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             import gymnasium_robotics
 
