@@ -75,6 +75,22 @@ class Ours:
         self.updater.step()
 
 
+class OursAgent(Ours):
+    """The same loss driven by the trainer's Agent (fused Adam, one optimiser per group)."""
+
+    name = "torchrl_o3f Agent (trainer)"
+
+    def __init__(self, ours: Ours):
+        from torchrl_o3f.trainers.agents import Agent
+
+        super().__init__()
+        self.loss.load_state_dict(ours.loss.state_dict())
+        self.agent = Agent(self.loss, lr=3e-4, tau=TAU)
+
+    def step(self, td):
+        self.agent.update(td)
+
+
 class TorchRL:
     """torchrl's IQLLoss(num_qvalue_nets=5) with the same actor, value and Q weights."""
 
@@ -320,7 +336,7 @@ def main():
 
     lapo256 = LAPOFull(data, 256)
     lapo512 = LAPOFull(data, 512)
-    iql_peers = [ours, *peers]
+    iql_peers = [ours, OursAgent(ours), *peers]
     times = {p.name: [] for p in iql_peers}
     extra = {k: [] for k in ("lapo256", "lapo512", "critic", "utd20")}
     g = torch.Generator().manual_seed(1)

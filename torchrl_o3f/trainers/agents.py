@@ -13,6 +13,18 @@ from torchrl_o3f.envs import Task
 __all__ = ["Agent", "build_agent"]
 
 
+def _adam(params: list, lr: float) -> torch.optim.Adam:
+    """Adam, fused (one kernel for all parameters) where the device supports it.
+
+    The same maths as the default implementation; ~7% faster for an IQL update on 2 CPU
+    threads (see docs/performance.md).
+    """
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 class Agent:
     """Trains one loss module: an Adam per parameter group, soft target updates.
 
@@ -41,9 +53,7 @@ class Agent:
     def __init__(self, loss, *, lr: float, tau: float, actor_groups=("actor", "vae")):
         self.loss = loss
         groups = loss.parameter_groups()
-        self.optimizers = {
-            name: torch.optim.Adam(params, lr=lr) for name, params in groups.items() if params
-        }
+        self.optimizers = {name: _adam(params, lr) for name, params in groups.items() if params}
         self.actor_groups = tuple(g for g in actor_groups if g in self.optimizers)
         self.target_updater = SoftUpdate(loss, tau=tau)
         self.num_updates = 0
