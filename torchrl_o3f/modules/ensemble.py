@@ -11,7 +11,11 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
-from torchrl_o3f.modules.networks import get_activation
+from torchrl_o3f.modules.networks import (
+    get_activation,
+    register_normalization_buffers,
+    set_normalization_buffers,
+)
 
 __all__ = ["QEnsemble", "ensemble_reduce"]
 
@@ -184,10 +188,7 @@ class QEnsemble(TensorDictModuleBase):
                 for _ in range(depth)
             )
 
-        self.register_buffer("observation_loc", torch.zeros(observation_dim, device=device))
-        self.register_buffer("observation_scale", torch.ones(observation_dim, device=device))
-        self.register_buffer("action_loc", torch.zeros(action_dim, device=device))
-        self.register_buffer("action_scale", torch.ones(action_dim, device=device))
+        register_normalization_buffers(self, observation_dim, action_dim, device)
         norm = (observation_loc, observation_scale, action_loc, action_scale)
         if any(x is not None for x in norm):
             self.set_input_normalization(
@@ -202,22 +203,9 @@ class QEnsemble(TensorDictModuleBase):
         action_scale: torch.Tensor | None = None,
     ) -> None:
         """Set the affine input normalisation ``(x - loc) / scale`` (None keeps identity)."""
-        for name, value, size in (
-            ("observation_loc", observation_loc, self.observation_dim),
-            ("observation_scale", observation_scale, self.observation_dim),
-            ("action_loc", action_loc, self.action_dim),
-            ("action_scale", action_scale, self.action_dim),
-        ):
-            buf = getattr(self, name)
-            if value is None:
-                buf.fill_(0.0 if name.endswith("loc") else 1.0)
-                continue
-            value = torch.as_tensor(value, dtype=buf.dtype, device=buf.device).reshape(-1)
-            if value.numel() != size:
-                raise ValueError(f"{name} must have {size} entries, got {value.numel()}")
-            if name.endswith("scale") and not bool((value > 0).all()):
-                raise ValueError(f"{name} must be > 0 everywhere")
-            buf.copy_(value)
+        set_normalization_buffers(
+            self, observation_loc, observation_scale, action_loc, action_scale
+        )
 
     @property
     def device(self) -> torch.device:

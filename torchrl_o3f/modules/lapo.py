@@ -15,7 +15,11 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
-from torchrl_o3f.modules.networks import build_mlp
+from torchrl_o3f.modules.networks import (
+    build_mlp,
+    register_normalization_buffers,
+    set_normalization_buffers,
+)
 
 __all__ = ["LAPOCVAE", "LatentActor", "LatentDecoder", "LAPOPolicy"]
 
@@ -140,10 +144,7 @@ class LAPOCVAE(nn.Module):
         self.decoder = LatentDecoder(
             observation_dim, latent_dim, action_dim, num_cells=num_cells, depth=depth, device=device
         )
-        self.register_buffer("observation_loc", torch.zeros(observation_dim, device=device))
-        self.register_buffer("observation_scale", torch.ones(observation_dim, device=device))
-        self.register_buffer("action_loc", torch.zeros(action_dim, device=device))
-        self.register_buffer("action_scale", torch.ones(action_dim, device=device))
+        register_normalization_buffers(self, observation_dim, action_dim, device)
         self.set_normalization(observation_loc, observation_scale, action_loc, action_scale)
 
     def set_normalization(
@@ -154,20 +155,9 @@ class LAPOCVAE(nn.Module):
         action_scale=None,
     ) -> None:
         """Set the z-scoring statistics (``None`` leaves identity: loc 0, scale 1)."""
-        for name, value, size in (
-            ("observation_loc", observation_loc, self.observation_dim),
-            ("observation_scale", observation_scale, self.observation_dim),
-            ("action_loc", action_loc, self.action_dim),
-            ("action_scale", action_scale, self.action_dim),
-        ):
-            buf = getattr(self, name)
-            if value is None:
-                buf.fill_(0.0 if name.endswith("loc") else 1.0)
-                continue
-            value = _as_vector(value, size, name, buf.device)
-            if name.endswith("scale") and not bool((value > 0).all()):
-                raise ValueError(f"{name} must be > 0 everywhere (add an epsilon to the std)")
-            buf.copy_(value)
+        set_normalization_buffers(
+            self, observation_loc, observation_scale, action_loc, action_scale
+        )
 
     def normalize_observation(self, observation: torch.Tensor) -> torch.Tensor:
         """Raw observation -> z-scored observation."""

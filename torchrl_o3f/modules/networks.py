@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torchrl.modules import MLP
 
-__all__ = ["build_mlp", "get_activation", "ACTIVATIONS"]
+__all__ = [
+    "build_mlp",
+    "get_activation",
+    "register_normalization_buffers",
+    "set_normalization_buffers",
+    "ACTIVATIONS",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -80,3 +87,58 @@ def build_mlp(
         device=device,
         **kwargs,
     )
+
+
+_NORMALIZATION = ("observation_loc", "observation_scale", "action_loc", "action_scale")
+
+
+def register_normalization_buffers(
+    module: nn.Module, observation_dim: int, action_dim: int, device=None
+) -> None:
+    """Register identity ``observation_loc/scale`` and ``action_loc/scale`` buffers on a module.
+
+    Example:
+        >>> m = torch.nn.Module()
+        >>> register_normalization_buffers(m, 3, 2)
+        >>> m.observation_scale
+        tensor([1., 1., 1.])
+    """
+    module.register_buffer("observation_loc", torch.zeros(observation_dim, device=device))
+    module.register_buffer("observation_scale", torch.ones(observation_dim, device=device))
+    module.register_buffer("action_loc", torch.zeros(action_dim, device=device))
+    module.register_buffer("action_scale", torch.ones(action_dim, device=device))
+
+
+def set_normalization_buffers(
+    module: nn.Module,
+    observation_loc=None,
+    observation_scale=None,
+    action_loc=None,
+    action_scale=None,
+) -> None:
+    """Fill the buffers of :func:`register_normalization_buffers` (``None``: identity).
+
+    A value may be a scalar (broadcast to every entry) or one value per entry; scales must be
+    positive.
+
+    Example:
+        >>> m = torch.nn.Module()
+        >>> register_normalization_buffers(m, 3, 2)
+        >>> set_normalization_buffers(m, action_scale=[2.0, 4.0])
+        >>> m.action_scale
+        tensor([2., 4.])
+    """
+    values = (observation_loc, observation_scale, action_loc, action_scale)
+    for name, value in zip(_NORMALIZATION, values):
+        buf = getattr(module, name)
+        if value is None:
+            buf.fill_(0.0 if name.endswith("loc") else 1.0)
+            continue
+        value = torch.as_tensor(value, dtype=buf.dtype, device=buf.device).reshape(-1)
+        if value.numel() == 1 and buf.numel() > 1:
+            value = value.expand(buf.numel())
+        if value.numel() != buf.numel():
+            raise ValueError(f"{name} must have {buf.numel()} entries, got {value.numel()}")
+        if name.endswith("scale") and not bool((value > 0).all()):
+            raise ValueError(f"{name} must be > 0 everywhere (add an epsilon to a std)")
+        buf.copy_(value)
