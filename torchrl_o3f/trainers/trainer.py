@@ -228,8 +228,8 @@ class OfflineOnlineTrainer:
                 offline_fraction=cfg.offline_fraction,
                 batch_size=batch_size,
             )
-        self.online_data = data[:0].clone().cpu()
-        self.online_parts: list[TensorDictBase] = []
+        # every online transition, preallocated on the CPU (checkpoints save the filled part)
+        self.online_data = torch.zeros_like(data[:1].cpu()).expand(max(online, 1)).clone()
         self.exploration = make_exploration(
             cfg.exploration.mode,
             self.agent.qvalue_network,
@@ -273,8 +273,7 @@ class OfflineOnlineTrainer:
 
     # ------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
-        online = torch.cat(self.online_parts) if self.online_parts else self.online_data
-        self.online_parts = [online] if len(online) else []
+        online = self.online_data[: self.counters["frames"]].clone()
         return {
             "meta": {
                 "task": self.task.name,
@@ -313,7 +312,7 @@ class OfflineOnlineTrainer:
             self.evaluations = [e for e in self.evaluations if e["phase"] == "offline"]
         if len(online):
             self.buffer.extend(online.to(self.device))
-            self.online_parts = [online]
+            self.online_data[: len(online)] = online
         set_rng_state(state["rng"])
         if fresh_online:
             seed_everything(self.cfg.seed + 1)
@@ -452,7 +451,8 @@ class OfflineOnlineTrainer:
                 batch = batch.reshape(-1)
                 trans = batch.select(*TED_KEYS)
                 self.buffer.extend(trans)
-                self.online_parts.append(trans.cpu())
+                f = self.counters["frames"]
+                self.online_data[f : f + trans.numel()] = trans.cpu()
                 if "o3f_score_gain" in batch.keys():
                     gains.append(batch["o3f_score_gain"].mean())
                 ep_return += float(batch["next", "reward"].sum())
@@ -483,9 +483,8 @@ class OfflineOnlineTrainer:
                     ep_return = 0.0
                     collector.env.set_seed(self._episode_seed())
                     collector.reset()
-                    due = self.counters["episodes"] % max(
-                        1, b.checkpoint_every // self.task.max_episode_steps
-                    )
+                    ep_len = b.max_episode_steps or self.task.max_episode_steps
+                    due = self.counters["episodes"] % max(1, b.checkpoint_every // ep_len)
                     if self._stop or due == 0:
                         self.save()
                     if self._stop:
