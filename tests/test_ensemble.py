@@ -129,3 +129,13 @@ def test_input_normalisation_is_applied_and_saved():
     torch.testing.assert_close(q2.values(obs * sc_o + loc_o, act * sc_a + loc_a), ref)
     with pytest.raises(ValueError, match="> 0"):
         q.set_input_normalization(observation_scale=torch.zeros(3))
+
+
+def test_members_subset_evaluates_only_those_members():
+    q = QEnsemble(5, 2, num_members=5, num_cells=16, layer_norm=True)
+    obs, act = torch.randn(4, 5), torch.rand(4, 2)
+    full = q.values(obs, act)
+    idx = torch.tensor([3, 1])
+    torch.testing.assert_close(q.values(obs, act, members=idx), full[idx])
+    params = TensorDict.from_module(q).detach().clone()
+    torch.testing.assert_close(q.values(obs, act, params, members=idx), full[idx])

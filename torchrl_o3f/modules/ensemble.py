@@ -212,16 +212,16 @@ class QEnsemble(TensorDictModuleBase):
         """The device of the ensemble's parameters."""
         return self.weights[0].device
 
-    def _param(self, params, name: str, i: int) -> torch.Tensor:
-        if params is None:
-            return getattr(self, name)[i]
-        return params[name, str(i)]
+    def _param(self, params, name: str, i: int, members=None) -> torch.Tensor:
+        value = getattr(self, name)[i] if params is None else params[name, str(i)]
+        return value if members is None else value.index_select(0, members)
 
     def values(
         self,
         observation: torch.Tensor,
         action: torch.Tensor,
         params: TensorDictBase | None = None,
+        members: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-member Q-values, shape ``[num_members, *batch, 1]``.
 
@@ -232,6 +232,9 @@ class QEnsemble(TensorDictModuleBase):
                 observation (candidates sharing one observation cost only their action part).
             params: evaluate with these parameters instead of the module's own (e.g. target
                 parameters): a tensordict shaped like ``TensorDict.from_module(self)``.
+            members: evaluate only these members (a 1-D index tensor), e.g. the random subset
+                of a REDQ target: the result is then ``[len(members), *batch, 1]`` and the
+                other members cost nothing.
         """
         if observation.shape[-1] != self.observation_dim or action.shape[-1] != self.action_dim:
             raise ValueError(
@@ -240,9 +243,9 @@ class QEnsemble(TensorDictModuleBase):
                 f"{tuple(action.shape)}"
             )
         batch = _broadcast_batch(observation.shape[:-1], action.shape[:-1])
-        m = self.num_members
-        w0 = self._param(params, "weights", 0)
-        b0 = self._param(params, "biases", 0)
+        w0 = self._param(params, "weights", 0, members)
+        b0 = self._param(params, "biases", 0, members)
+        m = w0.shape[0]
         d = self.observation_dim
         obs = observation.reshape(-1, d)
         act = action.reshape(-1, self.action_dim)
@@ -266,14 +269,15 @@ class QEnsemble(TensorDictModuleBase):
             if self.layer_norm:
                 h = F.layer_norm(h, h.shape[-1:])
                 h = torch.addcmul(
-                    self._param(params, "norm_biases", i - 1),
+                    self._param(params, "norm_biases", i - 1, members),
                     h,
-                    self._param(params, "norm_weights", i - 1),
+                    self._param(params, "norm_weights", i - 1, members),
                 )
             # in place for ReLU: saves a pass over [m, B, h]; autograd-safe (the producing
             # matmul does not need its output for its backward)
             h = h.relu_() if self._relu else self.activation(h)
-            w, b = self._param(params, "weights", i), self._param(params, "biases", i)
+            w = self._param(params, "weights", i, members)
+            b = self._param(params, "biases", i, members)
             if i < last:
                 h = torch.baddbmm(b, h, w)
             else:

@@ -362,12 +362,20 @@ class LAPOLoss(TransitionLossMixin, LossModule):
         reward = (reward + self.reward_shift) * self.reward_scale
         return obs, act, next_obs, reward, not_done
 
-    def _q_lambda(self, values: torch.Tensor) -> torch.Tensor:
-        """Target mixing over a random subset: lam * min + (1 - lam) * max, ``[*batch, 1]``."""
-        m = values.shape[0]
+    def _target_q_lambda(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Target Q over a random subset of members: lam * min + (1 - lam) * max, ``[B, 1]``.
+
+        Only the drawn members are evaluated (REDQ's target costs ``target_subset_size``
+        members, not the whole ensemble).
+        """
+        m = self.qvalue_network.num_members
+        members = None
         if self.target_subset_size is not None and self.target_subset_size < m:
-            idx = torch.randperm(m, device="cpu")[: self.target_subset_size]
-            values = values[idx.to(values.device)]
+            members = torch.randperm(m, device="cpu")[: self.target_subset_size]
+            members = members.to(obs.device)
+        values = self.qvalue_network.values(
+            obs, action, self.target_qvalue_network_params, members=members
+        )
         q_min = values.min(0).values
         if self.lam == 1.0:
             return q_min
@@ -387,8 +395,7 @@ class LAPOLoss(TransitionLossMixin, LossModule):
                 z = torch.cat([z[:noisy_rows] + noise, z[noisy_rows:]], 0)
             action = self.cvae.decoder(obs_norm, z, self.target_decoder_params)
             action = self.cvae.unnormalize_action(action)
-            values = self.qvalue_network.values(obs_raw, action, self.target_qvalue_network_params)
-            return self._q_lambda(values)
+            return self._target_q_lambda(obs_raw, action)
 
     def _clip_value(self, v: torch.Tensor) -> torch.Tensor:
         return torch.clamp(v, self.value_bounds[0], self.value_bounds[1])
