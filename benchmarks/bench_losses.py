@@ -52,14 +52,8 @@ def make_data(n: int, seed: int = 0) -> TensorDict:
 
 
 # --------------------------------------------------------------------------- peers
-class Ours:
-    name = "torchrl_o3f IQLLoss"
-
-    def __init__(self):
-        self.loss = make_iql_loss(OBS, Bounded(-1.0, 1.0, shape=(ACT,)), num_qvalue=M)
-        self.loss.make_value_estimator(gamma=GAMMA)
-        self.updater = SoftUpdate(self.loss, tau=TAU)
-        self.opts = [torch.optim.Adam(p, 3e-4) for p in self.loss.parameter_groups().values()]
+class _Peer:
+    """One update of a peer: its three IQL losses, one backward, every optimiser, soft update."""
 
     def losses(self, td):
         out = self.loss(td)
@@ -73,6 +67,16 @@ class Ours:
         for o in self.opts:
             o.step()
         self.updater.step()
+
+
+class Ours(_Peer):
+    name = "torchrl_o3f IQLLoss"
+
+    def __init__(self):
+        self.loss = make_iql_loss(OBS, Bounded(-1.0, 1.0, shape=(ACT,)), num_qvalue=M)
+        self.loss.make_value_estimator(gamma=GAMMA)
+        self.updater = SoftUpdate(self.loss, tau=TAU)
+        self.opts = [torch.optim.Adam(p, 3e-4) for p in self.loss.parameter_groups().values()]
 
 
 class OursAgent(Ours):
@@ -91,7 +95,7 @@ class OursAgent(Ours):
         self.agent.update(td)
 
 
-class TorchRL:
+class TorchRL(_Peer):
     """torchrl's IQLLoss(num_qvalue_nets=5) with the same actor, value and Q weights."""
 
     name = "torchrl IQLLoss"
@@ -139,17 +143,8 @@ class TorchRL:
         self.opts = [torch.optim.Adam(g, 3e-4) for g in groups]
 
     def losses(self, td):
-        out = self.loss(td.clone(False))
-        return out["loss_actor"], out["loss_qvalue"], out["loss_value"]
-
-    def step(self, td):
-        a, q, v = self.losses(td)
-        for o in self.opts:
-            o.zero_grad(set_to_none=True)
-        (a + q + v).backward()
-        for o in self.opts:
-            o.step()
-        self.updater.step()
+        # torchrl's loss writes into its input: give it a shallow copy
+        return super().losses(td.clone(False))
 
 
 class GaussianPolicy(nn.Module):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import time
 from dataclasses import asdict
@@ -292,10 +294,11 @@ class OfflineOnlineTrainer:
 
     def save(self, name: str = "latest") -> Path:
         """Write ``checkpoints/<name>.pt`` (and ``latest.pt``) atomically."""
-        state = self._state()
-        path = save_checkpoint(state, self.ckpt_dir / f"{name}.pt")
-        if name != "latest":
-            save_checkpoint(state, self.ckpt_dir / "latest.pt")
+        path = save_checkpoint(self._state(), self.ckpt_dir / f"{name}.pt")
+        if name != "latest":  # a copy of the file, not a second serialisation
+            tmp = self.ckpt_dir / ".latest.pt.tmp"
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, self.ckpt_dir / "latest.pt")
         return path
 
     def _restore(self, state: dict[str, Any], *, fresh_online: bool) -> None:
@@ -512,7 +515,15 @@ class OfflineOnlineTrainer:
             return {"stopped": True, **self.counters}
         finally:
             self._restore_signals()
-        final = self._evaluate("online", self.counters["frames"])
+        last = self.evaluations[-1] if self.evaluations else None
+        if (
+            last is not None
+            and last["step"] == self.counters["step"]
+            and (last["frames"] == self.counters["frames"])
+        ):
+            final = last  # nothing trained since the last evaluation (e.g. no online phase)
+        else:
+            final = self._evaluate("online", self.counters["frames"])
         self.save("final")
         summary = self._summary(final, time.perf_counter() - t_start)
         self._close()
