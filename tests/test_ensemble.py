@@ -139,3 +139,78 @@ def test_members_subset_evaluates_only_those_members():
     torch.testing.assert_close(q.values(obs, act, members=idx), full[idx])
     params = TensorDict.from_module(q).detach().clone()
     torch.testing.assert_close(q.values(obs, act, params, members=idx), full[idx])
+
+
+def _trained_like(q: QEnsemble, obs_scale: float = 3.0) -> QEnsemble:
+    """Give the first layer large observation weights, so few units flip near an anchor (as
+    in a trained critic, whose first layer is dominated by the observation)."""
+    with torch.no_grad():
+        q.weights[0][:, : q.observation_dim] *= obs_scale
+    return q
+
+
+@pytest.mark.parametrize("batch", [(), (16,), (2, 3)])
+@pytest.mark.parametrize("sigma", [1e-6, 0.05, 0.3, 3.0])
+def test_candidate_values_equal_the_dense_values(batch, sigma):
+    torch.manual_seed(0)
+    q = _trained_like(QEnsemble(11, 4, num_members=5, num_cells=64))
+    q.set_input_normalization(
+        torch.randn(11), torch.rand(11) + 0.5, torch.randn(4) * 0.1, torch.rand(4) + 0.5
+    )
+    obs = torch.randn(*batch, 11)
+    anchor = torch.rand(*batch, 4) * 2 - 1
+    cands = (anchor + sigma * torch.randn(100, *batch, 4)).clamp(-1, 1)
+    with torch.no_grad():
+        fast = q.candidate_values(obs, cands, anchor)
+        dense = q.values(obs, cands)
+    assert fast.shape == dense.shape == (5, 100, *batch, 1)
+    torch.testing.assert_close(fast, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
+    """Near the anchor the dense path is not called; far from it (most units flip) it is."""
+    torch.manual_seed(1)
+    q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64, depth=3))
+    obs, anchor = torch.randn(11), torch.rand(4) * 2 - 1
+    near = anchor + 0.05 * torch.randn(64, 4)
+    with torch.no_grad():
+        dense = q.values(obs, near)
+        calls = []
+        real = q.values
+        monkeypatch.setattr(q, "values", lambda *a, **k: calls.append(1) or real(*a, **k))
+        torch.testing.assert_close(q.candidate_values(obs, near, anchor), dense)
+        assert not calls  # exact sparse path (depth 3: the later layers run densely)
+        far = anchor + 50.0 * torch.randn(64, 4)
+        q.candidate_values(obs, far, anchor, max_active=0.05)
+        assert calls  # too many flipped units: dense
+
+
+def test_candidate_values_match_an_anchor_far_from_the_candidates():
+    """Any anchor gives the same values (the decomposition is exact, not a linearisation)."""
+    torch.manual_seed(2)
+    q = QEnsemble(6, 3, num_members=2, num_cells=32)
+    obs = torch.randn(6)
+    cands = torch.rand(50, 3) * 2 - 1
+    with torch.no_grad():
+        dense = q.values(obs, cands)
+        for anchor in (cands[0], torch.zeros(3), torch.full((3,), 5.0)):
+            got = q.candidate_values(obs, cands, anchor, max_active=1.0)
+            torch.testing.assert_close(got, dense, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"layer_norm": True}, {"activation": "tanh"}, {"depth": 1}])
+def test_candidate_values_fall_back_for_other_critics(kwargs):
+    q = QEnsemble(6, 3, num_members=2, num_cells=32, **kwargs)
+    obs, anchor = torch.randn(4, 6), torch.rand(4, 3)
+    cands = anchor + 0.1 * torch.randn(40, 4, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(q.candidate_values(obs, cands, anchor), q.values(obs, cands))
+    # with autograd on, the dense path runs and gradients flow
+    q.candidate_values(obs, cands, anchor).sum().backward()
+    assert q.weights[0].grad is not None
+
+
+def test_candidate_values_reject_mismatched_action_sizes():
+    q = QEnsemble(6, 3, num_members=2, num_cells=16)
+    with pytest.raises(ValueError, match=r"candidates \[N, \*batch, 3\]"):
+        q.candidate_values(torch.randn(6), torch.rand(40, 2), torch.rand(2))

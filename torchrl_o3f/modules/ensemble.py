@@ -264,8 +264,122 @@ class QEnsemble(TensorDictModuleBase):
             act_shape = (1,) * (nb - action.dim() + 1) + tuple(action.shape[:-1])
             h_act = torch.matmul(act, w0[:, d:]).view(m, *act_shape, hidden)
             h = (h_obs + h_act).reshape(m, -1, hidden)
+        return self._hidden_layers(h, 1, params, members).view(m, *batch, 1)
+
+    def candidate_values(
+        self,
+        observation: torch.Tensor,
+        candidates: torch.Tensor,
+        anchor: torch.Tensor,
+        *,
+        max_active: float = 0.5,
+    ) -> torch.Tensor:
+        """Per-member values of many candidate actions near an anchor action.
+
+        The same values as ``values(observation, candidates)`` (equal up to float rounding: the
+        sums are taken in another order), computed for what action selection evaluates: N
+        candidates per observation, all close to one anchor action (the policy's). Shape
+        ``[num_members, N, *batch, 1]``.
+
+        With ReLU critics of depth >= 2 (no LayerNorm), on CPU and without autograd, the second
+        layer, which holds almost all of the FLOPs, is not evaluated densely. With ``z0`` the
+        first-layer pre-activation at the anchor and ``M0 = [z0 > 0]``, each candidate's hidden
+        units are ``relu(z0 + A d) = M0 * (z0 + A d) + r``, where ``d`` is the candidate's
+        offset from the anchor, ``A`` the first layer's action weights, and ``r`` is non-zero
+        only on the units whose sign the offset flips. So the second layer's pre-activation is
+        ``W1^T (M0 * z0) + b1 + (W1^T diag(M0) A) d + W1^T r``: a product with a rank
+        ``action_dim`` matrix plus a product over the flipped units only. Around a trained
+        critic's policy action few units flip (about 6% of 256 at sigma 0.2 on halfcheetah), so
+        the second layer costs a fraction of the dense one; when more than ``max_active`` of the
+        hidden units flip for some member and observation, the dense path is used. The result
+        is exact, not an approximation: no unit is dropped.
+
+        Args:
+            observation: ``[*batch, observation_dim]``.
+            candidates: ``[N, *batch, action_dim]``.
+            anchor: ``[*batch, action_dim]``, the point the candidates are drawn around (any
+                point gives the same values; the closer, the fewer flipped units).
+            max_active: fraction of hidden units above which the dense path is faster.
+
+        Other layouts (any broadcast :meth:`values` accepts), fewer than 32 candidates, other
+        critics, CUDA tensors and autograd use :meth:`values` directly.
+
+        Example:
+            >>> import torch
+            >>> q = QEnsemble(17, 6, num_members=5)
+            >>> obs, anchor = torch.randn(17), torch.rand(6) * 2 - 1
+            >>> cands = anchor + 0.2 * torch.randn(100, 6)
+            >>> with torch.no_grad():
+            ...     fast, dense = q.candidate_values(obs, cands, anchor), q.values(obs, cands)
+            >>> fast.shape, torch.allclose(fast, dense, rtol=1e-4, atol=1e-6)
+            (torch.Size([5, 100, 1]), True)
+        """
+        d, a = self.observation_dim, self.action_dim
+        if anchor.shape[-1:] != (a,) or candidates.shape[-1:] != (a,):
+            raise ValueError(
+                f"candidate_values expects candidates [N, *batch, {a}] and an anchor "
+                f"[*batch, {a}], got {tuple(candidates.shape)} and {tuple(anchor.shape)}"
+            )
+        batch = observation.shape[:-1]
+        n = candidates.shape[0] if candidates.dim() > 1 else 0
+        if (
+            n < 32  # a few candidates: the dense product is cheaper than the bookkeeping
+            or observation.shape[:-1].numel() == 0
+            or observation.shape[-1] != d
+            or candidates.shape[1:-1] != batch  # another broadcast layout
+            or anchor.shape[:-1] != batch
+            or not self._relu
+            or self.layer_norm
+            or len(self.weights) < 3
+            or torch.is_grad_enabled()
+            or candidates.device.type != "cpu"
+        ):
+            return self.values(observation, candidates)
+        nb, m = batch.numel(), self.num_members
+        mb = m * nb
+        w0, b0, w1, b1 = self.weights[0], self.biases[0], self.weights[1], self.biases[1]
+        hidden = w0.shape[-1]
+        obs = (observation.reshape(nb, d) - self.observation_loc) / self.observation_scale
+        anc = (anchor.reshape(nb, a) - self.action_loc) / self.action_scale
+        z0 = torch.baddbmm(b0, torch.cat([obs, anc], -1).expand(m, nb, d + a), w0)  # [m, B, h]
+        pos = (z0 > 0).unsqueeze(2)  # M0, [m, B, 1, h]
+        w_act = w0[:, d:].unsqueeze(1)  # A, [m, 1, a, h]
+        masked = torch.where(pos, w_act, 0.0)  # M0 * A, [m, B, a, h]
+        # offsets in the network's action units, [m * B, N, a]
+        offset = (candidates.reshape(n, nb, a) - anchor.reshape(nb, a)) / self.action_scale
+        offset = offset.transpose(0, 1).expand(m, nb, n, a).reshape(mb, n, a)
+        # r = relu(z1) - M0 * z1 = relu(-sign(z0) * z1) = relu(-|z0| + d @ (-sign(z0) * A)),
+        # with sign(z0) = +1 where z0 > 0, else -1: non-zero only where the offset flips a unit
+        r = torch.baddbmm(
+            z0.abs().neg_().view(mb, 1, hidden), offset, (w_act - 2 * masked).view(mb, a, hidden)
+        ).relu_()  # [m * B, N, h]
+        r_max = r.amax(1)  # [m * B, h]
+        k = int(torch.count_nonzero(r_max, -1).max())  # most flipped units of any row
+        if k > max_active * hidden:
+            return self.values(observation, candidates)
+        # W1^T relu(z0) and the rank-a part G = W1^T diag(M0) A, in one product: [m, B, 1 + a, h]
+        lhs = torch.cat([z0.clamp_min(0).unsqueeze(2), masked], 2).view(m, nb * (1 + a), hidden)
+        rows = torch.bmm(lhs, w1).view(m, nb, 1 + a, hidden)
+        base = (rows[:, :, :1] + b1.unsqueeze(1)).view(mb, 1, hidden)
+        g = rows[:, :, 1:].reshape(mb, a, hidden)
+        if k == 0:
+            z1 = torch.baddbmm(base, offset, g)
+        else:
+            # the correction W1^T r over the k units with any flip (padded with units whose r
+            # is zero for every candidate), in the same product as the rank-a part
+            units = torch.topk(r_max, k, dim=-1, sorted=False).indices  # [m * B, k]
+            r_k = r.gather(2, units.unsqueeze(1).expand(mb, n, k))
+            first_row = torch.arange(0, m * hidden, hidden, device=units.device).view(m, 1, 1)
+            w1_rows = (units.view(m, nb, k) + first_row).view(-1)
+            w1_k = w1.reshape(m * hidden, hidden).index_select(0, w1_rows).view(mb, k, hidden)
+            z1 = torch.baddbmm(base, torch.cat([offset, r_k], -1), torch.cat([g, w1_k], 1))
+        out = self._hidden_layers(z1.view(m, nb * n, hidden), 2)  # [m, B * N, 1]
+        return out.view(m, nb, n, 1).transpose(1, 2).reshape(m, n, *batch, 1)
+
+    def _hidden_layers(self, h, start: int, params=None, members=None) -> torch.Tensor:
+        """Layers ``start..last`` on the pre-activation ``h`` of layer ``start - 1``."""
         last = len(self.weights) - 1
-        for i in range(1, last + 1):
+        for i in range(start, last + 1):
             if self.layer_norm:
                 h = F.layer_norm(h, h.shape[-1:])
                 h = torch.addcmul(
@@ -284,7 +398,7 @@ class QEnsemble(TensorDictModuleBase):
                 # one output unit: a multiply-and-sum is ~5x faster than a [h, 1] batched
                 # matmul on CPU, forward and backward (see docs/performance.md)
                 h = (h * w.mT).sum(-1, keepdim=True) + b
-        return h.view(m, *batch, 1)
+        return h
 
     def mean_std(
         self, observation: torch.Tensor, action: torch.Tensor, params=None

@@ -310,15 +310,26 @@ class O3FActionSelector(TensorDictModuleBase):
                     return p.device
         return None
 
-    def member_values(self, observation: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def member_values(
+        self,
+        observation: torch.Tensor,
+        candidates: torch.Tensor,
+        anchor: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Per-member values of candidates, shape ``[m, num_candidates, *batch, 1]``.
 
         Args:
             observation: ``[*batch, observation_dim]``.
             candidates: ``[num_candidates, *batch, action_dim]``.
+            anchor: the action the candidates were drawn around, ``[*batch, action_dim]``.
+                With a :class:`~torchrl_o3f.modules.QEnsemble` it enables its exact fast path
+                for nearby candidates (:meth:`~torchrl_o3f.modules.QEnsemble.candidate_values`);
+                the values are the same with or without it.
         """
         net, params = self._critic
         if isinstance(net, QEnsemble):
+            if anchor is not None:
+                return net.candidate_values(observation, candidates, anchor)
             return net.values(observation, candidates)
         n_batch = candidates.shape[:-1]
         obs = observation.expand(*n_batch, observation.shape[-1])
@@ -379,14 +390,20 @@ class O3FActionSelector(TensorDictModuleBase):
             return action
         return torch.clamp(action, self.low, self.high)
 
-    def score(self, observation: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def score(
+        self,
+        observation: torch.Tensor,
+        candidates: torch.Tensor,
+        anchor: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The paper's equation 2, f = mean_j Q_j + omega * std_j Q_j, shape ``[N, *batch]``.
 
         Args:
             observation: ``[*batch, observation_dim]``.
             candidates: ``[N, *batch, action_dim]`` (any N).
+            anchor: optional action the candidates lie around (see :meth:`member_values`).
         """
-        values = self.member_values(observation, candidates).squeeze(-1)
+        values = self.member_values(observation, candidates, anchor).squeeze(-1)
         omega = float(self.omega)
         if omega == 0.0:
             return values.mean(0)
@@ -411,7 +428,7 @@ class O3FActionSelector(TensorDictModuleBase):
         extra = self.include_policy_action or self.diagnostics
         if extra:
             candidates = torch.cat([candidates, self.project(action).unsqueeze(0)], 0)
-        scores = self.score(observation, candidates)
+        scores = self.score(observation, candidates, anchor=action)
         ranked = scores if self.include_policy_action or not extra else scores[:-1]
         best, index = ranked.max(0)
         if action.dim() == 1:  # unbatched (a single-env collector): plain indexing is cheaper
