@@ -12,8 +12,15 @@ and env batch in {1, 16}:
   evaluated over its stacked params with ``torch.vmap`` + ``TensorDict.to_module``;
 * ``naive``: a Python loop over candidates and members, each member a plain ``nn.Sequential``.
 
-All four hold the same weights (copied from the QEnsemble) and the script checks they pick the
-same candidate before timing. The calls are interleaved round-robin (one call of each method in
+* ``o3f_dense``: ``O3FActionSelector(QEnsemble)`` with the anchor-free dense scoring
+  (``QEnsemble.values``), to measure ``QEnsemble.candidate_values`` (the default), which
+  evaluates the second layer only over the hidden units the candidates' offsets flip.
+
+All hold the same weights (copied from the QEnsemble) and the script checks they pick the
+same candidate before timing. A freshly initialised critic is not what O3F scores with: pass
+``--checkpoint`` (a trainer checkpoint, e.g. the default recipe's ``final.pt``) to use its
+trained critic and actor, observations from its dataset and the actor's actions as the
+anchors (cells with m = 5 only). The calls are interleaved round-robin (one call of each method in
 turn), so machine drift hits all alike; each cell is the median over its calls. A second part
 measures a ``torchrl.collectors.Collector`` on HalfCheetah with the policy alone and with policy +
 selector (N=100, m=5), alternating rounds, and a third compares the spec projection (clamp
@@ -24,6 +31,7 @@ Run (2 threads, as everywhere in the project)::
     python benchmarks/bench_selector.py            # full table, ~3 minutes on 2 CPU cores
     python benchmarks/bench_selector.py --quick    # N=100, m=5 only
     python benchmarks/bench_selector.py --device cuda
+    python benchmarks/bench_selector.py --quick --checkpoint outputs/<run>/checkpoints/final.pt
 """
 
 from __future__ import annotations
@@ -44,6 +52,44 @@ from torchrl.objectives import IQLLoss
 from torchrl_o3f.modules import O3FActionSelector, QEnsemble, build_mlp
 
 OBS, ACT, CELLS = 17, 6, 256
+
+
+class DenseScoring(O3FActionSelector):
+    """The selector scoring every candidate densely (``QEnsemble.values``, no anchor)."""
+
+    def member_values(self, observation, candidates, anchor=None):  # noqa: D102
+        return super().member_values(observation, candidates)
+
+
+def load_trained(path: str, device) -> dict:
+    """A trainer checkpoint's critic (normalisation folded into its first layer, so every
+    peer holds the same plain weights), its actor and its dataset's observations."""
+    from torchrl_o3f.data import load_offline_dataset
+    from torchrl_o3f.modules.actors import make_iql_actor
+    from torchrl_o3f.trainers.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    loss = state["agent"]["loss"]
+    qs = {k.removeprefix("qvalue_network."): v for k, v in loss.items() if k.startswith("qvalue_")}
+    m, _, cells = qs["weights.0"].shape
+    trained = QEnsemble(OBS, ACT, num_members=m, num_cells=cells)
+    trained.load_state_dict(qs)
+    q = QEnsemble(OBS, ACT, num_members=m, num_cells=cells, device=device)
+    with torch.no_grad():
+        for dst, src in zip([*q.weights, *q.biases], [*trained.weights, *trained.biases]):
+            dst.copy_(src)
+        # (x - loc) / scale @ W + b == x @ (W / scale) + (b - (loc / scale) @ W)
+        loc = torch.cat([trained.observation_loc, trained.action_loc])
+        scale = torch.cat([trained.observation_scale, trained.action_scale])
+        q.weights[0].copy_(trained.weights[0] / scale[:, None])
+        q.biases[0].copy_(trained.biases[0] - ((loc / scale) @ trained.weights[0]).unsqueeze(1))
+    spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
+    actor = make_iql_actor(OBS, spec, num_cells=CELLS).to(device)
+    actor.load_state_dict(
+        {k.removeprefix("actor_network."): v for k, v in loss.items() if k.startswith("actor_")}
+    )
+    data = load_offline_dataset(state["meta"]["dataset_id"])
+    return {"q": q, "actor": actor, "observations": data["observation"].to(device)}
 
 
 def naive_members(q: QEnsemble) -> list[nn.Sequential]:
@@ -151,13 +197,26 @@ def interleaved(fns: dict, budget_s: float, min_calls: int, max_calls: int) -> d
 device_sync = None
 
 
-def measure_cell(n: int, m: int, b: int, device, budget_s: float) -> dict:
-    """One cell of the grid: the four methods on the same weights, interleaved."""
+def measure_cell(n: int, m: int, b: int, device, budget_s: float, trained=None) -> dict:
+    """One cell of the grid: the methods on the same weights, interleaved."""
     spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
     low, high = spec.space.low, spec.space.high
     torch.manual_seed(0)
-    q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
+    shape = (b,) if b > 1 else ()
+    if trained is None:
+        q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
+        obs = torch.randn(*shape, OBS, device=device)
+        action = torch.rand(*shape, ACT, device=device) * 2 - 1
+    else:
+        q = trained["q"]
+        pool = trained["observations"]
+        obs = pool[torch.randint(len(pool), shape, device=pool.device)]
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            action = trained["actor"](TensorDict({"observation": obs}, shape))["action"]
     sel = O3FActionSelector(
+        q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
+    )
+    sel_dense = DenseScoring(
         q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
     )
     loss = torchrl_iql_critic(q)
@@ -170,13 +229,11 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float) -> dict:
         generator=torch.Generator(device).manual_seed(0),
     )
     members = naive_members(q)
-    shape = (b,) if b > 1 else ()
-    obs = torch.randn(*shape, OBS, device=device)
-    action = torch.rand(*shape, ACT, device=device) * 2 - 1
     td = TensorDict({"observation": obs, "action": action}, shape)
     g = torch.Generator(device)
     fns = {
         "o3f": lambda: sel(td.clone(False))["action"],
+        "o3f_dense": lambda: sel_dense(td.clone(False))["action"],
         "o3f_generic": lambda: sel_generic(td.clone(False))["action"],
         "torchrl_iql": lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
         "naive": lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
@@ -185,7 +242,7 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float) -> dict:
         # same draws -> every method must pick the same candidate
         outs = []
         for f in fns.values():
-            for gen in (sel.generator, sel_generic.generator, g):
+            for gen in (sel.generator, sel_dense.generator, sel_generic.generator, g):
                 gen.manual_seed(1)
             outs.append(f())
         for o in outs[1:]:
@@ -193,15 +250,16 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float) -> dict:
         return interleaved(fns, budget_s, min_calls=5, max_calls=300)
 
 
-def latency_table(device, grid, budget_s):
+def latency_table(device, grid, budget_s, trained=None):
     """The per-step selection latency grid, printed as markdown rows."""
     rows = []
     for n, m, b in grid:
-        res = measure_cell(n, m, b, device, budget_s)
+        res = measure_cell(n, m, b, device, budget_s, trained)
         rows.append((n, m, b, res))
         o3f = res["o3f"][0]
         print(
-            f"| {n} | {m} | {b} | {o3f:.3f} | {res['o3f_generic'][0]:.3f} | "
+            f"| {n} | {m} | {b} | {o3f:.3f} | {res['o3f_dense'][0]:.3f} | "
+            f"{res['o3f_dense'][0] / o3f:.2f}x | {res['o3f_generic'][0]:.3f} | "
             f"{res['torchrl_iql'][0]:.3f} | {res['naive'][0]:.2f} | "
             f"{res['torchrl_iql'][0] / o3f:.1f}x | {res['naive'][0] / o3f:.0f}x | "
             f"{min(c for _, c in res.values())}-{max(c for _, c in res.values())} |",
@@ -210,23 +268,27 @@ def latency_table(device, grid, budget_s):
     return rows
 
 
-def collector_throughput(rounds: int, frames: int, device):
-    """Frames/s of a Collector on HalfCheetah: IQL actor alone vs actor + selector."""
+def collector_throughput(rounds: int, frames: int, device, trained=None):
+    """Frames/s of a Collector on HalfCheetah: IQL actor alone vs actor + selector (default
+    scoring and dense scoring), with the checkpoint's actor and critic when given."""
     from torchrl.collectors import Collector
 
     from torchrl_o3f.envs import make_env
     from torchrl_o3f.modules.actors import make_iql_actor
 
-    def make(with_selector: bool):
+    def make(selector_cls):
         env = make_env("halfcheetah-medium", seed=0)
         # the policy O3F-IQL collects with: IQL's Gaussian actor, 2x256
-        actor = make_iql_actor(OBS, env.action_spec, num_cells=CELLS)
-        policy = actor
-        if with_selector:
+        if trained is None:
+            torch.manual_seed(0)
+            actor = make_iql_actor(OBS, env.action_spec, num_cells=CELLS)
             q = QEnsemble(OBS, ACT, num_members=5, num_cells=CELLS)
-            policy = TensorDictSequential(
-                actor, O3FActionSelector(q, env.action_spec, num_candidates=100, sigma=0.2)
-            )
+        else:
+            actor, q = trained["actor"], trained["q"]
+        policy = actor
+        if selector_cls is not None:
+            selector = selector_cls(q, env.action_spec, num_candidates=100, sigma=0.2)
+            policy = TensorDictSequential(actor, selector)
         return Collector(
             env,
             policy,
@@ -235,7 +297,11 @@ def collector_throughput(rounds: int, frames: int, device):
             auto_register_policy_transforms=False,
         )
 
-    collectors = {"policy": make(False), "policy+selector": make(True)}
+    collectors = {
+        "policy": make(None),
+        "policy+selector": make(O3FActionSelector),
+        "policy+selector (dense)": make(DenseScoring),
+    }
     iters = {k: iter(c) for k, c in collectors.items()}
     for it in iters.values():  # warm-up batch
         next(it)
@@ -273,23 +339,33 @@ def main():
     parser.add_argument("--frames", type=int, default=400, help="frames per collector round")
     parser.add_argument("--skip-collector", action="store_true")
     parser.add_argument("--collector-only", action="store_true")
+    parser.add_argument(
+        "--checkpoint", default=None, help="a trainer checkpoint: score with its trained critic"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
         device_sync = torch.cuda.synchronize
-    print(f"torch {torch.__version__}, {args.threads} threads, device {device}")
+    trained = load_trained(args.checkpoint, device) if args.checkpoint else None
+    critic = f"trained critic from {args.checkpoint}" if trained else "freshly initialised critic"
+    print(f"torch {torch.__version__}, {args.threads} threads, device {device}, {critic}")
     if not args.collector_only:
-        latency_part(args, device)
+        latency_part(args, device, trained)
     if not args.skip_collector and device.type == "cpu":
         print("\n### Collector on HalfCheetah (frames/s, median of alternating rounds)\n")
-        rates = collector_throughput(args.rounds, args.frames, device)
-        ratio = rates["policy+selector"] / rates["policy"]
-        print("| policy alone | policy + selector (N=100, m=5) | ratio |\n|---|---|---|")
-        print(f"| {rates['policy']:.0f} | {rates['policy+selector']:.0f} | {ratio:.2f} |")
+        rates = collector_throughput(args.rounds, args.frames, device, trained)
+        alone = rates["policy"]
+        print(
+            "| policy alone | policy + selector (N=100, m=5) | ratio | "
+            "policy + selector, dense scoring | ratio |\n|---|---|---|---|---|"
+        )
+        sel, dense = rates["policy+selector"], rates["policy+selector (dense)"]
+        row = (alone, sel, sel / alone, dense, dense / alone)
+        print("| {:.0f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} |".format(*row))
 
 
-def latency_part(args, device):
+def latency_part(args, device, trained=None):
     """Projection and latency tables."""
     print("\n### Projection onto the spec, [100, 6] candidates (us per call)\n")
     proj = projection(device)
@@ -301,13 +377,16 @@ def latency_part(args, device):
         if args.quick
         else [(n, m, b) for b in (1, 16) for n in (10, 100, 1000) for m in (2, 5, 10)]
     )
+    if trained is not None:
+        grid = [(n, m, b) for n, m, b in grid if m == trained["q"].num_members]
     print("\n### Selection latency per env step (ms, median)\n")
     print(
-        "| N | m | env batch | o3f | o3f generic (IQLLoss critic) | torchrl IQLLoss vmap | "
+        "| N | m | env batch | o3f | o3f dense scoring | dense / o3f | "
+        "o3f generic (IQLLoss critic) | torchrl IQLLoss vmap | "
         "naive loop | torchrl / o3f | naive / o3f | calls |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    latency_table(device, grid, args.budget)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    latency_table(device, grid, args.budget, trained)
 
 
 if __name__ == "__main__":

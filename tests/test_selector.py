@@ -72,14 +72,15 @@ def test_chosen_action_is_brute_force_argmax(batch, omega):
 
 @pytest.mark.parametrize("batch", [(), (3,)])
 def test_brute_force_argmax_through_the_ensembles_sparse_path(batch, monkeypatch):
-    """100 candidates around the policy action: QEnsemble.candidate_values (exact, only the
-    flipped units densely) picks what a loop over candidates and members picks."""
+    """300 candidate rows around the policy action: QEnsemble.candidate_values (exact, only
+    the flipped units densely) picks what a loop over candidates and members picks."""
+    n = 300 // max(1, math.prod(batch))
     torch.manual_seed(3)
     q = QEnsemble(OBS, ACT, num_members=3, num_cells=64)
     with torch.no_grad():
         q.weights[0][:, :OBS] *= 3.0  # observation-dominated first layer: few flips
     sel = O3FActionSelector(
-        q, _spec(), num_candidates=100, sigma=0.1, omega=0.5, generator=torch.Generator()
+        q, _spec(), num_candidates=n, sigma=0.1, omega=0.5, generator=torch.Generator()
     )
     monkeypatch.setattr(q, "values", lambda *a, **k: pytest.fail("dense path taken"))
     obs, action = torch.randn(*batch, OBS), torch.rand(*batch, ACT) * 2 - 1
@@ -87,7 +88,7 @@ def test_brute_force_argmax_through_the_ensembles_sparse_path(batch, monkeypatch
     sel.generator.manual_seed(11)
     out = sel(td.clone())
     monkeypatch.undo()
-    expected = _brute_force(q, obs, action, 0.1, 0.5, 100, seed=11)
+    expected = _brute_force(q, obs, action, 0.1, 0.5, n, seed=11)
     torch.testing.assert_close(out["action"], expected)
 
 

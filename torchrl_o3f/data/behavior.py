@@ -71,6 +71,11 @@ class PolicyInfo:
         returns: measured returns, e.g. ``{"deterministic": {"mean", "std", "episodes"},
             "stochastic": {...}}``.
         extra: free-form details (training hyper-parameters, wall time).
+
+    Example:
+        >>> info = PolicyInfo("toy", "Pendulum-v1", 3, 1, [-2.0], [2.0], num_cells=8, depth=1)
+        >>> info.name, info.action_high
+        ('toy', [2.0])
     """
 
     name: str

@@ -37,6 +37,11 @@ class FamilyDefaults:
         lapo_reward: how LAPO pre-processes rewards: ``"max"`` (r / max r, value clipped to
             [min r, max r] / (1 - gamma)) or ``"antmaze"`` (r * 100, value clipped to [0, 100]).
         lapo_lambda: LAPO's min/max mixing of the critic ensemble (1.0; 0.7 on antmaze).
+
+    Example:
+        >>> from torchrl_o3f.envs import get_task
+        >>> get_task("antmaze-umaze").defaults.iql_expectile
+        0.9
     """
 
     sigma: float

@@ -136,7 +136,8 @@ class O3FActionSelector(TensorDictModuleBase):
         >>> selector = O3FActionSelector(q, env.action_spec, num_candidates=100, sigma=0.4,
         ...                              diagnostics=True)
         >>> policy = TensorDictSequential(actor, selector)
-        >>> collector = Collector(env, policy, frames_per_batch=50, total_frames=100)
+        >>> collector = Collector(env, policy, frames_per_batch=50, total_frames=100,
+        ...                       auto_register_policy_transforms=False)
         >>> for batch in collector:
         ...     selector.step(batch.numel())
         >>> collector.shutdown()

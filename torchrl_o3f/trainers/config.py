@@ -35,6 +35,10 @@ class AlgoConfig:
     ``None`` means "the algorithm's or the task family's default": IQL uses 2x256 networks,
     batch 256, lr 3e-4, utd 1 and the task's expectile/temperature; LAPO uses 3x256 networks,
     batch 512, lr 2e-4 and 20 critic updates per env step online.
+
+    Example:
+        >>> AlgoConfig(name="lapo").resolved()
+        {'depth': 3, 'lr': 0.0002, 'batch_size': 512}
     """
 
     name: str = "iql"
@@ -70,6 +74,10 @@ class ExplorationConfig:
     ``mode``: ``"o3f"`` (the optimistic action selector), ``"gaussian"`` (additive Gaussian
     noise with the same sigma: the paper's ablation) or ``"none"`` (the policy's own sampling).
     ``sigma`` ``None`` takes the task's sigma (0.2 locomotion, 0.05 otherwise).
+
+    Example:
+        >>> ExplorationConfig(mode="gaussian", sigma=0.1).num_candidates
+        100
     """
 
     mode: str = "o3f"
@@ -86,6 +94,10 @@ class BudgetConfig:
     ``utd_ratio`` ``None``: 1 for IQL, 20 (critic updates) for LAPO. ``actor_utd_ratio``:
     actor updates per env step online (the last ``actor_utd_ratio`` of the ``utd_ratio``
     updates also update the actor). ``dataset_size`` ``None``: the dataset's default size.
+
+    Example:
+        >>> BudgetConfig(offline_steps=1000, online_frames=500).eval_every
+        5000
     """
 
     offline_steps: int = 20_000
@@ -107,6 +119,10 @@ class AnnealConfig:
     ``param`` is an attribute of the loss (e.g. ``"expectile"``); from the start of the online
     phase it moves from its offline value to ``end``: at once (``mode="abrupt"``) or linearly
     over ``frames`` online frames (``mode="linear"``).
+
+    Example:
+        >>> AnnealConfig(param="expectile", end=0.9, frames=5000).mode
+        'linear'
     """
 
     param: str = "expectile"
@@ -117,7 +133,12 @@ class AnnealConfig:
 
 @dataclass
 class LoggerConfig:
-    """Logging backend (``csv``, ``tensorboard``, ``wandb``) and experiment name."""
+    """Logging backend (``csv``, ``tensorboard``, ``wandb``) and experiment name.
+
+    Example:
+        >>> LoggerConfig(backend="tensorboard", exp_name="o3f-hopper").backend
+        'tensorboard'
+    """
 
     backend: str = "csv"
     exp_name: str | None = None
