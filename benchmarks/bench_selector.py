@@ -37,6 +37,7 @@ Run (2 threads, as everywhere in the project)::
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -172,7 +173,9 @@ def torchrl_select(loss, obs, action, sigma, num_candidates, low, high, generato
 
 
 def interleaved(fns: dict, budget_s: float, min_calls: int, max_calls: int) -> dict:
-    """Round-robin calls; each method gets calls until its time budget; medians in ms."""
+    """Rounds of one call per method, in a fresh random order each round (so that no method
+    always runs right after the same one, e.g. with the caches the naive loop left); each method
+    gets calls until its time budget; medians in ms."""
     times = {k: [] for k in fns}
     for f in fns.values():  # warm-up
         f()
@@ -183,8 +186,12 @@ def interleaved(fns: dict, budget_s: float, min_calls: int, max_calls: int) -> d
         f()
         est[k] = time.perf_counter() - t0
     calls = {k: int(min(max_calls, max(min_calls, budget_s / max(est[k], 1e-6)))) for k in fns}
+    order = random.Random(0)
+    names = list(fns)
     for r in range(max(calls.values())):
-        for k, f in fns.items():
+        order.shuffle(names)
+        for k in names:
+            f = fns[k]
             if r < calls[k]:
                 t0 = time.perf_counter()
                 f()

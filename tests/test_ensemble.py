@@ -181,7 +181,7 @@ def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
         torch.testing.assert_close(q.candidate_values(obs, near, anchor), dense)
         assert not calls  # exact sparse path (depth 3: the later layers run densely)
         far = anchor + 50.0 * torch.randn(300, 4)
-        q.candidate_values(obs, near[:200], anchor)
+        q.candidate_values(obs, near[:50], anchor)
         assert calls  # too few rows: dense
         calls.clear()
         q.candidate_values(obs, far, anchor, max_active=0.05)

@@ -273,7 +273,7 @@ class QEnsemble(TensorDictModuleBase):
         anchor: torch.Tensor,
         *,
         max_active: float = 0.5,
-        min_rows: int = 256,
+        min_rows: int = 96,
     ) -> torch.Tensor:
         """Per-member values of many candidate actions near an anchor action.
 
@@ -301,11 +301,11 @@ class QEnsemble(TensorDictModuleBase):
             anchor: ``[*batch, action_dim]``, the point the candidates are drawn around (any
                 point gives the same values; the closer, the fewer flipped units).
             max_active: fraction of hidden units above which the dense path is faster.
-            min_rows: fewest candidate rows (``N * batch.numel()``) for the sparse path. On a
-                2-core CPU the two paths take the same time at N = 100 for one observation
-                (the sparse one saves FLOPs but runs ~30 small ops); from a few hundred rows on
-                the sparse one is faster: 1.5x at 16 observations, 1.7x at N = 1000, 1.9x at
-                both (``benchmarks/bench_selector.py``, docs/performance.md).
+            min_rows: fewest candidate rows (``N * batch.numel()``) for the sparse path. The
+                sparse path saves FLOPs but runs ~30 small ops: on a 2-core CPU with a trained
+                halfcheetah critic it is slower below ~64 rows, ~1.15x faster at N = 100 for
+                one observation and 1.5-1.9x faster at 16 observations or N = 1000
+                (``benchmarks/bench_selector.py``, docs/performance.md).
 
         Other layouts (any broadcast :meth:`values` accepts), fewer rows, other critics, CUDA
         tensors and autograd use :meth:`values` directly.
@@ -329,7 +329,7 @@ class QEnsemble(TensorDictModuleBase):
         batch = observation.shape[:-1]
         n = candidates.shape[0] if candidates.dim() > 1 else 0
         if (
-            # a few hundred rows or less: the dense product costs no more than the bookkeeping
+            # few rows: the dense product costs less than the bookkeeping
             n * batch.numel() < min_rows
             or observation.shape[-1] != d
             or candidates.shape[1:-1] != batch  # another broadcast layout
