@@ -159,11 +159,11 @@ def test_candidate_values_equal_the_dense_values(batch, sigma):
     )
     obs = torch.randn(*batch, 11)
     anchor = torch.rand(*batch, 4) * 2 - 1
-    cands = (anchor + sigma * torch.randn(300, *batch, 4)).clamp(-1, 1)
+    cands = (anchor + sigma * torch.randn(500, *batch, 4)).clamp(-1, 1)
     with torch.no_grad():
         fast = q.candidate_values(obs, cands, anchor)
         dense = q.values(obs, cands)
-    assert fast.shape == dense.shape == (5, 300, *batch, 1)
+    assert fast.shape == dense.shape == (5, 500, *batch, 1)
     torch.testing.assert_close(fast, dense, rtol=1e-5, atol=1e-5)
 
 
@@ -172,7 +172,7 @@ def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
     torch.manual_seed(1)
     q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64, depth=3))
     obs, anchor = torch.randn(11), torch.rand(4) * 2 - 1
-    near = anchor + 0.05 * torch.randn(300, 4)
+    near = anchor + 0.05 * torch.randn(500, 4)
     with torch.no_grad():
         dense = q.values(obs, near)
         calls = []
@@ -180,8 +180,8 @@ def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
         monkeypatch.setattr(q, "values", lambda *a, **k: calls.append(1) or real(*a, **k))
         torch.testing.assert_close(q.candidate_values(obs, near, anchor), dense)
         assert not calls  # exact sparse path (depth 3: the later layers run densely)
-        far = anchor + 50.0 * torch.randn(300, 4)
-        q.candidate_values(obs, near[:50], anchor)
+        far = anchor + 50.0 * torch.randn(500, 4)
+        q.candidate_values(obs, near[:100], anchor)
         assert calls  # too few rows: dense
         calls.clear()
         q.candidate_values(obs, far, anchor, max_active=0.05)
@@ -193,7 +193,7 @@ def test_candidate_values_match_an_anchor_far_from_the_candidates():
     torch.manual_seed(2)
     q = QEnsemble(6, 3, num_members=2, num_cells=32)
     obs = torch.randn(6)
-    cands = torch.rand(300, 3) * 2 - 1
+    cands = torch.rand(500, 3) * 2 - 1
     with torch.no_grad():
         dense = q.values(obs, cands)
         for anchor in (cands[0], torch.zeros(3), torch.full((3,), 5.0)):

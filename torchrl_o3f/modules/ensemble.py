@@ -273,7 +273,7 @@ class QEnsemble(TensorDictModuleBase):
         anchor: torch.Tensor,
         *,
         max_active: float = 0.5,
-        min_rows: int = 96,
+        min_rows: int = 400,
     ) -> torch.Tensor:
         """Per-member values of many candidate actions near an anchor action.
 
@@ -301,10 +301,12 @@ class QEnsemble(TensorDictModuleBase):
             anchor: ``[*batch, action_dim]``, the point the candidates are drawn around (any
                 point gives the same values; the closer, the fewer flipped units).
             max_active: fraction of hidden units above which the dense path is faster.
-            min_rows: fewest candidate rows (``N * batch.numel()``) for the sparse path. The
-                sparse path saves FLOPs but runs ~30 small ops: on a 2-core CPU with a trained
-                halfcheetah critic it is slower below ~64 rows, ~1.15x faster at N = 100 for
-                one observation and 1.5-1.9x faster at 16 observations or N = 1000
+            min_rows: fewest candidate rows (``N * batch.numel()``) for the sparse path, which
+                also needs N >= 64 per observation. It saves FLOPs but runs ~30 small ops and
+                gathers the flipped units' weights per observation: on a 2-core CPU with a
+                trained halfcheetah critic it is 1.5-1.9x faster at N = 100 for 16
+                observations and at N = 1000, as fast as the dense product at N = 100 for one
+                observation (slightly slower inside a collector) and slower at N = 10
                 (``benchmarks/bench_selector.py``, docs/performance.md).
 
         Other layouts (any broadcast :meth:`values` accepts), fewer rows, other critics, CUDA
@@ -330,7 +332,8 @@ class QEnsemble(TensorDictModuleBase):
         n = candidates.shape[0] if candidates.dim() > 1 else 0
         if (
             # few rows: the dense product costs less than the bookkeeping
-            n * batch.numel() < min_rows
+            n < 64
+            or n * batch.numel() < min_rows
             or observation.shape[-1] != d
             or candidates.shape[1:-1] != batch  # another broadcast layout
             or anchor.shape[:-1] != batch
