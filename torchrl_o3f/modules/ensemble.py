@@ -90,7 +90,8 @@ class QEnsemble(TensorDictModuleBase):
     Shapes: the ensemble dimension is always **leading**. :meth:`values` returns
     ``[num_members, *batch, 1]`` where ``batch`` is the broadcast of the observation's and the
     action's batch shapes (so ``observation [B, d]`` and ``action [N, B, a]`` score N
-    candidates per observation without copying the observations). Called on a tensordict of
+    candidates per observation; :meth:`candidate_values` does the same faster for many
+    candidates around one action). Called on a tensordict of
     batch size ``[*batch]``, the module returns a tensordict of batch size
     ``[num_members, *batch]`` (the inputs expanded, not copied) holding ``state_action_value``
     of shape ``[num_members, *batch, 1]``, the layout torchrl's ensemble losses use.
@@ -228,8 +229,7 @@ class QEnsemble(TensorDictModuleBase):
         Args:
             observation: ``[*obs_batch, observation_dim]``.
             action: ``[*action_batch, action_dim]``; ``batch`` is the broadcast of both batch
-                shapes, and the observation's part of the first layer is computed once per
-                observation (candidates sharing one observation cost only their action part).
+                shapes.
             params: evaluate with these parameters instead of the module's own (e.g. target
                 parameters): a tensordict shaped like ``TensorDict.from_module(self)``.
             members: evaluate only these members (a 1-D index tensor), e.g. the random subset
@@ -246,24 +246,12 @@ class QEnsemble(TensorDictModuleBase):
         w0 = self._param(params, "weights", 0, members)
         b0 = self._param(params, "biases", 0, members)
         m = w0.shape[0]
-        d = self.observation_dim
-        obs = observation.reshape(-1, d)
-        act = action.reshape(-1, self.action_dim)
-        obs = (obs - self.observation_loc) / self.observation_scale
-        act = (act - self.action_loc) / self.action_scale
-        # first layer, split by input: obs @ W_obs + act @ W_act, broadcast over batches; the
-        # observations' part (bias folded in) is computed once per observation
-        h_obs = torch.baddbmm(b0, obs.expand(m, *obs.shape), w0[:, :d])  # [m, Bo, h]
-        nb = len(batch)
-        hidden = h_obs.shape[-1]
-        obs_shape = (1,) * (nb - observation.dim() + 1) + tuple(observation.shape[:-1])
-        h_obs = h_obs.view(m, *obs_shape, hidden).expand(m, *batch, hidden)
-        if act.shape[0] == batch.numel():  # actions span the batch: accumulate onto h_obs
-            h = torch.baddbmm(h_obs.reshape(m, -1, hidden), act.expand(m, *act.shape), w0[:, d:])
-        else:
-            act_shape = (1,) * (nb - action.dim() + 1) + tuple(action.shape[:-1])
-            h_act = torch.matmul(act, w0[:, d:]).view(m, *act_shape, hidden)
-            h = (h_obs + h_act).reshape(m, -1, hidden)
+        obs = (observation - self.observation_loc) / self.observation_scale
+        act = (action - self.action_loc) / self.action_scale
+        # first layer on [obs, act]: the observation is broadcast to the candidates sharing it
+        # (a copy of d floats per row: the product over the 256-wide second layer dominates)
+        x = torch.cat([obs.expand(*batch, obs.shape[-1]), act.expand(*batch, act.shape[-1])], -1)
+        h = torch.baddbmm(b0, x.view(1, -1, x.shape[-1]).expand(m, -1, -1), w0)
         return self._hidden_layers(h, 1, params, members).view(m, *batch, 1)
 
     def candidate_values(

@@ -74,8 +74,9 @@ class O3FActionSelector(TensorDictModuleBase):
     Args:
         qvalue_network: the Q ensemble. One of
 
-            * a :class:`~torchrl_o3f.modules.QEnsemble` (fast path: the observation's part of
-              the first layer is computed once for all candidates);
+            * a :class:`~torchrl_o3f.modules.QEnsemble` (fast path: all members in one batched
+              product per layer, no vmap; the exact sparse second layer of
+              :meth:`~torchrl_o3f.modules.QEnsemble.candidate_values` for many candidates);
             * a :class:`~tensordict.nn.TensorDictModuleBase` reading ``observation_key`` and
               ``action_key`` and writing ``value_key``. With ``qvalue_params`` (parameters
               stacked along a leading member dimension, e.g. a torchrl loss's
