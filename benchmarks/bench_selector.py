@@ -257,10 +257,15 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float, trained=None) 
     members = naive_members(q)
     td = TensorDict({"observation": obs, "action": action}, shape)
     g = torch.Generator(device)
+    def policy_then(selector):
+        # what a collector does: the policy writes its action, the selector overwrites it
+        td.set("action", action)
+        return selector(td)["action"]
+
     fns = {
-        "o3f": lambda: sel(td.clone(False))["action"],
-        "o3f_dense": lambda: sel_dense(td.clone(False))["action"],
-        "o3f_generic": lambda: sel_generic(td.clone(False))["action"],
+        "o3f": lambda: policy_then(sel),
+        "o3f_dense": lambda: policy_then(sel_dense),
+        "o3f_generic": lambda: policy_then(sel_generic),
         "torchrl_iql": lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
         "bmm": lambda: bmm_select(q, obs, action, 0.2, n, low, high, g),
         "naive": lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
