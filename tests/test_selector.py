@@ -561,3 +561,20 @@ def test_ensemble_batch_broadcast_error():
     q = QEnsemble(OBS, ACT, num_members=2, num_cells=8)
     with pytest.raises(ValueError, match=r"observation batch \(3,\) and action batch \(4,\)"):
         q.values(torch.randn(3, OBS), torch.rand(4, ACT))
+
+
+def test_selector_benchmark_peers_pick_the_same_candidates():
+    """benchmarks/bench_selector.py checks, before timing, that every method (the selector with
+    sparse and dense scoring, the hand-written bmm, torchrl's IQLLoss critic, the naive loop)
+    picks the same candidate from the same draws; run one cell of it with a tiny budget."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_selector.py"
+    spec = importlib.util.spec_from_file_location("bench_selector", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for n, b in ((100, 1), (100, 4)):  # one env; 4 envs = 400 rows, the sparse threshold
+        res = bench.measure_cell(n, 2, b, torch.device("cpu"), budget_s=0.01)
+        assert set(res) == {"o3f", "o3f_dense", "o3f_generic", "torchrl_iql", "bmm", "naive"}
+        assert all(ms > 0 and calls >= 5 for ms, calls in res.values())

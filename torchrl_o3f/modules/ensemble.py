@@ -292,8 +292,8 @@ class QEnsemble(TensorDictModuleBase):
             min_rows: fewest candidate rows (``N * batch.numel()``) for the sparse path, which
                 also needs N >= 64 per observation. It saves FLOPs but runs ~30 small ops and
                 gathers the flipped units' weights per observation: on a 2-core CPU with a
-                trained halfcheetah critic it is 1.5-1.9x faster at N = 100 for 16
-                observations and at N = 1000, as fast as the dense product at N = 100 for one
+                trained halfcheetah critic it is 1.7x faster at N = 100 for 16
+                observations and 2.1x at N = 1000, as fast as the dense product at N = 100 for one
                 observation (slightly slower inside a collector) and slower at N = 10
                 (``benchmarks/bench_selector.py``, docs/performance.md).
 
