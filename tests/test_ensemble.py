@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -217,3 +219,24 @@ def test_candidate_values_reject_mismatched_action_sizes():
     q = QEnsemble(6, 3, num_members=2, num_cells=16)
     with pytest.raises(ValueError, match=r"candidates \[N, \*batch, 3\]"):
         q.candidate_values(torch.randn(6), torch.rand(40, 2), torch.rand(2))
+
+
+def test_candidate_values_equal_the_dense_values_over_random_configurations():
+    """Sizes, depths, ensemble sizes, dtypes, spreads and thresholds drawn at random."""
+    rnd = random.Random(0)
+    for _ in range(24):
+        d, a, m = rnd.randint(1, 30), rnd.randint(1, 8), rnd.randint(1, 7)
+        dtype = rnd.choice([torch.float32, torch.float64])
+        q = QEnsemble(
+            d, a, num_members=m, num_cells=rnd.choice([4, 16, 64]), depth=rnd.randint(2, 4)
+        ).to(dtype)
+        batch = rnd.choice([(), (1,), (5,), (2, 3)])
+        obs = torch.randn(*batch, d, dtype=dtype)
+        anchor = torch.randn(*batch, a, dtype=dtype)
+        spread = rnd.choice([1e-4, 0.1, 1.0, 10.0])
+        cands = anchor + spread * torch.randn(rnd.choice([64, 400]), *batch, a, dtype=dtype)
+        with torch.no_grad():
+            fast = q.candidate_values(obs, cands, anchor, max_active=1.0, min_rows=1)
+            dense = q.values(obs, cands)
+        tol = 1e-5 if dtype == torch.float32 else 1e-10
+        torch.testing.assert_close(fast, dense, rtol=tol, atol=tol * float(dense.abs().max()))
