@@ -77,17 +77,16 @@ def load_trained(path: str, device) -> dict:
     loss = state["agent"]["loss"]
     qs = {k.removeprefix("qvalue_network."): v for k, v in loss.items() if k.startswith("qvalue_")}
     m, _, cells = qs["weights.0"].shape
-    trained = QEnsemble(OBS, ACT, num_members=m, num_cells=cells)
-    trained.load_state_dict(qs)
-    q = QEnsemble(OBS, ACT, num_members=m, num_cells=cells, device=device)
+    q = QEnsemble(OBS, ACT, num_members=m, num_cells=cells)
+    q.load_state_dict(qs)
     with torch.no_grad():
-        for dst, src in zip([*q.weights, *q.biases], [*trained.weights, *trained.biases]):
-            dst.copy_(src)
         # (x - loc) / scale @ W + b == x @ (W / scale) + (b - (loc / scale) @ W)
-        loc = torch.cat([trained.observation_loc, trained.action_loc])
-        scale = torch.cat([trained.observation_scale, trained.action_scale])
-        q.weights[0].copy_(trained.weights[0] / scale[:, None])
-        q.biases[0].copy_(trained.biases[0] - ((loc / scale) @ trained.weights[0]).unsqueeze(1))
+        loc = torch.cat([q.observation_loc, q.action_loc])
+        scale = torch.cat([q.observation_scale, q.action_scale])
+        q.biases[0].sub_(((loc / scale) @ q.weights[0]).unsqueeze(1))
+        q.weights[0].div_(scale[:, None])
+    q.set_input_normalization()  # identity: folded into the first layer
+    q = q.to(device)
     spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
     actor = make_iql_actor(OBS, spec, num_cells=CELLS).to(device)
     actor.load_state_dict(
