@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from loss_harness import ted_batch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torchrl.collectors import Collector
@@ -321,17 +322,7 @@ def test_package_iql_step_changes_selector_scores():
     sel = O3FActionSelector(loss.qvalue_network, _spec(), num_candidates=8)
     obs, cands = torch.randn(3, OBS), torch.rand(8, 3, ACT) * 2 - 1
     before = sel.score(obs, cands)
-    batch = TensorDict(
-        {
-            "observation": torch.randn(16, OBS),
-            "action": torch.rand(16, ACT) * 2 - 1,
-            ("next", "observation"): torch.randn(16, OBS),
-            ("next", "reward"): torch.randn(16, 1),
-            ("next", "done"): torch.zeros(16, 1, dtype=torch.bool),
-            ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool),
-        },
-        [16],
-    )
+    batch = ted_batch(16, OBS, ACT, terminated_frac=0.0)
     opt = torch.optim.Adam(loss.parameters(), lr=1e-2)
     out = loss(batch)
     opt.zero_grad()
@@ -396,17 +387,8 @@ def test_sac_critic_reuse_with_trained_params():
     torch.testing.assert_close(sel.score(obs, cands), reference(loss.qvalue_network_params))
 
     opt = torch.optim.Adam(loss.parameters(), lr=1e-2)
-    batch = TensorDict(
-        {
-            "observation": torch.randn(32, OBS),
-            "action": torch.rand(32, ACT) * 2 - 1,
-            ("next", "observation"): torch.randn(32, OBS),
-            ("next", "reward"): torch.ones(32, 1),
-            ("next", "done"): torch.zeros(32, 1, dtype=torch.bool),
-            ("next", "terminated"): torch.zeros(32, 1, dtype=torch.bool),
-        },
-        [32],
-    )
+    batch = ted_batch(32, OBS, ACT, terminated_frac=0.0)
+    batch["next", "reward"] = torch.ones(32, 1)
     before = sel.score(obs, cands)
     for _ in range(3):
         losses = loss(batch)
