@@ -73,15 +73,6 @@ def test_evaluate_policy_is_reproducible():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.fixture
-def one_thread():
-    # tiny networks: one thread avoids the cost of waking a second one on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_train_behavior_smoke(tmp_path, one_thread):
     pt = train_behavior(
         "hopper",

@@ -340,15 +340,6 @@ def test_lapo_bad_arguments():
 
 
 # --------------------------------------------------------------------------- learning checks
-@pytest.fixture
-def single_thread():
-    """Tiny networks run faster on one thread (and suffer less from a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def bandit_data(actions: torch.Tensor, rewards: torch.Tensor, obs_dim: int = 1) -> TensorDict:
     """One-step bandit transitions: every transition terminates, so Q(s, a) should equal r."""
     n = actions.shape[0]
@@ -365,7 +356,7 @@ def bandit_data(actions: torch.Tensor, rewards: torch.Tensor, obs_dim: int = 1) 
 
 
 @pytest.mark.slow
-def test_iql_bandit_q_fits_rewards_and_value_tends_to_best_action(single_thread):
+def test_iql_bandit_q_fits_rewards_and_value_tends_to_best_action(one_thread):
     arms = torch.tensor([-0.8, -0.2, 0.4, 0.9])
     arm_rewards = torch.tensor([0.1, 0.5, 1.0, 0.3])
     idx = torch.arange(64) % 4
@@ -398,7 +389,7 @@ def test_iql_bandit_q_fits_rewards_and_value_tends_to_best_action(single_thread)
 
 
 @pytest.mark.slow
-def test_lapo_bandit_cvae_keeps_both_modes_and_policy_picks_the_good_one(single_thread):
+def test_lapo_bandit_cvae_keeps_both_modes_and_policy_picks_the_good_one(one_thread):
     # 3-d actions: with LAPO's KL weight of 1 a 1-d bandit is cheaper to fit with one mode
     n, dim = 256, 3
     good = torch.arange(n) % 2 == 0
@@ -438,7 +429,7 @@ def _pendulum_controller(obs: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_iql_short_offline_run_improves_the_return(single_thread):
+def test_iql_short_offline_run_improves_the_return(one_thread):
     import gymnasium as gym
     from torchrl.envs import GymEnv
 
