@@ -261,7 +261,7 @@ class QEnsemble(TensorDictModuleBase):
         anchor: torch.Tensor,
         *,
         max_active: float = 0.5,
-        min_rows: int = 400,
+        min_rows: int = 100,
     ) -> torch.Tensor:
         """Per-member values of many candidate actions near an anchor action.
 
@@ -291,11 +291,10 @@ class QEnsemble(TensorDictModuleBase):
             max_active: fraction of hidden units above which the dense path is faster.
             min_rows: fewest candidate rows (``N * batch.numel()``) for the sparse path, which
                 also needs N >= 64 per observation. It saves FLOPs but runs ~30 small ops and
-                gathers the flipped units' weights per observation: on a 2-core CPU with a
-                trained halfcheetah critic it is 1.7x faster at N = 100 for 16
-                observations and 2.1x at N = 1000, as fast as the dense product at N = 100 for one
-                observation (slightly slower inside a collector) and slower at N = 10
-                (``benchmarks/bench_selector.py``, docs/performance.md).
+                gathers the flipped units' weights per observation: on a 2-core CPU it is
+                1.1-1.2x faster than the dense product at N = 100 for one observation, 1.4-1.8x
+                for 2 to 16 observations and up to 2.4x at N = 300, and slower below 64
+                candidates (``benchmarks/bench_selector.py``, docs/performance.md).
 
         Other layouts (any broadcast :meth:`values` accepts), fewer rows, other critics, CUDA
         tensors and autograd use :meth:`values` directly.
@@ -339,37 +338,40 @@ class QEnsemble(TensorDictModuleBase):
         obs = (observation.reshape(nb, d) - self.observation_loc) / self.observation_scale
         anc = (anchor.reshape(nb, a) - self.action_loc) / self.action_scale
         z0 = torch.baddbmm(b0, torch.cat([obs, anc], -1).expand(m, nb, d + a), w0)  # [m, B, h]
-        pos = (z0 > 0).unsqueeze(2)  # M0, [m, B, 1, h]
         w_act = w0[:, d:].unsqueeze(1)  # A, [m, 1, a, h]
-        masked = w_act * pos  # M0 * A, [m, B, a, h]
+        masked = w_act * (z0 > 0).unsqueeze(2)  # M0 * A, [m, B, a, h]
         # offsets in the network's action units, [m * B, N, a]
         offset = (candidates.reshape(n, nb, a) - anchor.reshape(nb, a)) / self.action_scale
         offset = offset.transpose(0, 1).expand(m, nb, n, a).reshape(mb, n, a)
         # r = relu(z1) - M0 * z1 = relu(-sign(z0) * z1) = relu(-|z0| + d @ (-sign(z0) * A)),
         # with sign(z0) = +1 where z0 > 0, else -1: non-zero only where the offset flips a unit
-        r = torch.baddbmm(
-            z0.abs().neg_().view(mb, 1, hidden), offset, (w_act - 2 * masked).view(mb, a, hidden)
-        ).relu_()  # [m * B, N, h]
-        r_max = r.amax(1)  # [m * B, h]
-        k = int(torch.count_nonzero(r_max, -1).max())  # most flipped units of any row
+        neg_abs = z0.abs().neg_().view(mb, 1, hidden)
+        flip_w = (w_act - 2 * masked).view(mb, a, hidden)
+        r_max = torch.bmm(offset, flip_w).amax(1).add_(neg_abs.view(mb, hidden))  # [m * B, h]
+        k = int((r_max > 0).sum(-1).max())  # most flipped units of any row
         if k > max_active * hidden:
             return self.values(observation, candidates)
         # W1^T relu(z0) and the rank-a part G = W1^T diag(M0) A, in one product: [m, B, 1 + a, h]
         lhs = torch.cat([z0.clamp_min(0).unsqueeze(2), masked], 2).view(m, nb * (1 + a), hidden)
         rows = torch.bmm(lhs, w1).view(m, nb, 1 + a, hidden)
         base = (rows[:, :, :1] + b1.unsqueeze(1)).view(mb, 1, hidden)
-        g = rows[:, :, 1:].reshape(mb, a, hidden)
+        g = rows[:, :, 1:]  # [m, B, a, h]
         if k == 0:
-            z1 = torch.baddbmm(base, offset, g)
+            z1 = torch.baddbmm(base, offset, g.reshape(mb, a, hidden))
         else:
             # the correction W1^T r over the k units with any flip (padded with units whose r
-            # is zero for every candidate), in the same product as the rank-a part
+            # is zero for every candidate), in the same product as the rank-a part; r is
+            # recomputed on those units only (a product over a, cheaper than gathering it)
             units = torch.topk(r_max, k, dim=-1, sorted=False).indices  # [m * B, k]
-            r_k = r.gather(2, units.unsqueeze(1).expand(mb, n, k))
+            cols = units.unsqueeze(1)
+            r_k = torch.baddbmm(
+                neg_abs.gather(2, cols), offset, flip_w.gather(2, cols.expand(mb, a, k))
+            ).relu_()  # [m * B, N, k]
             first_row = torch.arange(0, m * hidden, hidden, device=units.device).view(m, 1, 1)
             w1_rows = (units.view(m, nb, k) + first_row).view(-1)
-            w1_k = w1.reshape(m * hidden, hidden).index_select(0, w1_rows).view(mb, k, hidden)
-            z1 = torch.baddbmm(base, torch.cat([offset, r_k], -1), torch.cat([g, w1_k], 1))
+            w1_k = w1.reshape(m * hidden, hidden).index_select(0, w1_rows).view(m, nb, k, hidden)
+            rhs = torch.cat([g, w1_k], 2).view(mb, a + k, hidden)
+            z1 = torch.baddbmm(base, torch.cat([offset, r_k], -1), rhs)
         out = self._hidden_layers(z1.view(m, nb * n, hidden), 2)  # [m, B * N, 1]
         return out.view(m, nb, n, 1).transpose(1, 2).reshape(m, n, *batch, 1)
 
