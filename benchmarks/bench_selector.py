@@ -26,7 +26,8 @@ trained critic and actor, observations from its dataset and the actor's actions 
 anchors (cells with m = 5 only).
 
 A second part measures a ``torchrl.collectors.Collector`` on HalfCheetah with the policy
-alone, with policy + selector and with policy + selector scoring densely (N=100, m=5), in
+alone, with policy + selector, with policy + selector scoring densely and with policy +
+selector given a free score (what the selector costs besides scoring; N=100, m=5), in
 alternating rounds; a third compares the spec projection (clamp against buffers vs
 ``TensorSpec.project``).
 
@@ -64,6 +65,14 @@ class DenseScoring(O3FActionSelector):
 
     def member_values(self, observation, candidates, anchor=None):  # noqa: D102
         return super().member_values(observation, candidates)
+
+
+class FreeScoring(O3FActionSelector):
+    """The selector with a free score (the sum of the candidate's entries, no critic): what its
+    sampling, projection, argmax and tensordict work cost a collector without the scoring."""
+
+    def member_values(self, observation, candidates, anchor=None):  # noqa: D102
+        return candidates.sum(-1, keepdim=True).unsqueeze(0)
 
 
 def load_trained(path: str, device) -> dict:
@@ -256,6 +265,7 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float, trained=None) 
     members = naive_members(q)
     td = TensorDict({"observation": obs, "action": action}, shape)
     g = torch.Generator(device)
+
     def policy_then(selector):
         # what a collector does: the policy writes its action, the selector overwrites it
         td.set("action", action)
@@ -333,6 +343,7 @@ def collector_throughput(rounds: int, frames: int, device, trained=None):
         "policy": make(None),
         "policy+selector": make(O3FActionSelector),
         "policy+selector (dense)": make(DenseScoring),
+        "policy+selector (free scoring)": make(FreeScoring),
     }
     iters = {k: iter(c) for k, c in collectors.items()}
     for it in iters.values():  # warm-up batch
@@ -390,11 +401,20 @@ def main():
         alone = rates["policy"]
         print(
             "| policy alone | policy + selector (N=100, m=5) | ratio | "
-            "policy + selector, dense scoring | ratio |\n|---|---|---|---|---|"
+            "policy + selector, dense scoring | ratio | policy + selector, free scoring | "
+            "ratio |\n|---|---|---|---|---|---|---|"
         )
         sel, dense = rates["policy+selector"], rates["policy+selector (dense)"]
-        row = (alone, sel, sel / alone, dense, dense / alone)
-        print("| {:.0f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} |".format(*row))
+        free = rates["policy+selector (free scoring)"]
+        row = (alone, sel, sel / alone, dense, dense / alone, free, free / alone)
+        print("| {:.0f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} |".format(*row))
+        # per-frame cost of the selector over the policy alone, and of its scoring alone
+        per_frame = {k: 1e3 / v - 1e3 / alone for k, v in rates.items() if k != "policy"}
+        print(
+            "\nper frame over the policy alone (ms): "
+            + ", ".join(f"{k.removeprefix('policy+')} {v:.3f}" for k, v in per_frame.items())
+            + f"; a 0.6 ratio allows {1e3 / alone * (1 / 0.6 - 1):.3f}"
+        )
 
 
 def latency_part(args, device, trained=None):

@@ -73,8 +73,9 @@ def test_chosen_action_is_brute_force_argmax(batch, omega):
 
 @pytest.mark.parametrize("batch", [(), (3,)])
 def test_brute_force_argmax_through_the_ensembles_sparse_path(batch, monkeypatch):
-    """400+ candidate rows around the policy action: QEnsemble.candidate_values (exact, only
-    the flipped units densely) picks what a loop over candidates and members picks."""
+    """500+ (member, candidate) rows around the policy action: QEnsemble.candidate_values
+    (exact, only the flipped units densely) picks what a loop over candidates and members
+    picks."""
     n = 400 if batch == () else 150
     torch.manual_seed(3)
     q = QEnsemble(OBS, ACT, num_members=3, num_cells=64)
@@ -556,7 +557,8 @@ def test_selector_benchmark_peers_pick_the_same_candidates():
     spec = importlib.util.spec_from_file_location("bench_selector", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    for n, b in ((100, 1), (100, 4)):  # one env; 4 envs = 400 rows, the sparse threshold
+    # m = 2: one env is 200 (member, candidate) rows (dense), 4 envs 800 (sparse path)
+    for n, b in ((100, 1), (100, 4)):
         res = bench.measure_cell(n, 2, b, torch.device("cpu"), budget_s=0.01)
         assert set(res) == {"o3f", "o3f_dense", "o3f_generic", "torchrl_iql", "bmm", "naive"}
         assert all(ms > 0 and calls >= 5 for ms, calls in res.values())

@@ -261,7 +261,7 @@ class QEnsemble(TensorDictModuleBase):
         anchor: torch.Tensor,
         *,
         max_active: float = 0.5,
-        min_rows: int = 100,
+        min_rows: int = 500,
     ) -> torch.Tensor:
         """Per-member values of many candidate actions near an anchor action.
 
@@ -289,12 +289,13 @@ class QEnsemble(TensorDictModuleBase):
             anchor: ``[*batch, action_dim]``, the point the candidates are drawn around (any
                 point gives the same values; the closer, the fewer flipped units).
             max_active: fraction of hidden units above which the dense path is faster.
-            min_rows: fewest candidate rows (``N * batch.numel()``) for the sparse path, which
-                also needs N >= 64 per observation. It saves FLOPs but runs ~30 small ops and
-                gathers the flipped units' weights per observation: on a 2-core CPU it is
-                1.1-1.2x faster than the dense product at N = 100 for one observation, 1.4-1.8x
-                for 2 to 16 observations and up to 2.4x at N = 300, and slower below 64
-                candidates (``benchmarks/bench_selector.py``, docs/performance.md).
+            min_rows: fewest (member, candidate) rows (``num_members * N * batch.numel()``)
+                for the sparse path, which also needs N >= 64 per observation. It saves FLOPs
+                but runs ~30 small ops whatever the size: on a 2-core CPU it is 1.5-2.3x faster
+                than the dense product at N = 1000 or with 16 observations at N = 100, as fast
+                at N = 100, m = 5 for one observation (500 rows), and slower below that
+                (N < 64, or m = 2 at N = 100) (``benchmarks/bench_selector.py``,
+                docs/performance.md).
 
         Other layouts (any broadcast :meth:`values` accepts), fewer rows, other critics, CUDA
         tensors and autograd use :meth:`values` directly.
@@ -320,7 +321,7 @@ class QEnsemble(TensorDictModuleBase):
         if (
             # few rows: the dense product costs less than the bookkeeping
             n < 64
-            or n * batch.numel() < min_rows
+            or self.num_members * n * batch.numel() < min_rows
             or observation.shape[-1] != d
             or candidates.shape[1:-1] != batch  # another broadcast layout
             or anchor.shape[:-1] != batch
