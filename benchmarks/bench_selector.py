@@ -29,7 +29,7 @@ A second part measures a ``torchrl.collectors.Collector`` on HalfCheetah with th
 alone, with policy + selector, with policy + selector scoring densely and with policy +
 selector given a free score (what the selector costs besides scoring; N=100, m=5), in
 alternating rounds; a third compares the spec projection (clamp against buffers vs
-``TensorSpec.project``).
+``TensorSpec.project``), and a fourth counts the page faults of scoring 16 envs at once.
 
 Run (2 threads, as everywhere in the project)::
 
@@ -384,6 +384,38 @@ def projection(device, calls=2000):
     return {k: v[0] * 1e3 for k, v in res.items()}
 
 
+def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
+    """Median ms and minor page faults per call of the sparse and dense scoring of one cell.
+
+    With 16 envs the scoring makes temporaries of several MB; glibc returns such blocks to the
+    system when they are freed and takes fresh (faulting) pages for the next call unless its
+    thresholds are raised (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``)."""
+    import resource
+
+    torch.manual_seed(0)
+    q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
+    obs = torch.randn(b, OBS, device=device)
+    action = torch.rand(b, ACT, device=device) * 2 - 1
+    cands = (action + 0.2 * torch.randn(n, b, ACT, device=device)).clamp(-1, 1)
+    fns = {
+        "sparse": lambda: q.candidate_values(obs, cands, action),
+        "dense": lambda: q.values(obs, cands),
+    }
+    out = {}
+    with torch.no_grad():
+        for name, f in fns.items():
+            f()
+            times, faults = [], []
+            for _ in range(calls):
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                t0 = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t0)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+            out[name] = (statistics.median(times) * 1e3, statistics.median(faults))
+    return out
+
+
 def main():
     """Run the benchmark and print markdown tables."""
     global device_sync
@@ -440,6 +472,12 @@ def latency_part(args, device, trained=None):
     proj = projection(device)
     print("| clamp | spec.project |\n|---|---|")
     print(f"| {proj['clamp']:.1f} | {proj['spec.project']:.1f} |")
+    if device.type == "cpu" and sys.platform.startswith("linux"):
+        faults = page_faults(device)
+        print("\n### Allocator: N=100, m=5, 16 envs (ms and page faults per call, median)\n")
+        print("| sparse (candidate_values) | faults | dense (values) | faults |\n|---|---|---|---|")
+        (ts, fs), (td, fd) = faults["sparse"], faults["dense"]
+        print(f"| {ts:.2f} | {fs:.0f} | {td:.2f} | {fd:.0f} |")
 
     grid = (
         [(100, 5, 1), (100, 5, 16)]

@@ -183,8 +183,8 @@ def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
         torch.testing.assert_close(q.candidate_values(obs, near, anchor), dense)
         assert not calls  # exact sparse path (depth 3: the later layers run densely)
         far = anchor + 50.0 * torch.randn(500, 4)
-        q.candidate_values(obs, near[:150], anchor)
-        assert calls  # too few rows (3 members x 150 < min_rows): dense
+        q.candidate_values(obs, near[:190], anchor)
+        assert calls  # too few rows (3 members x 190 < min_rows): dense
         calls.clear()
         q.candidate_values(obs.expand(8, 11), near[:50, None].expand(50, 8, 4), anchor.expand(8, 4))
         assert calls  # 400 rows but too few candidates per observation (50 < 64): dense

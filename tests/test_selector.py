@@ -73,7 +73,7 @@ def test_chosen_action_is_brute_force_argmax(batch, omega):
 
 @pytest.mark.parametrize("batch", [(), (3,)])
 def test_brute_force_argmax_through_the_ensembles_sparse_path(batch, monkeypatch):
-    """500+ (member, candidate) rows around the policy action: QEnsemble.candidate_values
+    """600+ (member, candidate) rows around the policy action: QEnsemble.candidate_values
     (exact, only the flipped units densely) picks what a loop over candidates and members
     picks."""
     n = 400 if batch == () else 150

@@ -261,7 +261,7 @@ class QEnsemble(TensorDictModuleBase):
         anchor: torch.Tensor,
         *,
         max_active: float = 0.5,
-        min_rows: int = 500,
+        min_rows: int = 600,
     ) -> torch.Tensor:
         """Per-member values of many candidate actions near an anchor action.
 
@@ -291,11 +291,11 @@ class QEnsemble(TensorDictModuleBase):
             max_active: fraction of hidden units above which the dense path is faster.
             min_rows: fewest (member, candidate) rows (``num_members * N * batch.numel()``)
                 for the sparse path, which also needs N >= 64 per observation. It saves FLOPs
-                but runs ~30 small ops whatever the size: on a 2-core CPU it is 1.5-2.3x faster
-                than the dense product at N = 1000 or with 16 observations at N = 100, as fast
-                at N = 100, m = 5 for one observation (500 rows), and slower below that
-                (N < 64, or m = 2 at N = 100) (``benchmarks/bench_selector.py``,
-                docs/performance.md).
+                but runs ~30 small ops whatever the size: on a 2-core CPU it is 1.5-2x faster
+                than the dense product at N = 1000 or with 16 observations at N = 100 (trained
+                halfcheetah critic), level at N = 100, m = 5 for one observation (500 rows,
+                where the dense product runs) and slower with fewer rows
+                (``benchmarks/bench_selector.py``, docs/performance.md).
 
         Other layouts (any broadcast :meth:`values` accepts), fewer rows, other critics, CUDA
         tensors and autograd use :meth:`values` directly.
