@@ -401,19 +401,19 @@ def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
         "sparse": lambda: q.candidate_values(obs, cands, action),
         "dense": lambda: q.values(obs, cands),
     }
-    out = {}
+    times = {k: [] for k in fns}
+    faults = {k: [] for k in fns}
     with torch.no_grad():
-        for name, f in fns.items():
+        for f in fns.values():  # warm-up
             f()
-            times, faults = [], []
-            for _ in range(calls):
+        for _ in range(calls):  # interleaved, one call each
+            for name, f in fns.items():
                 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 t0 = time.perf_counter()
                 f()
-                times.append(time.perf_counter() - t0)
-                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-            out[name] = (statistics.median(times) * 1e3, statistics.median(faults))
-    return out
+                times[name].append(time.perf_counter() - t0)
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {k: (statistics.median(times[k]) * 1e3, statistics.median(faults[k])) for k in fns}
 
 
 def main():

@@ -348,7 +348,8 @@ class QEnsemble(TensorDictModuleBase):
         # with sign(z0) = +1 where z0 > 0, else -1: non-zero only where the offset flips a unit
         neg_abs = z0.abs().neg_().view(mb, 1, hidden)
         flip_w = (w_act - 2 * masked).view(mb, a, hidden)
-        r_max = torch.bmm(offset, flip_w).amax(1).add_(neg_abs.view(mb, hidden))  # [m * B, h]
+        pre = torch.bmm(offset, flip_w)  # [m * B, N, h]; its storage is reused for z1 below
+        r_max = pre.amax(1).add_(neg_abs.view(mb, hidden))  # [m * B, h]
         k = int((r_max > 0).sum(-1).max())  # most flipped units of any row
         if k > max_active * hidden:
             return self.values(observation, candidates)
@@ -358,7 +359,7 @@ class QEnsemble(TensorDictModuleBase):
         base = (rows[:, :, :1] + b1.unsqueeze(1)).view(mb, 1, hidden)
         g = rows[:, :, 1:]  # [m, B, a, h]
         if k == 0:
-            z1 = torch.baddbmm(base, offset, g.reshape(mb, a, hidden))
+            z1 = torch.baddbmm(base, offset, g.reshape(mb, a, hidden), out=pre)
         else:
             # the correction W1^T r over the k units with any flip (padded with units whose r
             # is zero for every candidate), in the same product as the rank-a part; r is
@@ -372,7 +373,7 @@ class QEnsemble(TensorDictModuleBase):
             w1_rows = (units.view(m, nb, k) + first_row).view(-1)
             w1_k = w1.reshape(m * hidden, hidden).index_select(0, w1_rows).view(m, nb, k, hidden)
             rhs = torch.cat([g, w1_k], 2).view(mb, a + k, hidden)
-            z1 = torch.baddbmm(base, torch.cat([offset, r_k], -1), rhs)
+            z1 = torch.baddbmm(base, torch.cat([offset, r_k], -1), rhs, out=pre)
         out = self._hidden_layers(z1.view(m, nb * n, hidden), 2)  # [m, B * N, 1]
         return out.view(m, nb, n, 1).transpose(1, 2).reshape(m, n, *batch, 1)
 
@@ -396,8 +397,10 @@ class QEnsemble(TensorDictModuleBase):
                 h = torch.baddbmm(b, h, w)
             else:
                 # one output unit: a multiply-and-sum is ~5x faster than a [h, 1] batched
-                # matmul on CPU, forward and backward (see docs/performance.md)
-                h = (h * w.mT).sum(-1, keepdim=True) + b
+                # matmul on CPU, forward and backward (see docs/performance.md); without
+                # autograd the product goes in place (h is this function's own activation)
+                h = h.mul_(w.mT) if not torch.is_grad_enabled() else h * w.mT
+                h = h.sum(-1, keepdim=True) + b
         return h
 
     def mean_std(
