@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 
 __all__ = [
     "save_checkpoint",
+    "copy_checkpoint",
+    "write_atomic",
     "load_checkpoint",
     "rng_state",
     "set_rng_state",
@@ -25,26 +29,25 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or belongs to another run."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` with ``torch.save`` atomically.
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file atomically.
 
-    The file is written to a temporary file in the same directory, flushed to disk and then
-    renamed over ``path``, so a crash or a kill never leaves a half-written checkpoint: the
-    previous one stays intact until the new one is complete.
+    ``write(f)`` fills a temporary file in the same directory, which is flushed to disk and
+    renamed over ``path``. A crash or a kill never leaves a half-written file: the previous
+    one stays intact until the new one is complete.
 
     Example:
         >>> import tempfile, os
-        >>> d = tempfile.mkdtemp()
-        >>> p = save_checkpoint({"step": 3}, os.path.join(d, "ckpt.pt"))
-        >>> load_checkpoint(p)["step"]
-        3
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.txt")
+        >>> write_atomic(path, lambda f: f.write(b"hi")).read_text()
+        'hi'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -53,6 +56,33 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` with ``torch.save`` atomically (see :func:`write_atomic`).
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> p = save_checkpoint({"step": 3}, os.path.join(d, "ckpt.pt"))
+        >>> load_checkpoint(p)["step"]
+        3
+    """
+    return write_atomic(path, lambda f: torch.save(state, f))
+
+
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a checkpoint file atomically (a byte copy, not a second serialisation).
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> p = save_checkpoint({"step": 3}, os.path.join(d, "final.pt"))
+        >>> load_checkpoint(copy_checkpoint(p, os.path.join(d, "latest.pt")))["step"]
+        3
+    """
+    with open(src, "rb") as source:
+        return write_atomic(dst, lambda f: shutil.copyfileobj(source, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import time
 from dataclasses import asdict
@@ -23,11 +21,13 @@ from torchrl_o3f.envs import get_task, make_env
 from torchrl_o3f.trainers.agents import Agent, build_agent
 from torchrl_o3f.trainers.checkpoint import (
     CheckpointError,
+    copy_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
+    write_atomic,
 )
 from torchrl_o3f.trainers.config import ConfigError, TrainerConfig
 from torchrl_o3f.trainers.evaluation import evaluate
@@ -295,10 +295,8 @@ class OfflineOnlineTrainer:
     def save(self, name: str = "latest") -> Path:
         """Write ``checkpoints/<name>.pt`` (and ``latest.pt``) atomically."""
         path = save_checkpoint(self._state(), self.ckpt_dir / f"{name}.pt")
-        if name != "latest":  # a copy of the file, not a second serialisation
-            tmp = self.ckpt_dir / ".latest.pt.tmp"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, self.ckpt_dir / "latest.pt")
+        if name != "latest":
+            copy_checkpoint(path, self.ckpt_dir / "latest.pt")
         return path
 
     def _restore(self, state: dict[str, Any], *, fresh_online: bool) -> None:
@@ -556,9 +554,8 @@ class OfflineOnlineTrainer:
             title=f"O3F-{self.cfg.algo.name.upper()} on {self.task.name} "
             f"({self.cfg.exploration.mode})",
         )
-        tmp = self.out / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(self.out / "summary.json")
+        text = json.dumps(summary, indent=2).encode()
+        write_atomic(self.out / "summary.json", lambda f: f.write(text))
         return summary
 
     def _close(self) -> None:
