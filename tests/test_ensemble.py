@@ -193,6 +193,32 @@ def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
         assert calls  # too many flipped units: dense
 
 
+def test_candidate_values_in_groups_of_observations(monkeypatch):
+    """Observations are scored in groups of about ``chunk_rows`` rows; each group picks its own
+    path (here the first observation's anchor is far from its candidates: its group is dense,
+    the others sparse) and the values come back in the caller's batch layout."""
+    torch.manual_seed(3)
+    q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64))
+    obs = torch.randn(2, 3, 11)
+    anchor = torch.rand(2, 3, 4) * 2 - 1
+    cands = anchor + 0.05 * torch.randn(100, 2, 3, 4)
+    far = anchor.clone()
+    far[0, 0] += 40.0
+    with torch.no_grad():
+        dense = q.values(obs, cands)
+        calls = []
+        real = q.values
+        monkeypatch.setattr(q, "values", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
+        # 300 rows per observation, groups of 2 observations: [0, 1], [2, 3], [4, 5]
+        got = q.candidate_values(obs, cands, far, max_active=0.2, chunk_rows=600)
+        assert got.shape == dense.shape == (3, 100, 2, 3, 1)
+        torch.testing.assert_close(got, dense, rtol=1e-5, atol=1e-5)
+        assert calls == [torch.Size([100, 2, 4])]  # the first group only, densely
+        calls.clear()
+        torch.testing.assert_close(q.candidate_values(obs, cands, anchor, chunk_rows=1), dense)
+        assert not calls  # one observation per group, all sparse
+
+
 def test_candidate_values_match_an_anchor_far_from_the_candidates():
     """Any anchor gives the same values (the decomposition is exact, not a linearisation)."""
     torch.manual_seed(2)
@@ -212,7 +238,10 @@ def test_candidate_values_fall_back_for_other_critics(kwargs):
     obs, anchor = torch.randn(4, 6), torch.rand(4, 3)
     cands = anchor + 0.1 * torch.randn(100, 4, 3)
     with torch.no_grad():
-        torch.testing.assert_close(q.candidate_values(obs, cands, anchor), q.values(obs, cands))
+        dense = q.values(obs, cands)
+        torch.testing.assert_close(q.candidate_values(obs, cands, anchor), dense)
+        # scored densely, one observation per group
+        torch.testing.assert_close(q.candidate_values(obs, cands, anchor, chunk_rows=1), dense)
     # with autograd on, the dense path runs and gradients flow
     q.candidate_values(obs, cands, anchor).sum().backward()
     assert q.weights[0].grad is not None
@@ -239,7 +268,10 @@ def test_candidate_values_equal_the_dense_values_over_random_configurations():
         spread = rnd.choice([1e-4, 0.1, 1.0, 10.0])
         cands = anchor + spread * torch.randn(rnd.choice([64, 400]), *batch, a, dtype=dtype)
         with torch.no_grad():
-            fast = q.candidate_values(obs, cands, anchor, max_active=1.0, min_rows=1)
+            chunk_rows = rnd.choice([1, 700, 4096])
+            fast = q.candidate_values(
+                obs, cands, anchor, max_active=1.0, min_rows=1, chunk_rows=chunk_rows
+            )
             dense = q.values(obs, cands)
         tol = 1e-5 if dtype == torch.float32 else 1e-10
         torch.testing.assert_close(fast, dense, rtol=tol, atol=tol * float(dense.abs().max()))

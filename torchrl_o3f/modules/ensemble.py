@@ -262,6 +262,7 @@ class QEnsemble(TensorDictModuleBase):
         *,
         max_active: float = 0.5,
         min_rows: int = 600,
+        chunk_rows: int = 4096,
     ) -> torch.Tensor:
         """Per-member values of many candidate actions near an anchor action.
 
@@ -296,9 +297,15 @@ class QEnsemble(TensorDictModuleBase):
                 halfcheetah critic), level at N = 100, m = 5 for one observation (500 rows,
                 where the dense product runs) and slower with fewer rows
                 (``benchmarks/bench_selector.py``, docs/performance.md).
+            chunk_rows: on CPU the observations are scored in groups of about this many
+                (member, candidate) rows (at least one observation per group), densely or not,
+                so the ``[rows, 256]`` temporaries stay a few MB: one pass over N = 1000
+                candidates for 16 observations would allocate and walk 80 MB blocks, 1.5x
+                (dense) to 2.8x (sparse) slower than groups (docs/performance.md).
 
-        Other layouts (any broadcast :meth:`values` accepts), fewer rows, other critics, CUDA
-        tensors and autograd use :meth:`values` directly.
+        Other critics (LayerNorm, other activations, depth 1) and fewer rows are scored densely,
+        in the same groups; other layouts (any broadcast :meth:`values` accepts), CUDA tensors
+        and autograd use :meth:`values` directly.
 
         Example:
             >>> import torch
@@ -319,30 +326,56 @@ class QEnsemble(TensorDictModuleBase):
         batch = observation.shape[:-1]
         n = candidates.shape[0] if candidates.dim() > 1 else 0
         if (
-            # few rows: the dense product costs less than the bookkeeping
-            n < 64
-            or self.num_members * n * batch.numel() < min_rows
+            candidates.dim() < 2  # no candidate dimension
             or observation.shape[-1] != d
             or candidates.shape[1:-1] != batch  # another broadcast layout
             or anchor.shape[:-1] != batch
-            or not self._relu
-            or self.layer_norm
-            or len(self.weights) < 3
             or torch.is_grad_enabled()
             or candidates.device.type != "cpu"
         ):
             return self.values(observation, candidates)
         nb, m = batch.numel(), self.num_members
+        sparse = (
+            # few rows: the dense product costs less than the bookkeeping
+            n >= 64
+            and m * n * nb >= min_rows
+            and self._relu
+            and not self.layer_norm
+            and len(self.weights) >= 3
+        )
+        obs, anc = observation.reshape(nb, d), anchor.reshape(nb, a)
+        cand = candidates.reshape(n, nb, a)
+        group = max(1, chunk_rows // max(1, m * n))
+        groups = zip(obs.split(group), cand.split(group, 1), anc.split(group))
+        out = [
+            self._near_anchor_values(o, c, x, max_active) if sparse else self.values(o, c)
+            for o, c, x in groups
+        ]
+        return (out[0] if len(out) == 1 else torch.cat(out, 2)).reshape(m, n, *batch, 1)
+
+    def _near_anchor_values(
+        self,
+        observation: torch.Tensor,
+        candidates: torch.Tensor,
+        anchor: torch.Tensor,
+        max_active: float,
+    ) -> torch.Tensor:
+        """One group of :meth:`candidate_values`: ``[m, N, B, 1]`` values (maybe a view).
+
+        Takes ``[B, d]`` observations, ``[N, B, a]`` candidates and ``[B, a]`` anchors.
+        """
+        d, a = self.observation_dim, self.action_dim
+        n, nb, m = candidates.shape[0], observation.shape[0], self.num_members
         mb = m * nb
         w0, b0, w1, b1 = self.weights[0], self.biases[0], self.weights[1], self.biases[1]
         hidden = w0.shape[-1]
-        obs = (observation.reshape(nb, d) - self.observation_loc) / self.observation_scale
-        anc = (anchor.reshape(nb, a) - self.action_loc) / self.action_scale
+        obs = (observation - self.observation_loc) / self.observation_scale
+        anc = (anchor - self.action_loc) / self.action_scale
         z0 = torch.baddbmm(b0, torch.cat([obs, anc], -1).expand(m, nb, d + a), w0)  # [m, B, h]
         w_act = w0[:, d:].unsqueeze(1)  # A, [m, 1, a, h]
         masked = w_act * (z0 > 0).unsqueeze(2)  # M0 * A, [m, B, a, h]
         # offsets in the network's action units, [m * B, N, a]
-        offset = (candidates.reshape(n, nb, a) - anchor.reshape(nb, a)) / self.action_scale
+        offset = (candidates - anchor) / self.action_scale
         offset = offset.transpose(0, 1).expand(m, nb, n, a).reshape(mb, n, a)
         # r = relu(z1) - M0 * z1 = relu(-sign(z0) * z1) = relu(-|z0| + d @ (-sign(z0) * A)),
         # with sign(z0) = +1 where z0 > 0, else -1: non-zero only where the offset flips a unit
@@ -352,7 +385,7 @@ class QEnsemble(TensorDictModuleBase):
         r_max = pre.amax(1).add_(neg_abs.view(mb, hidden))  # [m * B, h]
         k = int((r_max > 0).sum(-1).max())  # most flipped units of any row
         if k > max_active * hidden:
-            return self.values(observation, candidates)
+            return self.values(observation, candidates)  # [m, N, B, 1]
         # W1^T relu(z0) and the rank-a part G = W1^T diag(M0) A, in one product: [m, B, 1 + a, h]
         lhs = torch.cat([z0.clamp_min(0).unsqueeze(2), masked], 2).view(m, nb * (1 + a), hidden)
         rows = torch.bmm(lhs, w1).view(m, nb, 1 + a, hidden)
@@ -375,7 +408,7 @@ class QEnsemble(TensorDictModuleBase):
             rhs = torch.cat([g, w1_k], 2).view(mb, a + k, hidden)
             z1 = torch.baddbmm(base, torch.cat([offset, r_k], -1), rhs, out=pre)
         out = self._hidden_layers(z1.view(m, nb * n, hidden), 2)  # [m, B * N, 1]
-        return out.view(m, nb, n, 1).transpose(1, 2).reshape(m, n, *batch, 1)
+        return out.view(m, nb, n, 1).transpose(1, 2)
 
     def _hidden_layers(self, h, start: int, params=None, members=None) -> torch.Tensor:
         """Layers ``start..last`` on the pre-activation ``h`` of layer ``start - 1``."""
