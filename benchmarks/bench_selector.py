@@ -324,16 +324,17 @@ def latency_table(device, grid, budget_s, trained=None, repeats=1):
     return rows
 
 
-def collector_throughput(rounds: int, frames: int, device, trained=None):
-    """Frames/s of a Collector on HalfCheetah: IQL actor alone vs actor + selector (default
-    scoring and dense scoring), with the checkpoint's actor and critic when given."""
+def collector_throughput(rounds: int, frames: int, device, trained=None, num_envs: int = 1):
+    """Frames/s of a Collector on HalfCheetah (``num_envs`` envs stepped as one batch): IQL
+    actor alone vs actor + selector (default, dense and free scoring), with the checkpoint's
+    actor and critic when given."""
     from torchrl.collectors import Collector
 
     from torchrl_o3f.envs import make_env
     from torchrl_o3f.modules.actors import make_iql_actor
 
     def make(selector_cls):
-        env = make_env("halfcheetah-medium", seed=0)
+        env = make_env("halfcheetah-medium", seed=0, num_envs=num_envs)
         # the policy O3F-IQL collects with: IQL's Gaussian actor, 2x256
         if trained is None:
             torch.manual_seed(0)
@@ -429,6 +430,13 @@ def main():
     )
     parser.add_argument("--rounds", type=int, default=6, help="collector rounds")
     parser.add_argument("--frames", type=int, default=400, help="frames per collector round")
+    parser.add_argument(
+        "--collector-envs",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="env batch sizes of the collector part (e.g. 1 16)",
+    )
     parser.add_argument("--skip-collector", action="store_true")
     parser.add_argument("--collector-only", action="store_true")
     parser.add_argument(
@@ -446,24 +454,29 @@ def main():
         latency_part(args, device, trained)
     if not args.skip_collector and device.type == "cpu":
         print("\n### Collector on HalfCheetah (frames/s, median of alternating rounds)\n")
-        rates = collector_throughput(args.rounds, args.frames, device, trained)
-        alone = rates["policy"]
         print(
-            "| policy alone | policy + selector (N=100, m=5) | ratio | "
+            "| envs | policy alone | policy + selector (N=100, m=5) | ratio | "
             "policy + selector, dense scoring | ratio | policy + selector, free scoring | "
-            "ratio |\n|---|---|---|---|---|---|---|"
+            "ratio |\n|---|---|---|---|---|---|---|---|"
         )
-        sel, dense = rates["policy+selector"], rates["policy+selector (dense)"]
-        free = rates["policy+selector (free scoring)"]
-        row = (alone, sel, sel / alone, dense, dense / alone, free, free / alone)
-        print("| {:.0f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} |".format(*row))
-        # per-frame cost of the selector over the policy alone, and of its scoring alone
-        per_frame = {k: 1e3 / v - 1e3 / alone for k, v in rates.items() if k != "policy"}
-        print(
-            "\nper frame over the policy alone (ms): "
-            + ", ".join(f"{k.removeprefix('policy+')} {v:.3f}" for k, v in per_frame.items())
-            + f"; a 0.6 ratio allows {1e3 / alone * (1 / 0.6 - 1):.3f}"
-        )
+        costs = []
+        for num_envs in args.collector_envs:
+            rates = collector_throughput(args.rounds, args.frames, device, trained, num_envs)
+            alone = rates["policy"]
+            sel, dense = rates["policy+selector"], rates["policy+selector (dense)"]
+            free = rates["policy+selector (free scoring)"]
+            row = (num_envs, alone, sel, sel / alone, dense, dense / alone, free, free / alone)
+            print(
+                "| {} | {:.0f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} |".format(*row)
+            )
+            # per-frame cost of the selector over the policy alone, and of its scoring alone
+            per_frame = {k: 1e3 / v - 1e3 / alone for k, v in rates.items() if k != "policy"}
+            costs.append(
+                f"{num_envs} env(s): "
+                + ", ".join(f"{k.removeprefix('policy+')} {v:.3f}" for k, v in per_frame.items())
+                + f"; a 0.6 ratio allows {1e3 / alone * (1 / 0.6 - 1):.3f}"
+            )
+        print("\nper frame over the policy alone (ms):\n" + "\n".join(costs))
 
 
 def latency_part(args, device, trained=None):

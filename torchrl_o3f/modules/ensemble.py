@@ -343,15 +343,23 @@ class QEnsemble(TensorDictModuleBase):
             and not self.layer_norm
             and len(self.weights) >= 3
         )
+        group = max(1, chunk_rows // max(1, m * n))
+        if nb <= group and not sparse:
+            return self.values(observation, candidates)
         obs, anc = observation.reshape(nb, d), anchor.reshape(nb, a)
         cand = candidates.reshape(n, nb, a)
-        group = max(1, chunk_rows // max(1, m * n))
-        groups = zip(obs.split(group), cand.split(group, 1), anc.split(group))
-        out = [
-            self._near_anchor_values(o, c, x, max_active) if sparse else self.values(o, c)
-            for o, c, x in groups
-        ]
-        return (out[0] if len(out) == 1 else torch.cat(out, 2)).reshape(m, n, *batch, 1)
+        if nb <= group:
+            out = self._near_anchor_values(obs, cand, anc, max_active)
+        else:
+            groups = zip(obs.split(group), cand.split(group, 1), anc.split(group))
+            out = torch.cat(
+                [
+                    self._near_anchor_values(o, c, x, max_active) if sparse else self.values(o, c)
+                    for o, c, x in groups
+                ],
+                2,
+            )
+        return out.reshape(m, n, *batch, 1)
 
     def _near_anchor_values(
         self,
