@@ -16,11 +16,12 @@ from loss_harness import (
     ted_batch,
 )
 from tensordict import TensorDict
+from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate
 
 from torchrl_o3f.modules import O3FActionSelector, QEnsemble
-from torchrl_o3f.modules.actors import make_iql_actor, make_value_network
+from torchrl_o3f.modules.actors import action_bounds, make_iql_actor, make_value_network
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor
 from torchrl_o3f.objectives import (
     IQLLoss,
@@ -547,3 +548,21 @@ def test_iql_agrees_with_torchrl_and_plain_pytorch_on_one_batch():
     )
     for name, _, diff in rows:
         assert diff < 1e-5, name
+
+
+def test_actor_from_a_batched_env_spec():
+    """A SerialEnv's action spec ([num_envs, action_dim]) gives one env's actor, which serves
+    batched and unbatched tensordicts; envs with different bounds are refused clearly."""
+    spec = Bounded(-torch.ones(16, 3) * 0.5, torch.ones(16, 3) * 0.5, shape=(16, 3))
+    low, high = action_bounds(spec)
+    assert low.shape == high.shape == (3,)
+    actor = make_iql_actor(OBS_DIM, spec, num_cells=CELLS)
+    with set_exploration_type(ExplorationType.RANDOM):
+        batched = actor(TensorDict({"observation": torch.randn(16, OBS_DIM)}, [16]))["action"]
+        single = actor(TensorDict({"observation": torch.randn(OBS_DIM)}, []))["action"]
+    assert batched.shape == (16, 3) and single.shape == (3,)
+    assert batched.abs().max() <= 0.5
+    low = -torch.ones(2, 3)
+    low[1] = -2.0
+    with pytest.raises(ValueError, match="different bounds"):
+        make_iql_actor(OBS_DIM, Bounded(low, torch.ones(2, 3), shape=(2, 3)), num_cells=CELLS)

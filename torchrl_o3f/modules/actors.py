@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from tensordict.nn import TensorDictModule
 from torch import nn
-from torchrl.data import TensorSpec
+from torchrl.data import Bounded, TensorSpec
 from torchrl.modules import MLP, ProbabilisticActor, ValueOperator
 from torchrl.modules.distributions import IndependentNormal
 
@@ -24,16 +24,34 @@ from torchrl_o3f.modules.networks import build_mlp
 __all__ = ["TanhMeanGaussianNet", "action_bounds", "make_iql_actor", "make_value_network"]
 
 
+def _env_row(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """One env's bounds out of ``[*env_batch, action_dim]`` bounds; ``None`` if they differ.
+
+    A ``SerialEnv``/``ParallelEnv`` spec repeats its envs' bounds along the env batch.
+    """
+    action_dim = low.shape[-1] if low.ndim else 1
+    low2, high2 = low.reshape(-1, action_dim), high.reshape(-1, action_dim)
+    if bool((low2 == low2[:1]).all()) and bool((high2 == high2[:1]).all()):
+        return low2[0], high2[0]
+    return None
+
+
 def action_bounds(action_spec: TensorSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """The finite ``(low, high)`` bounds of a bounded continuous action spec, as float tensors.
+    """The finite ``(low, high)`` bounds of a bounded action spec, ``[action_dim]`` floats each.
+
+    A batched env's spec (``[num_envs, action_dim]``, as ``SerialEnv`` and ``ParallelEnv``
+    give) stands for its envs' common bounds.
 
     Raises:
-        ValueError: when the spec has no finite bounds (use a ``Bounded`` spec).
+        ValueError: when the spec has no finite bounds (use a ``Bounded`` spec), or when the
+            envs of a batched spec have different bounds.
 
     Example:
         >>> from torchrl.data import Bounded
         >>> action_bounds(Bounded(-2.0, 2.0, shape=(1,)))
         (tensor([-2.]), tensor([2.]))
+        >>> action_bounds(Bounded(-1.0, 1.0, shape=(16, 2)))   # 16 envs
+        (tensor([-1., -1.]), tensor([1., 1.]))
     """
     space = getattr(action_spec, "space", None)
     low, high = getattr(space, "low", None), getattr(space, "high", None)
@@ -41,8 +59,15 @@ def action_bounds(action_spec: TensorSpec) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(
             f"the action spec must be bounded (torchrl.data.Bounded), got {type(action_spec)}"
         )
-    low = torch.as_tensor(low, dtype=torch.float32).reshape(-1)
-    high = torch.as_tensor(high, dtype=torch.float32).reshape(-1)
+    row = _env_row(
+        torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+    )
+    if row is None:
+        raise ValueError(
+            f"the envs of the batched action spec (shape {tuple(action_spec.shape)}) have "
+            "different bounds; build the network for one env's spec"
+        )
+    low, high = row
     if not (torch.isfinite(low).all() and torch.isfinite(high).all()) or (high <= low).any():
         raise ValueError(
             f"the action spec needs finite bounds with low < high, got low={low} high={high}"
@@ -167,6 +192,10 @@ def make_iql_actor(
         torch.Size([4, 1])
     """
     low, high = action_bounds(action_spec)
+    if action_spec.ndim > 1:
+        # a batched env's spec: project with one env's bounds, so the actor serves batched and
+        # unbatched tensordicts alike
+        action_spec = Bounded(low, high, shape=low.shape, dtype=action_spec.dtype)
     net = TanhMeanGaussianNet(
         observation_dim,
         low,

@@ -11,6 +11,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import Bounded, Composite, TensorSpec, Unbounded
 from torchrl.envs.utils import ExplorationType, exploration_type
 
+from torchrl_o3f.modules.actors import _env_row
 from torchrl_o3f.modules.ensemble import QEnsemble
 
 __all__ = ["O3FActionSelector"]
@@ -238,10 +239,9 @@ class O3FActionSelector(TensorDictModuleBase):
         if isinstance(action_spec, Bounded):
             low, high = action_spec.space.low, action_spec.space.high
             # a batched env's spec repeats the same bounds per env: keep one row so the
-            # selector serves tensordicts with and without the env batch dimension
-            low2, high2 = low.reshape(-1, action_dim), high.reshape(-1, action_dim)
-            if bool((low2 == low2[:1]).all()) and bool((high2 == high2[:1]).all()):
-                low, high = low2[0], high2[0]
+            # selector serves tensordicts with and without the env batch dimension (envs
+            # with different bounds keep theirs)
+            low, high = _env_row(low, high) or (low, high)
             self.register_buffer("low", low.to(device=device, dtype=torch.float32).clone())
             self.register_buffer("high", high.to(device=device, dtype=torch.float32).clone())
         else:
