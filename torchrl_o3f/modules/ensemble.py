@@ -325,8 +325,10 @@ class QEnsemble(TensorDictModuleBase):
             )
         batch = observation.shape[:-1]
         n = candidates.shape[0] if candidates.dim() > 1 else 0
+        m, rows = self.num_members, self.num_members * n * batch.numel()
         if (
-            candidates.dim() < 2  # no candidate dimension
+            # few rows: one dense product costs less than the sparse layer's bookkeeping
+            (rows <= chunk_rows and (n < 64 or rows < min_rows))  # also: no candidate dim
             or observation.shape[-1] != d
             or candidates.shape[1:-1] != batch  # another broadcast layout
             or anchor.shape[:-1] != batch
@@ -334,11 +336,10 @@ class QEnsemble(TensorDictModuleBase):
             or candidates.device.type != "cpu"
         ):
             return self.values(observation, candidates)
-        nb, m = batch.numel(), self.num_members
+        nb = batch.numel()
         sparse = (
-            # few rows: the dense product costs less than the bookkeeping
             n >= 64
-            and m * n * nb >= min_rows
+            and rows >= min_rows
             and self._relu
             and not self.layer_norm
             and len(self.weights) >= 3
