@@ -232,22 +232,27 @@ def interleaved(fns: dict, budget_s: float, min_calls: int, max_calls: int) -> d
 device_sync = None
 
 
+def cell_inputs(m: int, shape: tuple, device, trained=None):
+    """``(critic, observations, policy actions)`` of a cell: a fresh m-member critic with random
+    inputs, or the checkpoint's critic, dataset observations and its actor's actions."""
+    torch.manual_seed(0)
+    if trained is None:
+        q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
+        obs = torch.randn(*shape, OBS, device=device)
+        return q, obs, torch.rand(*shape, ACT, device=device) * 2 - 1
+    pool = trained["observations"]
+    obs = pool[torch.randint(len(pool), shape, device=pool.device)]
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        action = trained["actor"](TensorDict({"observation": obs}, shape))["action"]
+    return trained["q"], obs, action
+
+
 def measure_cell(n: int, m: int, b: int, device, budget_s: float, trained=None) -> dict:
     """One cell of the grid: the methods on the same weights, interleaved."""
     spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
     low, high = spec.space.low, spec.space.high
-    torch.manual_seed(0)
     shape = (b,) if b > 1 else ()
-    if trained is None:
-        q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
-        obs = torch.randn(*shape, OBS, device=device)
-        action = torch.rand(*shape, ACT, device=device) * 2 - 1
-    else:
-        q = trained["q"]
-        pool = trained["observations"]
-        obs = pool[torch.randint(len(pool), shape, device=pool.device)]
-        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-            action = trained["actor"](TensorDict({"observation": obs}, shape))["action"]
+    q, obs, action = cell_inputs(m, shape, device, trained)
     sel = O3FActionSelector(
         q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
     )
@@ -417,6 +422,25 @@ def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
     return {k: (statistics.median(times[k]) * 1e3, statistics.median(faults[k])) for k in fns}
 
 
+def grouping(device, n=1000, m=5, b=16, calls=6, trained=None) -> dict:
+    """``QEnsemble.candidate_values`` scoring b observations in groups of ~4096 (member,
+    candidate) rows (the default) against one pass over all of them, for the sparse layer (a
+    ReLU critic: the checkpoint's when given) and the dense product (the same critic with
+    LayerNorm, which the sparse layer does not serve); medians in ms, interleaved."""
+    relu, obs, action = cell_inputs(m, (b,), device, trained)
+    norm = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, layer_norm=True, device=device)
+    cands = (action + 0.2 * torch.randn(n, b, ACT, device=device)).clamp(-1, 1)
+    one_pass = n * b * m
+    fns = {
+        "sparse, groups": lambda: relu.candidate_values(obs, cands, action),
+        "sparse, one pass": lambda: relu.candidate_values(obs, cands, action, chunk_rows=one_pass),
+        "dense, groups": lambda: norm.candidate_values(obs, cands, action),
+        "dense, one pass": lambda: norm.candidate_values(obs, cands, action, chunk_rows=one_pass),
+    }
+    with torch.no_grad():
+        return interleaved(fns, budget_s=0.0, min_calls=calls, max_calls=calls)
+
+
 def main():
     """Run the benchmark and print markdown tables."""
     global device_sync
@@ -491,6 +515,12 @@ def latency_part(args, device, trained=None):
         print("| sparse (candidate_values) | faults | dense (values) | faults |\n|---|---|---|---|")
         (ts, fs), (td, fd) = faults["sparse"], faults["dense"]
         print(f"| {ts:.2f} | {fs:.0f} | {td:.2f} | {fd:.0f} |")
+
+    if device.type == "cpu":
+        res = grouping(device, trained=trained)
+        print("\n### Groups of observations: N=1000, m=5, 16 envs (ms per call, median)\n")
+        print("| " + " | ".join(res) + " |\n|" + "---|" * len(res))
+        print("| " + " | ".join(f"{t:.1f}" for t, _ in res.values()) + " |")
 
     grid = (
         [(100, 5, 1), (100, 5, 16)]
