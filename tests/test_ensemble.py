@@ -275,3 +275,17 @@ def test_candidate_values_equal_the_dense_values_over_random_configurations():
             dense = q.values(obs, cands)
         tol = 1e-5 if dtype == torch.float32 else 1e-10
         torch.testing.assert_close(fast, dense, rtol=tol, atol=tol * float(dense.abs().max()))
+
+
+def test_inputs_of_another_dtype_are_a_clear_error():
+    """A float64 env (gymnasium's MuJoCo observations) against float32 critics: the error names
+    the cast, on the dense and on the sparse path."""
+    q = QEnsemble(5, 2, num_members=3, num_cells=16)
+    obs, act = torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="DoubleToFloat"):
+        q.values(obs, act)
+    with torch.no_grad(), pytest.raises(TypeError, match="float64"):
+        q.candidate_values(obs, act + 0.1 * torch.randn(1000, 4, 2, dtype=torch.float64), act)
+    with torch.no_grad():
+        out = q.to(torch.float64).candidate_values(obs, act + torch.zeros(1000, 4, 2).double(), act)
+    assert out.dtype == torch.float64

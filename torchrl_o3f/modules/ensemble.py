@@ -60,6 +60,15 @@ def ensemble_reduce(
     raise ValueError(f"unknown reduction {how!r}; use 'min', 'max', 'mean' or 'subset_min'")
 
 
+def _check_dtype(dtype: torch.dtype, observation: torch.Tensor, action: torch.Tensor) -> None:
+    if observation.dtype != dtype or action.dtype != dtype:
+        raise TypeError(
+            f"the Q ensemble's parameters are {dtype} but it got observations of "
+            f"{observation.dtype} and actions of {action.dtype}: cast the inputs (e.g. torchrl's "
+            "DoubleToFloat transform on a float64 env) or the ensemble (ensemble.to(dtype))"
+        )
+
+
 def _broadcast_batch(obs_batch: torch.Size, act_batch: torch.Size) -> torch.Size:
     """``torch.broadcast_shapes`` for two shapes, ~10x cheaper (it runs once per call)."""
     if obs_batch == act_batch:
@@ -245,6 +254,7 @@ class QEnsemble(TensorDictModuleBase):
         batch = _broadcast_batch(observation.shape[:-1], action.shape[:-1])
         w0 = self._param(params, "weights", 0, members)
         b0 = self._param(params, "biases", 0, members)
+        _check_dtype(w0.dtype, observation, action)
         m = w0.shape[0]
         obs = (observation - self.observation_loc) / self.observation_scale
         act = (action - self.action_loc) / self.action_scale
@@ -377,6 +387,7 @@ class QEnsemble(TensorDictModuleBase):
         n, nb, m = candidates.shape[0], observation.shape[0], self.num_members
         mb = m * nb
         w0, b0, w1, b1 = self.weights[0], self.biases[0], self.weights[1], self.biases[1]
+        _check_dtype(w0.dtype, observation, candidates)
         hidden = w0.shape[-1]
         obs = (observation - self.observation_loc) / self.observation_scale
         anc = (anchor - self.action_loc) / self.action_scale
