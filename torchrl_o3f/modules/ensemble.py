@@ -310,8 +310,8 @@ class QEnsemble(TensorDictModuleBase):
             chunk_rows: on CPU the observations are scored in groups of about this many
                 (member, candidate) rows (at least one observation per group), densely or not,
                 so the ``[rows, 256]`` temporaries stay a few MB: one pass over N = 1000
-                candidates for 16 observations would allocate and walk 80 MB blocks, 1.5x
-                (dense) to 2.8x (sparse) slower than groups (docs/performance.md).
+                candidates for 16 observations would allocate and walk 80 MB blocks, 1.1-2.7x
+                (sparse layer) and 1.9-2.4x (dense) slower than groups (docs/performance.md).
 
         Other critics (LayerNorm, other activations, depth 1) and fewer rows are scored densely,
         in the same groups; other layouts (any broadcast :meth:`values` accepts), CUDA tensors
