@@ -302,9 +302,10 @@ class QEnsemble(TensorDictModuleBase):
             max_active: fraction of hidden units above which the dense path is faster.
             min_rows: fewest (member, candidate) rows (``num_members * N * batch.numel()``)
                 for the sparse path, which also needs N >= 64 per observation. It saves FLOPs
-                but runs ~30 small ops whatever the size: on a 2-core CPU it is 1.6-2.1x faster
-                than the dense product at N = 1000 or with 16 observations at N = 100 (trained
-                halfcheetah critic), level at N = 100, m = 5 for one observation (500 rows,
+                but runs ~30 small ops whatever the size: on a 2-core CPU it is 2.2-2.4x faster
+                than the dense product at N = 1000 or with 16 observations at N = 100, 5.5x with
+                16 observations at N = 1000 (trained halfcheetah critic, median of three runs),
+                level at N = 100, m = 5 for one observation (500 rows,
                 where the dense product runs) and slower with fewer rows
                 (``benchmarks/bench_selector.py``, docs/performance.md).
             chunk_rows: on CPU the observations are scored in groups of about this many
