@@ -517,7 +517,9 @@ def test_policy_and_selector_in_a_collector(make):
         loss = make_lapo_loss(3, spec, data=data, family="generic", num_cells=CELLS, depth=1)
     selector = O3FActionSelector(loss.qvalue_network, spec, num_candidates=8, sigma=0.2)
     policy = TensorDictSequential(loss.policy, selector)
-    collector = Collector(env, policy, frames_per_batch=20, total_frames=20)
+    collector = Collector(
+        env, policy, frames_per_batch=20, total_frames=20, auto_register_policy_transforms=False
+    )
     for batch in collector:
         assert batch["action"].shape == (20, 1)
         assert batch["action"].abs().max() <= 2.0

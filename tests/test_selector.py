@@ -456,7 +456,11 @@ def test_collector_stores_the_selected_actions(num_envs):
 
     sel = make_selector()
     collector = Collector(
-        env, TensorDictSequential(actor, sel), frames_per_batch=30, total_frames=30
+        env,
+        TensorDictSequential(actor, sel),
+        frames_per_batch=30,
+        total_frames=30,
+        auto_register_policy_transforms=False,
     )
     sel.generator.manual_seed(5)  # the collector ran the policy once to read its outputs
     data = next(iter(collector))
