@@ -278,3 +278,15 @@ def test_short_offline_iql_on_a_locally_built_locomotion_dataset_improves_the_re
     assert first["step"] == 0 and boundary["step"] == 1500
     # the behaviour policy makes ~600 per 200 steps; an untrained policy about 0
     assert boundary["return"] > first["return"] + 200, (first["return"], boundary["return"])
+
+
+def test_a_run_does_not_depend_on_whether_its_dataset_was_on_disk(tmp_path):
+    """Building the dataset draws from the global generators; the run is seeded after it, so
+    the run that builds its dataset and the next one, which finds it on disk, are the same."""
+    root = str(tmp_path / "datasets")
+    for run in ("builds", "reuses"):
+        OfflineOnlineTrainer(_cfg(tmp_path / run, root)).train()
+    first, second = _final_params(tmp_path / "builds"), _final_params(tmp_path / "reuses")
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(second[key], first[key], rtol=0, atol=0)

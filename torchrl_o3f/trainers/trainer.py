@@ -172,7 +172,6 @@ class OfflineOnlineTrainer:
         from torchrl_o3f.data import ensure_dataset, load_offline_dataset
 
         cfg, task = self.cfg, self.task
-        seed_everything(cfg.seed)
         dataset_id = ensure_dataset(
             task,
             size=cfg.budget.dataset_size,
@@ -201,6 +200,10 @@ class OfflineOnlineTrainer:
         self.observation_dim = obs_dim
         self.dataset_id = dataset_id
         self.num_offline = data.shape[0]
+        # seeded here, after the data: building a dataset draws from the global generators
+        # (its networks' initialisation), so a seed set before it would give one run with a
+        # fresh dataset folder and another with the dataset already on disk
+        seed_everything(cfg.seed)
         self.agent: Agent = build_agent(
             cfg.algo,
             task,
