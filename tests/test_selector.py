@@ -71,12 +71,12 @@ def test_chosen_action_is_brute_force_argmax(batch, omega):
     assert out.batch_size == batch
 
 
-@pytest.mark.parametrize("batch", [(), (3,)])
+@pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
 def test_brute_force_argmax_through_the_ensembles_sparse_path(batch, monkeypatch):
     """600+ (member, candidate) rows around the policy action: QEnsemble.candidate_values
     (exact, only the flipped units densely) picks what a loop over candidates and members
-    picks."""
-    n = 400 if batch == () else 150
+    picks; with 6 observations x 300 candidates (5400 rows) it scores them in two groups."""
+    n = {(): 400, (3,): 150, (2, 3): 300}[batch]
     torch.manual_seed(3)
     q = QEnsemble(OBS, ACT, num_members=3, num_cells=64)
     with torch.no_grad():
