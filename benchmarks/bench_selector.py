@@ -398,10 +398,7 @@ def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
     thresholds are raised (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``)."""
     import resource
 
-    torch.manual_seed(0)
-    q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
-    obs = torch.randn(b, OBS, device=device)
-    action = torch.rand(b, ACT, device=device) * 2 - 1
+    q, obs, action = cell_inputs(m, (b,), device)
     cands = (action + 0.2 * torch.randn(n, b, ACT, device=device)).clamp(-1, 1)
     fns = {
         "sparse": lambda: q.candidate_values(obs, cands, action),

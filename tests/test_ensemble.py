@@ -242,6 +242,9 @@ def test_candidate_values_fall_back_for_other_critics(kwargs):
         torch.testing.assert_close(q.candidate_values(obs, cands, anchor), dense)
         # scored densely, one observation per group
         torch.testing.assert_close(q.candidate_values(obs, cands, anchor, chunk_rows=1), dense)
+        # one observation with more rows than a group: one dense group
+        got = q.candidate_values(obs[0], cands[:, 0], anchor[0], chunk_rows=1)
+        torch.testing.assert_close(got, dense[:, :, 0])
     # with autograd on, the dense path runs and gradients flow
     q.candidate_values(obs, cands, anchor).sum().backward()
     assert q.weights[0].grad is not None

@@ -179,6 +179,8 @@ class QEnsemble(TensorDictModuleBase):
         self.layer_norm = layer_norm
         self.activation = get_activation(activation)()
         self._relu = type(self.activation) is nn.ReLU
+        # candidate_values' exact sparse second layer serves ReLU critics of depth >= 2
+        self._sparse_layer = self._relu and not layer_norm and depth >= 2
         sizes = [observation_dim + action_dim] + [num_cells] * depth + [1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -336,10 +338,12 @@ class QEnsemble(TensorDictModuleBase):
             )
         batch = observation.shape[:-1]
         n = candidates.shape[0] if candidates.dim() > 1 else 0
-        m, rows = self.num_members, self.num_members * n * batch.numel()
+        m, nb = self.num_members, batch.numel()
+        rows = m * n * nb
+        # few rows: one dense product costs less than the sparse layer's bookkeeping
+        sparse = self._sparse_layer and n >= 64 and rows >= min_rows
         if (
-            # few rows: one dense product costs less than the sparse layer's bookkeeping
-            (rows <= chunk_rows and (n < 64 or rows < min_rows))  # also: no candidate dim
+            (rows <= chunk_rows and not sparse)  # one dense product (also: no candidate dim)
             or observation.shape[-1] != d
             or candidates.shape[1:-1] != batch  # another broadcast layout
             or anchor.shape[:-1] != batch
@@ -347,30 +351,18 @@ class QEnsemble(TensorDictModuleBase):
             or candidates.device.type != "cpu"
         ):
             return self.values(observation, candidates)
-        nb = batch.numel()
-        sparse = (
-            n >= 64
-            and rows >= min_rows
-            and self._relu
-            and not self.layer_norm
-            and len(self.weights) >= 3
-        )
         group = max(1, chunk_rows // max(1, m * n))
-        if nb <= group and not sparse:
-            return self.values(observation, candidates)
         obs, anc = observation.reshape(nb, d), anchor.reshape(nb, a)
         cand = candidates.reshape(n, nb, a)
-        if nb <= group:
-            out = self._near_anchor_values(obs, cand, anc, max_active)
+
+        def score(o: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return self._near_anchor_values(o, c, x, max_active) if sparse else self.values(o, c)
+
+        if nb <= group:  # one group (dense only when one observation has more rows than that)
+            out = score(obs, cand, anc)
         else:
             groups = zip(obs.split(group), cand.split(group, 1), anc.split(group))
-            out = torch.cat(
-                [
-                    self._near_anchor_values(o, c, x, max_active) if sparse else self.values(o, c)
-                    for o, c, x in groups
-                ],
-                2,
-            )
+            out = torch.cat([score(*g) for g in groups], 2)
         return out.reshape(m, n, *batch, 1)
 
     def _near_anchor_values(
