@@ -151,11 +151,12 @@ def _trained_like(q: QEnsemble, obs_scale: float = 3.0) -> QEnsemble:
     return q
 
 
+@pytest.mark.parametrize("kernel", [True, False])
 @pytest.mark.parametrize("batch", [(), (16,), (2, 3)])
 @pytest.mark.parametrize("sigma", [1e-6, 0.05, 0.3, 3.0])
-def test_candidate_values_equal_the_dense_values(batch, sigma):
+def test_candidate_values_equal_the_dense_values(batch, sigma, kernel):
     torch.manual_seed(0)
-    q = _trained_like(QEnsemble(11, 4, num_members=5, num_cells=64))
+    q = _trained_like(QEnsemble(11, 4, num_members=5, num_cells=64, kernel=kernel))
     q.set_input_normalization(
         torch.randn(11), torch.rand(11) + 0.5, torch.randn(4) * 0.1, torch.rand(4) + 0.5
     )
@@ -170,9 +171,10 @@ def test_candidate_values_equal_the_dense_values(batch, sigma):
 
 
 def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
-    """Near the anchor the dense path is not called; far from it (most units flip) it is."""
+    """The torch fallback (no compiled kernel): near the anchor the dense path is not called;
+    far from it (most units flip) it is."""
     torch.manual_seed(1)
-    q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64, depth=3))
+    q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64, depth=3, kernel=False))
     obs, anchor = torch.randn(11), torch.rand(4) * 2 - 1
     near = anchor + 0.05 * torch.randn(500, 4)
     with torch.no_grad():
@@ -194,11 +196,12 @@ def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
 
 
 def test_candidate_values_in_groups_of_observations(monkeypatch):
-    """Observations are scored in groups of about ``chunk_rows`` rows; each group picks its own
-    path (here the first observation's anchor is far from its candidates: its group is dense,
-    the others sparse) and the values come back in the caller's batch layout."""
+    """Observations are scored in groups of about ``chunk_rows`` rows; with the torch fallback
+    each group picks its own path (here the first observation's anchor is far from its
+    candidates: its group is dense, the others sparse) and the values come back in the
+    caller's batch layout."""
     torch.manual_seed(3)
-    q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64))
+    q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64, kernel=False))
     obs = torch.randn(2, 3, 11)
     anchor = torch.rand(2, 3, 4) * 2 - 1
     cands = anchor + 0.05 * torch.randn(100, 2, 3, 4)
@@ -256,15 +259,16 @@ def test_candidate_values_reject_mismatched_action_sizes():
         q.candidate_values(torch.randn(6), torch.rand(40, 2), torch.rand(2))
 
 
-def test_candidate_values_equal_the_dense_values_over_random_configurations():
-    """Sizes, depths, ensemble sizes, dtypes, spreads and thresholds drawn at random."""
+@pytest.mark.parametrize("kernel", [True, False])
+def test_candidate_values_equal_the_dense_values_over_random_configurations(kernel):
+    """Sizes, depths, ensemble sizes, dtypes, spreads and thresholds drawn at random, with the
+    compiled kernel (where it serves the sizes) and with torch operations only."""
     rnd = random.Random(0)
     for _ in range(24):
         d, a, m = rnd.randint(1, 30), rnd.randint(1, 8), rnd.randint(1, 7)
         dtype = rnd.choice([torch.float32, torch.float64])
-        q = QEnsemble(
-            d, a, num_members=m, num_cells=rnd.choice([4, 16, 64]), depth=rnd.randint(2, 4)
-        ).to(dtype)
+        cells, depth = rnd.choice([4, 16, 64]), rnd.randint(2, 4)
+        q = QEnsemble(d, a, num_members=m, num_cells=cells, depth=depth, kernel=kernel).to(dtype)
         batch = rnd.choice([(), (1,), (5,), (2, 3)])
         obs = torch.randn(*batch, d, dtype=dtype)
         anchor = torch.randn(*batch, a, dtype=dtype)

@@ -11,6 +11,8 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
 
+from torchrl_o3f.modules.kernel import available as kernel_available
+from torchrl_o3f.modules.kernel import near_anchor
 from torchrl_o3f.modules.networks import (
     get_activation,
     register_normalization_buffers,
@@ -121,6 +123,11 @@ class QEnsemble(TensorDictModuleBase):
         in_keys: the observation and action keys, in that order.
         out_keys: the key of the per-member values.
         device: device of the parameters.
+        kernel: let :meth:`candidate_values` use the package's compiled CPU kernel
+            (:mod:`torchrl_o3f.modules.kernel`, built on first use with the system C compiler)
+            where it serves the critic; ``False`` keeps to torch operations (the same values,
+            several times slower per environment step on CPU). Also the attribute
+            ``use_kernel``.
 
     Example:
         >>> import torch
@@ -154,6 +161,7 @@ class QEnsemble(TensorDictModuleBase):
         in_keys: Sequence = ("observation", "action"),
         out_keys: Sequence = ("state_action_value",),
         device: torch.device | str | None = None,
+        kernel: bool = True,
     ):
         if num_members < 1:
             raise ValueError(f"num_members must be >= 1, got {num_members}")
@@ -181,6 +189,7 @@ class QEnsemble(TensorDictModuleBase):
         self._relu = type(self.activation) is nn.ReLU
         # candidate_values' exact sparse second layer serves ReLU critics of depth >= 2
         self._sparse_layer = self._relu and not layer_norm and depth >= 2
+        self.use_kernel = kernel
         sizes = [observation_dim + action_dim] + [num_cells] * depth + [1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -340,10 +349,8 @@ class QEnsemble(TensorDictModuleBase):
         n = candidates.shape[0] if candidates.dim() > 1 else 0
         m, nb = self.num_members, batch.numel()
         rows = m * n * nb
-        # few rows: one dense product costs less than the sparse layer's bookkeeping
-        sparse = self._sparse_layer and n >= 64 and rows >= min_rows
         if (
-            (rows <= chunk_rows and not sparse)  # one dense product (also: no candidate dim)
+            n == 0  # no candidate dimension
             or observation.shape[-1] != d
             or candidates.shape[1:-1] != batch  # another broadcast layout
             or anchor.shape[:-1] != batch
@@ -351,12 +358,23 @@ class QEnsemble(TensorDictModuleBase):
             or candidates.device.type != "cpu"
         ):
             return self.values(observation, candidates)
-        group = max(1, chunk_rows // max(1, m * n))
+        use_kernel = self._kernel_serves(observation, candidates, anchor)
+        # few rows: one dense product costs less than the torch sparse layer's bookkeeping
+        sparse = use_kernel or (self._sparse_layer and n >= 64 and rows >= min_rows)
+        if rows <= chunk_rows and not sparse:
+            return self.values(observation, candidates)
+        # the kernel's values of a two-layer critic need no [rows, 256] temporaries: one call
+        one_call = use_kernel and self.depth == 2
+        group = nb if one_call else max(1, chunk_rows // max(1, m * n))
         obs, anc = observation.reshape(nb, d), anchor.reshape(nb, a)
         cand = candidates.reshape(n, nb, a)
 
         def score(o: torch.Tensor, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return self._near_anchor_values(o, c, x, max_active) if sparse else self.values(o, c)
+            if use_kernel:
+                return self._kernel_values(o, c, x)
+            if sparse:
+                return self._near_anchor_values(o, c, x, max_active)
+            return self.values(o, c)
 
         if nb <= group:  # one group (dense only when one observation has more rows than that)
             out = score(obs, cand, anc)
@@ -364,6 +382,40 @@ class QEnsemble(TensorDictModuleBase):
             groups = zip(obs.split(group), cand.split(group, 1), anc.split(group))
             out = torch.cat([score(*g) for g in groups], 2)
         return out.reshape(m, n, *batch, 1)
+
+    def _kernel_serves(self, observation, candidates, anchor) -> bool:
+        """Whether the compiled kernel scores these inputs.
+
+        It needs float32 throughout, a ReLU critic without LayerNorm of depth >= 2, sizes it
+        serves, and a build on this machine.
+        """
+        f32 = torch.float32
+        return (
+            self.use_kernel
+            and self._sparse_layer
+            and self.weights[0].dtype == f32
+            and observation.dtype == f32
+            and candidates.dtype == f32
+            and anchor.dtype == f32
+            and kernel_available(self.observation_dim, self.action_dim, self.num_cells)
+        )
+
+    def _kernel_values(
+        self, observation: torch.Tensor, candidates: torch.Tensor, anchor: torch.Tensor
+    ) -> torch.Tensor:
+        """One group of :meth:`candidate_values` by the compiled kernel: ``[m, N, B, 1]``.
+
+        Takes ``[B, d]`` observations, ``[N, B, a]`` candidates and ``[B, a]`` anchors. The
+        kernel returns the values of a two-layer critic, or the second layer's pre-activations
+        of a deeper one, which the remaining layers then take densely.
+        """
+        norm = (self.observation_loc, self.observation_scale, self.action_loc, self.action_scale)
+        out = near_anchor(self.weights, self.biases, norm, observation, candidates, anchor)
+        if self.depth == 2:
+            return out.unsqueeze(-1)
+        m, nb, n, hidden = out.shape
+        values = self._hidden_layers(out.view(m, nb * n, hidden), 2)  # [m, B * N, 1]
+        return values.view(m, nb, n, 1).transpose(1, 2)
 
     def _near_anchor_values(
         self,
