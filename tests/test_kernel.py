@@ -2,6 +2,8 @@
 
 import logging
 import random
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,22 +81,34 @@ def test_the_kernel_equals_the_dense_values_over_random_configurations():
 
 
 @needs_compiler
-def test_pairs_split_over_threads_give_the_same_values(monkeypatch):
-    """Each (member, observation) pair is computed whole by one thread: splitting the pairs
-    over threads changes nothing, bit for bit."""
+def test_pairs_split_over_threads_give_the_same_values():
+    """Each (member, observation) pair is computed whole by one of torch's threads: the number
+    of threads changes nothing, bit for bit."""
     torch.manual_seed(0)
     q = QEnsemble(17, 6, num_members=5, num_cells=64)
     obs, cands, anchor = _inputs(q, 300, (4,))
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
     try:
         with torch.no_grad():
+            torch.set_num_threads(1)
             one = q.candidate_values(obs, cands, anchor)
-            monkeypatch.setattr(kernel, "SPLIT_WORK", 1)
+            torch.set_num_threads(3)
             split = q.candidate_values(obs, cands, anchor)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, split)
+
+
+@needs_compiler
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_the_kernel_shares_torchs_openmp_runtime():
+    """Its threads are torch's own: loading it maps no second OpenMP runtime."""
+    assert kernel.available()
+    maps = Path("/proc/self/maps").read_text()
+    runtimes = {line.split()[-1] for line in maps.splitlines() if "libgomp" in line}
+    assert len(runtimes) <= 1, runtimes
+    built_with_openmp = bool(kernel._library().near_anchor_parallel())
+    assert kernel._state["parallel"] == (built_with_openmp and len(runtimes) == 1)
 
 
 @needs_compiler

@@ -20,7 +20,6 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -31,10 +30,6 @@ _log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("near_anchor.c")
 _lock = threading.Lock()
 _state: dict = {}
-# the least work worth splitting over threads, in (member, observation) pairs x (candidates +
-# 40), as a pair's set-up costs about as much as 40 candidates: below it the hand-over to a
-# second thread costs more than it saves (at 5 pairs x 100 candidates the two are level)
-SPLIT_WORK = 1000
 
 
 def _compiler() -> str | None:
@@ -58,8 +53,9 @@ def _build() -> ctypes.CDLL | None:
     try:
         target = os.path.join(folder, "near_anchor.so")
         errors = ""
-        # -march=native first (this machine's vector units); plain -O3 where it is refused
-        for flags in (["-march=native"], []):
+        # this machine's vector units and OpenMP first, then without what the compiler refuses
+        native, omp = ["-march=native"], ["-fopenmp"]
+        for flags in (native + omp, omp, native, []):
             cmd = [cc, "-O3", *flags, "-shared", "-fPIC", str(_SOURCE), "-o", target]
             try:
                 run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -82,12 +78,29 @@ def _build() -> ctypes.CDLL | None:
         shutil.rmtree(folder, ignore_errors=True)
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
     lib.near_anchor.restype = None
-    lib.near_anchor.argtypes = [i32] * 8 + [ptr] * 15
+    lib.near_anchor.argtypes = [i32] * 7 + [ptr] * 15
     lib.near_anchor_work_floats.restype = ctypes.c_long
     lib.near_anchor_work_floats.argtypes = [i32, i32]
     lib.near_anchor_max_action.restype = i32
     lib.near_anchor_max_input.restype = i32
+    lib.near_anchor_parallel.restype = i32
     return lib
+
+
+def _one_openmp() -> bool:
+    """Whether one OpenMP runtime is loaded (the kernel's threads are then torch's own).
+
+    The kernel asks for ``libgomp.so.1``, which resolves to the copy torch's wheel has already
+    loaded; a torch built on another runtime would give the process two thread pools, which
+    would fight over the cores, so the kernel then runs on one thread.
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:  # not Linux: the runtimes cannot be told apart
+        return False
+    names = ("libgomp", "libiomp", "libomp")
+    paths = {line.split()[-1] for line in maps.splitlines() if any(n in line for n in names)}
+    return len(paths) == 1
 
 
 def _library() -> ctypes.CDLL | None:
@@ -98,6 +111,7 @@ def _library() -> ctypes.CDLL | None:
                 if lib is not None:
                     _state["max_action"] = lib.near_anchor_max_action()
                     _state["max_input"] = lib.near_anchor_max_input()
+                    _state["parallel"] = bool(lib.near_anchor_parallel()) and _one_openmp()
                 _state["lib"] = lib
     return _state["lib"]
 
@@ -122,17 +136,6 @@ def available(observation_dim: int | None = None, action_dim: int | None = None,
     if observation_dim is not None and observation_dim + (action_dim or 0) > _state["max_input"]:
         return False
     return hidden is None or hidden % 16 == 0
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The helper threads (made again in a forked child, where the parent's are gone)."""
-    key = (os.getpid(), workers)
-    if _state.get("pool_key") != key:
-        with _lock:
-            if _state.get("pool_key") != key:
-                _state["pool"] = ThreadPoolExecutor(workers, "torchrl_o3f_kernel")
-                _state["pool_key"] = key
-    return _state["pool"]
 
 
 def near_anchor(
@@ -184,19 +187,9 @@ def near_anchor(
     )
     pointers = [None if t is None else t.data_ptr() for t in tensors]
     pairs = m * nb
-    parts = min(torch.get_num_threads(), pairs) if pairs * (n + 40) >= SPLIT_WORK else 1
-    work_size = lib.near_anchor_work_floats(a, h)
-    work = torch.empty(parts, work_size, dtype=torch.float32)
-    bounds = [pairs * k // parts for k in range(parts + 1)]
-
-    def call(k: int) -> None:  # ctypes releases the GIL for the call
-        lib.near_anchor(m, nb, n, d, a, h, bounds[k], bounds[k + 1], *pointers, work[k].data_ptr())
-
-    if parts == 1:
-        call(0)
-    else:
-        futures = [_pool(parts - 1).submit(call, k) for k in range(1, parts)]
-        call(0)
-        for f in futures:
-            f.result()
+    # torch's threads are awake between its own operations, so even 5 pairs x 10 candidates
+    # gain from the split (docs/performance.md)
+    threads = min(torch.get_num_threads(), pairs) if _state["parallel"] else 1
+    work = torch.empty(threads, lib.near_anchor_work_floats(a, h), dtype=torch.float32)
+    lib.near_anchor(m, nb, n, d, a, h, threads, *pointers, work.data_ptr())
     return out

@@ -20,11 +20,16 @@
  * Layouts (float32, contiguous): w0 [m, d + a, h], b0 [m, h], w1 [m, h, h], b1 [m, h],
  * w_last [m, h], b_last [m], obs [nb, d], anchor [nb, a], cand [n, nb, a]; the input
  * normalisation (x - loc) / scale is applied here. Requires h % 16 == 0, a <= MAX_ACTION,
- * d + a <= MAX_INPUT and `work` of near_anchor_work_floats(a, h) floats. Pairs
- * first_pair..last_pair - 1 (pair = i * nb + b) are computed, so callers may split the pairs
- * over threads, each with its own `work`.
+ * d + a <= MAX_INPUT and `work` of threads * near_anchor_work_floats(a, h) floats. The
+ * (member, observation) pairs are shared out over `threads` OpenMP threads (built with
+ * -fopenmp; the loader links the OpenMP runtime torch already has loaded, so these are torch's
+ * own intra-op threads), each pair computed whole by one thread: the split does not change a
+ * bit of the result.
  */
 #include <stddef.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -59,6 +64,14 @@ static inline int positive_lanes(v8 x) {
 #endif
 }
 
+static inline int thread_index(void) {
+#if defined(_OPENMP)
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 int near_anchor_max_action(void) { return MAX_ACTION; }
 int near_anchor_max_input(void) { return MAX_INPUT; }
 
@@ -68,13 +81,11 @@ long near_anchor_work_floats(int a, int h) {
     return (long)h * (2 + a + 2 * rows + 2 * BLOCK + BLOCK + 1);
 }
 
-void near_anchor(int m, int nb, int n, int d, int a, int h, int first_pair, int last_pair,
-                 const float *w0, const float *b0, const float *w1, const float *b1,
-                 const float *w_last, const float *b_last, const float *obs_loc,
-                 const float *obs_scale, const float *act_loc, const float *act_scale,
-                 const float *obs, const float *anchor, const float *cand, float *out,
-                 float *work) {
-    (void)m;
+static void score_pair(int i, int b, int nb, int n, int d, int a, int h, const float *w0,
+                       const float *b0, const float *w1, const float *b1, const float *w_last,
+                       const float *b_last, const float *obs_loc, const float *obs_scale,
+                       const float *act_loc, const float *act_scale, const float *obs,
+                       const float *anchor, const float *cand, float *out, float *work) {
     const int rows = (a + 1 + 3) & ~3; /* base + a rows of G, padded to a multiple of 4 */
     float *z0 = work;                          /* [h] */
     float *s = z0 + h;                         /* [h] */
@@ -88,118 +99,141 @@ void near_anchor(int m, int nb, int n, int d, int a, int h, int first_pair, int 
     float x[MAX_INPUT];
     v8 dv[MAX_ACTION * BLOCK];
 
-    for (int pair = first_pair; pair < last_pair; ++pair) {
-        const int i = pair / nb, b = pair % nb;
-        const float *W0 = w0 + (size_t)i * (d + a) * h;
-        const float *W1 = w1 + (size_t)i * h * h;
-        const float *anc = anchor + (size_t)b * a;
+    const float *W0 = w0 + (size_t)i * (d + a) * h;
+    const float *W1 = w1 + (size_t)i * h * h;
+    const float *anc = anchor + (size_t)b * a;
 
-        /* first layer at the anchor, and A scaled to raw action units */
-        for (int k = 0; k < d; ++k) x[k] = (obs[(size_t)b * d + k] - obs_loc[k]) / obs_scale[k];
-        for (int c = 0; c < a; ++c) x[d + c] = (anc[c] - act_loc[c]) / act_scale[c];
-        for (int v = 0; v < h; v += 8) {
-            v8 acc = LOAD(b0 + (size_t)i * h + v);
-            for (int k = 0; k < d + a; ++k) acc += splat(x[k]) * LOAD(W0 + (size_t)k * h + v);
-            STORE(z0 + v, acc);
-        }
-        for (int c = 0; c < a; ++c) {
-            const v8 inv = splat(1.0f / act_scale[c]);
-            for (int v = 0; v < h; v += 8)
-                STORE(A + (size_t)c * h + v, LOAD(W0 + (size_t)(d + c) * h + v) * inv);
-        }
+    /* first layer at the anchor, and A scaled to raw action units */
+    for (int k = 0; k < d; ++k) x[k] = (obs[(size_t)b * d + k] - obs_loc[k]) / obs_scale[k];
+    for (int c = 0; c < a; ++c) x[d + c] = (anc[c] - act_loc[c]) / act_scale[c];
+    for (int v = 0; v < h; v += 8) {
+        v8 acc = LOAD(b0 + (size_t)i * h + v);
+        for (int k = 0; k < d + a; ++k) acc += splat(x[k]) * LOAD(W0 + (size_t)k * h + v);
+        STORE(z0 + v, acc);
+    }
+    for (int c = 0; c < a; ++c) {
+        const v8 inv = splat(1.0f / act_scale[c]);
+        for (int v = 0; v < h; v += 8)
+            STORE(A + (size_t)c * h + v, LOAD(W0 + (size_t)(d + c) * h + v) * inv);
+    }
 
-        /* base = b1 + W1^T relu(z0) and G = W1^T diag(z0 > 0) A, over the active units */
-        int num_active = 0;
-        for (int u = 0; u < h; ++u) {
-            const int on = z0[u] > 0.f;
-            s[u] = on ? -1.f : 1.f;
-            if (!on) continue;
-            float *cf = coef + (size_t)num_active * rows;
-            cf[0] = z0[u];
-            for (int c = 0; c < a; ++c) cf[1 + c] = A[(size_t)c * h + u];
-            for (int r = a + 1; r < rows; ++r) cf[r] = 0.f;
-            active[num_active++] = u;
-        }
-        /* 8 independent accumulators (4 rows x 2 blocks of 8 units) hide the FMA latency */
-        for (int r = 0; r < rows; r += 4) {
-            for (int v = 0; v < h; v += 16) {
-                v8 g[8];
-                for (int e = 0; e < 8; ++e) g[e] = splat(0.f);
-                if (r == 0) {
-                    g[0] = LOAD(b1 + (size_t)i * h + v);
-                    g[4] = LOAD(b1 + (size_t)i * h + v + 8);
-                }
-                for (int t = 0; t < num_active; ++t) {
-                    const float *row = W1 + (size_t)active[t] * h + v;
-                    const v8 wa = LOAD(row), wb = LOAD(row + 8);
-                    const float *cf = coef + (size_t)t * rows + r;
-                    for (int e = 0; e < 4; ++e) {
-                        const v8 c = splat(cf[e]);
-                        g[e] += c * wa;
-                        g[4 + e] += c * wb;
-                    }
-                }
+    /* base = b1 + W1^T relu(z0) and G = W1^T diag(z0 > 0) A, over the active units */
+    int num_active = 0;
+    for (int u = 0; u < h; ++u) {
+        const int on = z0[u] > 0.f;
+        s[u] = on ? -1.f : 1.f;
+        if (!on) continue;
+        float *cf = coef + (size_t)num_active * rows;
+        cf[0] = z0[u];
+        for (int c = 0; c < a; ++c) cf[1 + c] = A[(size_t)c * h + u];
+        for (int r = a + 1; r < rows; ++r) cf[r] = 0.f;
+        active[num_active++] = u;
+    }
+    /* 8 independent accumulators (4 rows x 2 blocks of 8 units) hide the FMA latency */
+    for (int r = 0; r < rows; r += 4) {
+        for (int v = 0; v < h; v += 16) {
+            v8 g[8];
+            for (int e = 0; e < 8; ++e) g[e] = splat(0.f);
+            if (r == 0) {
+                g[0] = LOAD(b1 + (size_t)i * h + v);
+                g[4] = LOAD(b1 + (size_t)i * h + v + 8);
+            }
+            for (int t = 0; t < num_active; ++t) {
+                const float *row = W1 + (size_t)active[t] * h + v;
+                const v8 wa = LOAD(row), wb = LOAD(row + 8);
+                const float *cf = coef + (size_t)t * rows + r;
                 for (int e = 0; e < 4; ++e) {
-                    STORE(G + (size_t)(r + e) * h + v, g[e]);
-                    STORE(G + (size_t)(r + e) * h + v + 8, g[4 + e]);
+                    const v8 c = splat(cf[e]);
+                    g[e] += c * wa;
+                    g[4 + e] += c * wb;
                 }
             }
-        }
-
-        /* candidates, BLOCK at a time: the rank-a parts and the flipped units */
-        for (int j0 = 0; j0 < n; j0 += BLOCK) {
-            const int count = n - j0 < BLOCK ? n - j0 : BLOCK;
-            for (int k = 0; k < BLOCK; ++k) {
-                const float *cj = cand + ((size_t)(j0 + (k < count ? k : 0)) * nb + b) * a;
-                for (int c = 0; c < a; ++c) dv[c * BLOCK + k] = splat(cj[c] - anc[c]);
-            }
-            int flips[BLOCK] = {0};
-            for (int v = 0; v < h; v += 8) {
-                const v8 zv = LOAD(z0 + v), base = LOAD(G + v);
-                v8 p[BLOCK] = {zv, zv, zv, zv}, q[BLOCK] = {base, base, base, base};
-                for (int c = 0; c < a; ++c) {
-                    const v8 av = LOAD(A + (size_t)c * h + v);
-                    const v8 gv = LOAD(G + (size_t)(c + 1) * h + v);
-                    const v8 *dc = dv + c * BLOCK;
-                    for (int k = 0; k < BLOCK; ++k) {
-                        p[k] += dc[k] * av;
-                        q[k] += dc[k] * gv;
-                    }
-                }
-                const v8 sv = LOAD(s + v);
-                for (int k = 0; k < BLOCK; ++k) {
-                    STORE(z + (size_t)k * h + v, q[k]);
-                    const v8 r = p[k] * sv;
-                    for (int bits = positive_lanes(r); bits; bits &= bits - 1) {
-                        const int l = __builtin_ctz(bits);
-                        flip_u[k * h + flips[k]] = v + l;
-                        flip_r[k * h + flips[k]++] = r[l];
-                    }
-                }
-            }
-            for (int k = 0; k < count; ++k) {
-                float *zk = z + (size_t)k * h;
-                const int *fu = flip_u + k * h;
-                const float *fr = flip_r + k * h;
-                const int j = j0 + k;
-                for (int t = 0; t < flips[k]; ++t) {
-                    const float *row = W1 + (size_t)fu[t] * h;
-                    const v8 rt = splat(fr[t]);
-                    for (int v = 0; v < h; v += 8) STORE(zk + v, LOAD(zk + v) + rt * LOAD(row + v));
-                }
-                if (w_last) {
-                    const float *wl = w_last + (size_t)i * h;
-                    v8 acc0 = splat(0.f), acc1 = splat(0.f);
-                    for (int v = 0; v < h; v += 16) {
-                        acc0 += relu8(LOAD(zk + v)) * LOAD(wl + v);
-                        acc1 += relu8(LOAD(zk + v + 8)) * LOAD(wl + v + 8);
-                    }
-                    out[((size_t)i * n + j) * nb + b] = sum8(acc0 + acc1) + b_last[i];
-                } else {
-                    float *dst = out + (((size_t)i * nb + b) * n + j) * h;
-                    for (int v = 0; v < h; v += 8) STORE(dst + v, LOAD(zk + v));
-                }
+            for (int e = 0; e < 4; ++e) {
+                STORE(G + (size_t)(r + e) * h + v, g[e]);
+                STORE(G + (size_t)(r + e) * h + v + 8, g[4 + e]);
             }
         }
     }
+
+    /* candidates, BLOCK at a time: the rank-a parts and the flipped units */
+    for (int j0 = 0; j0 < n; j0 += BLOCK) {
+        const int count = n - j0 < BLOCK ? n - j0 : BLOCK;
+        for (int k = 0; k < BLOCK; ++k) {
+            const float *cj = cand + ((size_t)(j0 + (k < count ? k : 0)) * nb + b) * a;
+            for (int c = 0; c < a; ++c) dv[c * BLOCK + k] = splat(cj[c] - anc[c]);
+        }
+        int flips[BLOCK] = {0};
+        for (int v = 0; v < h; v += 8) {
+            const v8 zv = LOAD(z0 + v), base = LOAD(G + v);
+            v8 p[BLOCK] = {zv, zv, zv, zv}, q[BLOCK] = {base, base, base, base};
+            for (int c = 0; c < a; ++c) {
+                const v8 av = LOAD(A + (size_t)c * h + v);
+                const v8 gv = LOAD(G + (size_t)(c + 1) * h + v);
+                const v8 *dc = dv + c * BLOCK;
+                for (int k = 0; k < BLOCK; ++k) {
+                    p[k] += dc[k] * av;
+                    q[k] += dc[k] * gv;
+                }
+            }
+            const v8 sv = LOAD(s + v);
+            for (int k = 0; k < BLOCK; ++k) {
+                STORE(z + (size_t)k * h + v, q[k]);
+                const v8 r = p[k] * sv;
+                for (int bits = positive_lanes(r); bits; bits &= bits - 1) {
+                    const int l = __builtin_ctz(bits);
+                    flip_u[k * h + flips[k]] = v + l;
+                    flip_r[k * h + flips[k]++] = r[l];
+                }
+            }
+        }
+        for (int k = 0; k < count; ++k) {
+            float *zk = z + (size_t)k * h;
+            const int *fu = flip_u + k * h;
+            const float *fr = flip_r + k * h;
+            const int j = j0 + k;
+            for (int t = 0; t < flips[k]; ++t) {
+                const float *row = W1 + (size_t)fu[t] * h;
+                const v8 rt = splat(fr[t]);
+                for (int v = 0; v < h; v += 8) STORE(zk + v, LOAD(zk + v) + rt * LOAD(row + v));
+            }
+            if (w_last) {
+                const float *wl = w_last + (size_t)i * h;
+                v8 acc0 = splat(0.f), acc1 = splat(0.f);
+                for (int v = 0; v < h; v += 16) {
+                    acc0 += relu8(LOAD(zk + v)) * LOAD(wl + v);
+                    acc1 += relu8(LOAD(zk + v + 8)) * LOAD(wl + v + 8);
+                }
+                out[((size_t)i * n + j) * nb + b] = sum8(acc0 + acc1) + b_last[i];
+            } else {
+                float *dst = out + (((size_t)i * nb + b) * n + j) * h;
+                for (int v = 0; v < h; v += 8) STORE(dst + v, LOAD(zk + v));
+            }
+        }
+    }
+}
+
+void near_anchor(int m, int nb, int n, int d, int a, int h, int threads, const float *w0,
+                 const float *b0, const float *w1, const float *b1, const float *w_last,
+                 const float *b_last, const float *obs_loc, const float *obs_scale,
+                 const float *act_loc, const float *act_scale, const float *obs,
+                 const float *anchor, const float *cand, float *out, float *work) {
+    const long work_floats = near_anchor_work_floats(a, h);
+    const int pairs = m * nb;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (int pair = 0; pair < pairs; ++pair) {
+        float *own = work + (size_t)thread_index() * work_floats;
+        score_pair(pair / nb, pair % nb, nb, n, d, a, h, w0, b0, w1, b1, w_last, b_last, obs_loc,
+                   obs_scale, act_loc, act_scale, obs, anchor, cand, out, own);
+    }
+    (void)threads;
+}
+
+int near_anchor_parallel(void) {
+#if defined(_OPENMP)
+    return 1;
+#else
+    return 0;
+#endif
 }
