@@ -6,6 +6,9 @@ HalfCheetah shapes (observation 17, action 6), for every N in {10, 100, 1000}, m
 and env batch in {1, 16}:
 
 * ``o3f``: ``O3FActionSelector(QEnsemble)``, the full ``forward`` on a tensordict;
+* ``o3f_torch``: the same selector with ``QEnsemble``'s compiled kernel off, so that
+  ``QEnsemble.candidate_values`` runs its torch operations (what a machine without a C
+  compiler gets);
 * ``o3f_dense``: the same selector scoring every candidate densely (``QEnsemble.values``), to
   measure ``QEnsemble.candidate_values`` (the default), which sends only the hidden units the
   candidates' offsets flip through the second layer;
@@ -26,10 +29,11 @@ trained critic and actor, observations from its dataset and the actor's actions 
 anchors (cells with m = 5 only).
 
 A second part measures a ``torchrl.collectors.Collector`` on HalfCheetah with the policy
-alone, with policy + selector, with policy + selector scoring densely and with policy +
-selector given a free score (what the selector costs besides scoring; N=100, m=5), in
-alternating rounds; a third compares the spec projection (clamp against buffers vs
-``TensorSpec.project``), and a fourth counts the page faults of scoring 16 envs at once.
+alone, with policy + selector, with policy + selector in torch operations (kernel off), with
+policy + selector scoring densely and with policy + selector given a free score (what the
+selector costs besides scoring; N=100, m=5), in alternating rounds; a third compares the spec
+projection (clamp against buffers vs ``TensorSpec.project``), and a fourth counts the page
+faults of scoring 16 envs at once.
 
 Run (2 threads, as everywhere in the project)::
 
@@ -42,6 +46,7 @@ Run (2 threads, as everywhere in the project)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import sys
@@ -59,6 +64,25 @@ from torchrl.objectives import IQLLoss
 from torchrl_o3f.modules import O3FActionSelector, QEnsemble, build_mlp
 
 OBS, ACT, CELLS = 17, 6, 256
+
+
+@contextlib.contextmanager
+def kernel_off(q: QEnsemble):
+    """``q`` scores with torch operations only (its compiled kernel off) inside the block."""
+    old, q.use_kernel = q.use_kernel, False
+    try:
+        yield q
+    finally:
+        q.use_kernel = old
+
+
+class TorchScoring(O3FActionSelector):
+    """The selector with the ensemble's compiled kernel off (``candidate_values`` in torch
+    operations, the fallback where no C compiler is found)."""
+
+    def member_values(self, observation, candidates, anchor=None):  # noqa: D102
+        with kernel_off(self.qvalue_network):
+            return super().member_values(observation, candidates, anchor)
 
 
 class DenseScoring(O3FActionSelector):
@@ -259,6 +283,9 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float, trained=None) 
     sel_dense = DenseScoring(
         q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
     )
+    sel_torch = TorchScoring(
+        q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
+    )
     loss = torchrl_iql_critic(q)
     sel_generic = O3FActionSelector(
         loss.qvalue_network,
@@ -279,6 +306,7 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float, trained=None) 
 
     fns = {
         "o3f": lambda: policy_then(sel),
+        "o3f_torch": lambda: policy_then(sel_torch),
         "o3f_dense": lambda: policy_then(sel_dense),
         "o3f_generic": lambda: policy_then(sel_generic),
         "torchrl_iql": lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
@@ -289,7 +317,8 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float, trained=None) 
         # same draws -> every method must pick the same candidate
         outs = []
         for f in fns.values():
-            for gen in (sel.generator, sel_dense.generator, sel_generic.generator, g):
+            gens = (sel, sel_torch, sel_dense, sel_generic)
+            for gen in (*(x.generator for x in gens), g):
                 gen.manual_seed(1)
             outs.append(f())
         for o in outs[1:]:
@@ -318,7 +347,8 @@ def latency_table(device, grid, budget_s, trained=None, repeats=1):
         rows.append((n, m, b, res))
         o3f = res["o3f"][0]
         print(
-            f"| {n} | {m} | {b} | {o3f:.3f} | {res['o3f_dense'][0]:.3f} | "
+            f"| {n} | {m} | {b} | {o3f:.3f} | {res['o3f_torch'][0]:.3f} | "
+            f"{res['o3f_torch'][0] / o3f:.2f}x | {res['o3f_dense'][0]:.3f} | "
             f"{res['o3f_dense'][0] / o3f:.2f}x | {res['bmm'][0]:.3f} | "
             f"{res['o3f_generic'][0]:.3f} | "
             f"{res['torchrl_iql'][0]:.3f} | {res['naive'][0]:.2f} | "
@@ -331,8 +361,8 @@ def latency_table(device, grid, budget_s, trained=None, repeats=1):
 
 def collector_throughput(rounds: int, frames: int, device, trained=None, num_envs: int = 1):
     """Frames/s of a Collector on HalfCheetah (``num_envs`` envs stepped as one batch): IQL
-    actor alone vs actor + selector (default, dense and free scoring), with the checkpoint's
-    actor and critic when given."""
+    actor alone vs actor + selector (default, torch operations, dense and free scoring), with
+    the checkpoint's actor and critic when given."""
     from torchrl.collectors import Collector
 
     from torchrl_o3f.envs import make_env
@@ -362,6 +392,7 @@ def collector_throughput(rounds: int, frames: int, device, trained=None, num_env
     collectors = {
         "policy": make(None),
         "policy+selector": make(O3FActionSelector),
+        "policy+selector (torch ops)": make(TorchScoring),
         "policy+selector (dense)": make(DenseScoring),
         "policy+selector (free scoring)": make(FreeScoring),
     }
@@ -391,7 +422,8 @@ def projection(device, calls=2000):
 
 
 def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
-    """Median ms and minor page faults per call of the sparse and dense scoring of one cell.
+    """Median ms and minor page faults per call of one cell's scoring: the compiled kernel,
+    the torch sparse layer and the dense product.
 
     With 16 envs the scoring makes temporaries of several MB; glibc returns such blocks to the
     system when they are freed and takes fresh (faulting) pages for the next call unless its
@@ -400,8 +432,11 @@ def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
 
     q, obs, action = cell_inputs(m, (b,), device)
     cands = (action + 0.2 * torch.randn(n, b, ACT, device=device)).clamp(-1, 1)
+    torch_ops = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device, kernel=False)
+    torch_ops.load_state_dict(q.state_dict())
     fns = {
-        "sparse": lambda: q.candidate_values(obs, cands, action),
+        "kernel": lambda: q.candidate_values(obs, cands, action),
+        "sparse": lambda: torch_ops.candidate_values(obs, cands, action),
         "dense": lambda: q.values(obs, cands),
     }
     times = {k: [] for k in fns}
@@ -420,10 +455,11 @@ def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
 
 
 def grouping(device, n=1000, m=5, b=16, calls=6, trained=None) -> dict:
-    """``QEnsemble.candidate_values`` scoring b observations in groups of ~4096 (member,
-    candidate) rows (the default) against one pass over all of them, for the sparse layer (a
-    ReLU critic: the checkpoint's when given) and the dense product (the same critic with
-    LayerNorm, which the sparse layer does not serve); medians in ms, interleaved."""
+    """``QEnsemble.candidate_values`` in torch operations scoring b observations in groups of
+    ~4096 (member, candidate) rows (the default) against one pass over all of them, for the
+    sparse layer (a ReLU critic, the checkpoint's when given, its compiled kernel off) and the
+    dense product (the same critic with LayerNorm, which the sparse layer does not serve);
+    medians in ms, interleaved. (The kernel needs no groups for two-layer critics.)"""
     relu, obs, action = cell_inputs(m, (b,), device, trained)
     norm = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, layer_norm=True, device=device)
     cands = (action + 0.2 * torch.randn(n, b, ACT, device=device)).clamp(-1, 1)
@@ -434,7 +470,7 @@ def grouping(device, n=1000, m=5, b=16, calls=6, trained=None) -> dict:
         "dense, groups": lambda: norm.candidate_values(obs, cands, action),
         "dense, one pass": lambda: norm.candidate_values(obs, cands, action, chunk_rows=one_pass),
     }
-    with torch.no_grad():
+    with torch.no_grad(), kernel_off(relu):
         return interleaved(fns, budget_s=0.0, min_calls=calls, max_calls=calls)
 
 
@@ -477,19 +513,18 @@ def main():
         print("\n### Collector on HalfCheetah (frames/s, median of alternating rounds)\n")
         print(
             "| envs | policy alone | policy + selector (N=100, m=5) | ratio | "
-            "policy + selector, dense scoring | ratio | policy + selector, free scoring | "
-            "ratio |\n|---|---|---|---|---|---|---|---|"
+            "policy + selector, torch ops | ratio | policy + selector, dense scoring | ratio | "
+            "policy + selector, free scoring | ratio |\n|" + "---|" * 10
         )
         costs = []
         for num_envs in args.collector_envs:
             rates = collector_throughput(args.rounds, args.frames, device, trained, num_envs)
             alone = rates["policy"]
-            sel, dense = rates["policy+selector"], rates["policy+selector (dense)"]
-            free = rates["policy+selector (free scoring)"]
-            row = (num_envs, alone, sel, sel / alone, dense, dense / alone, free, free / alone)
-            print(
-                "| {} | {:.0f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} | {:.0f} | {:.2f} |".format(*row)
-            )
+            row = [num_envs, alone]
+            for k in ("", " (torch ops)", " (dense)", " (free scoring)"):
+                row += [rates["policy+selector" + k], rates["policy+selector" + k] / alone]
+            cells = (" {:.0f} | {:.2f} |" * 4).format(*row[2:])
+            print("| {} | {:.0f} |".format(*row[:2]) + cells)
             # per-frame cost of the selector over the policy alone, and of its scoring alone
             per_frame = {k: 1e3 / v - 1e3 / alone for k, v in rates.items() if k != "policy"}
             costs.append(
@@ -509,9 +544,11 @@ def latency_part(args, device, trained=None):
     if device.type == "cpu" and sys.platform.startswith("linux"):
         faults = page_faults(device)
         print("\n### Allocator: N=100, m=5, 16 envs (ms and page faults per call, median)\n")
-        print("| sparse (candidate_values) | faults | dense (values) | faults |\n|---|---|---|---|")
-        (ts, fs), (td, fd) = faults["sparse"], faults["dense"]
-        print(f"| {ts:.2f} | {fs:.0f} | {td:.2f} | {fd:.0f} |")
+        print(
+            "| kernel (candidate_values) | faults | torch sparse layer (kernel off) | faults | "
+            "dense (values) | faults |\n|" + "---|" * 6
+        )
+        print("| " + " | ".join(f"{t:.2f} | {f:.0f}" for t, f in faults.values()) + " |")
 
     if device.type == "cpu":
         res = grouping(device, trained=trained)
@@ -528,11 +565,12 @@ def latency_part(args, device, trained=None):
         grid = [(n, m, b) for n, m, b in grid if m == trained["q"].num_members]
     print("\n### Selection latency per env step (ms, median)\n")
     print(
-        "| N | m | env batch | o3f | o3f dense scoring | dense / o3f | hand-written bmm | "
+        "| N | m | env batch | o3f | o3f torch ops | torch ops / o3f | o3f dense scoring | "
+        "dense / o3f | hand-written bmm | "
         "o3f generic (IQLLoss critic) | torchrl IQLLoss vmap | "
         "naive loop | torchrl / o3f | naive / o3f | calls |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|" + "---|" * 15)
     latency_table(device, grid, args.budget, trained, args.repeats)
 
 
