@@ -301,29 +301,36 @@ class QEnsemble(TensorDictModuleBase):
         ``W1^T (M0 * z0) + b1 + (W1^T diag(M0) A) d + W1^T r``: a product with a rank
         ``action_dim`` matrix plus a product over the flipped units only. Around a trained
         critic's policy action few units flip (about 6% of 256 at sigma 0.2 on halfcheetah), so
-        the second layer costs a fraction of the dense one; when more than ``max_active`` of the
-        hidden units flip for some member and observation, the dense path is used. The result
-        is exact, not an approximation: no unit is dropped.
+        the second layer costs a fraction of the dense one. The result is exact, not an
+        approximation: no unit is dropped.
+
+        On CPU this runs in the package's compiled kernel (:mod:`torchrl_o3f.modules.kernel`,
+        float32, hidden widths a multiple of 16): one call instead of ~30 small tensor
+        operations, its (member, observation) pairs shared out over torch's threads; a deeper
+        critic's later layers then run densely. Without it (no C compiler, ``kernel=False``,
+        float64, other sizes) the same maths runs in torch operations, which only pay off with
+        many rows per call: there ``max_active``, ``min_rows`` and ``chunk_rows`` apply.
 
         Args:
             observation: ``[*batch, observation_dim]``.
             candidates: ``[N, *batch, action_dim]``.
             anchor: ``[*batch, action_dim]``, the point the candidates are drawn around (any
                 point gives the same values; the closer, the fewer flipped units).
-            max_active: fraction of hidden units above which the dense path is faster.
-            min_rows: fewest (member, candidate) rows (``num_members * N * batch.numel()``)
-                for the sparse path, which also needs N >= 64 per observation. It saves FLOPs
-                but runs ~30 small ops whatever the size: on a 2-core CPU it is 2.2-2.4x faster
-                than the dense product at N = 1000 or with 16 observations at N = 100, 5.5x with
-                16 observations at N = 1000 (trained halfcheetah critic, median of three runs),
-                level at N = 100, m = 5 for one observation (500 rows,
-                where the dense product runs) and slower with fewer rows
-                (``benchmarks/bench_selector.py``, docs/performance.md).
-            chunk_rows: on CPU the observations are scored in groups of about this many
-                (member, candidate) rows (at least one observation per group), densely or not,
-                so the ``[rows, 256]`` temporaries stay a few MB: one pass over N = 1000
-                candidates for 16 observations would allocate and walk 80 MB blocks, 1.1-2.7x
-                (sparse layer) and 1.9-2.4x (dense) slower than groups (docs/performance.md).
+            max_active: torch operations: the fraction of hidden units above which the dense
+                product is used instead (the kernel's cost just grows with the flipped units).
+            min_rows: torch operations: the fewest (member, candidate) rows
+                (``num_members * N * batch.numel()``) for the sparse layer, which also needs
+                N >= 64 per observation; fewer rows are scored densely. It saves FLOPs but runs
+                ~30 small ops whatever the size: on a 2-core CPU it is 2.2-2.4x faster than the
+                dense product at N = 1000 or with 16 observations at N = 100, level at N = 100,
+                m = 5 for one observation (``benchmarks/bench_selector.py``,
+                docs/performance.md).
+            chunk_rows: the observations are scored in groups of about this many (member,
+                candidate) rows (at least one observation per group), so the ``[rows, 256]``
+                temporaries stay a few MB: one pass over N = 1000 candidates for 16
+                observations would allocate and walk 80 MB blocks, 1.1-2.7x (torch sparse
+                layer) and 1.9-2.4x (dense) slower than groups (docs/performance.md). The
+                kernel needs no groups for two hidden layers (it writes only the values).
 
         Other critics (LayerNorm, other activations, depth 1) and fewer rows are scored densely,
         in the same groups; other layouts (any broadcast :meth:`values` accepts), CUDA tensors
