@@ -151,6 +151,20 @@ def test_a_failed_build_is_reported_and_falls_back(monkeypatch, caplog, tmp_path
     assert "failed" in caplog.text and "no usable target" in caplog.text
 
 
+@needs_compiler
+def test_a_library_that_cannot_be_loaded_falls_back(monkeypatch, caplog):
+    """A build that cannot be mapped (e.g. a temporary folder mounted noexec) is a warning."""
+
+    def refuse(path):
+        raise OSError(f"{path}: failed to map segment from shared object")
+
+    monkeypatch.setattr(kernel, "_state", {})
+    monkeypatch.setattr(kernel.ctypes, "CDLL", refuse)
+    with caplog.at_level(logging.WARNING, logger=kernel.__name__):
+        assert not kernel.available()
+    assert "failed to map segment" in caplog.text
+
+
 def test_the_environment_switches_the_kernel_off(monkeypatch):
     monkeypatch.setattr(kernel, "_state", {})
     monkeypatch.setenv("TORCHRL_O3F_KERNEL", "0")

@@ -367,8 +367,8 @@ class QEnsemble(TensorDictModuleBase):
             return self.values(observation, candidates)
         use_kernel = self._kernel_serves(observation, candidates, anchor)
         # few rows: one dense product costs less than the torch sparse layer's bookkeeping
-        sparse = use_kernel or (self._sparse_layer and n >= 64 and rows >= min_rows)
-        if rows <= chunk_rows and not sparse:
+        sparse = not use_kernel and self._sparse_layer and n >= 64 and rows >= min_rows
+        if rows <= chunk_rows and not (use_kernel or sparse):
             return self.values(observation, candidates)
         # the kernel's values of a two-layer critic need no [rows, 256] temporaries: one call
         one_call = use_kernel and self.depth == 2
