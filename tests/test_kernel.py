@@ -81,6 +81,27 @@ def test_the_kernel_equals_the_dense_values_over_random_configurations():
 
 
 @needs_compiler
+def test_units_on_the_edge_of_flipping_are_kept():
+    """The kernel evaluates the first layer only on the units some candidate can flip
+    (``|z0| <= ||A|| max ||d||``); units sitting at zero at the anchor, which every offset
+    can flip, and units just inside that reach must come out as the dense values."""
+    torch.manual_seed(4)
+    q = QEnsemble(5, 3, num_members=2, num_cells=32)
+    obs, anchor = torch.randn(5), torch.rand(3) * 2 - 1
+    cands = anchor + 0.05 * torch.randn(200, 3)
+    with torch.no_grad():
+        x = torch.cat([obs, anchor])
+        z0 = torch.einsum("k,mkh->mh", x, q.weights[0]) + q.biases[0][:, 0]
+        reach = q.weights[0][:, 5:].norm(dim=1) * (cands - anchor).norm(dim=-1).max()
+        q.biases[0][:, 0, :8] -= z0[:, :8]  # units 0-7 at zero at the anchor
+        # units 8-15 just inside the reach, on either side of zero
+        sign = torch.tensor([1.0, -1.0]).repeat(4)
+        q.biases[0][:, 0, 8:16] += sign * 0.999 * reach[:, 8:16] - z0[:, 8:16]
+        got = q.candidate_values(obs, cands, anchor)
+        torch.testing.assert_close(got, q.values(obs, cands), rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
 def test_pairs_split_over_threads_give_the_same_values():
     """Each (member, observation) pair is computed whole by one of torch's threads: the number
     of threads changes nothing, bit for bit."""

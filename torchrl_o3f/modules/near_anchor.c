@@ -11,8 +11,10 @@
  *   z1_j = [b1 + W1^T relu(z0)] + G^T d_j + W1^T r_j,   G = W1^T diag(z0 > 0) A
  *
  * which is W1^T relu(p_j) + b1 exactly (no unit is dropped). The bracket and G are computed
- * once per (member, observation) over the active units; each candidate then costs two
- * rank-a products and one row of W1 per flipped unit instead of a dense 256 x 256 product.
+ * once per (member, observation) over the active units; each candidate then costs the rank-a
+ * product G^T d_j, p_j on the few units any candidate can flip (|z0_u| <= ||A_u|| max ||d||,
+ * by Cauchy-Schwarz; 10-20% of them around a trained critic's policy action) and one row of
+ * W1 per flipped unit, instead of a dense 256 x 256 product.
  * With `w_last` given (two hidden layers) it writes the values
  * b_last + w_last . relu(z1_j) to out[i, j, b] ([m, n, nb]); with w_last NULL it writes
  * z1_j to out[i, b, j, :] ([m, nb, n, h]) for the caller's remaining layers.
@@ -77,8 +79,9 @@ int near_anchor_max_input(void) { return MAX_INPUT; }
 
 long near_anchor_work_floats(int a, int h) {
     long rows = (a + 1 + 3) & ~3;
-    /* z0, s, A, G/base, coefficients, BLOCK z rows, BLOCK flip values, BLOCK + 1 int rows */
-    return (long)h * (2 + a + 2 * rows + 2 * BLOCK + BLOCK + 1);
+    /* z0, s, A, G/base, coefficients, BLOCK z rows, BLOCK flip values, BLOCK + 1 int rows,
+       and the live units: z0, s, A (a rows) and their indices, each padded by 8 */
+    return (long)h * (2 + a + 2 * rows + 2 * BLOCK + BLOCK + 1) + (long)(h + 8) * (a + 3);
 }
 
 static void score_pair(int i, int b, int nb, int n, int d, int a, int h, const float *w0,
@@ -96,6 +99,11 @@ static void score_pair(int i, int b, int nb, int n, int d, int a, int h, const f
     float *flip_r = z + (size_t)BLOCK * h;     /* [BLOCK, h] */
     int *flip_u = (int *)(flip_r + (size_t)BLOCK * h); /* [BLOCK, h] */
     int *active = flip_u + (size_t)BLOCK * h;  /* [h] */
+    const int hp = h + 8;
+    float *live_z0 = (float *)(active + h);    /* [hp] */
+    float *live_s = live_z0 + hp;              /* [hp] */
+    float *live_A = live_s + hp;               /* [a, hp] */
+    int *live_u = (int *)(live_A + (size_t)a * hp); /* [hp] */
     float x[MAX_INPUT];
     v8 dv[MAX_ACTION * BLOCK];
 
@@ -155,6 +163,36 @@ static void score_pair(int i, int b, int nb, int n, int d, int a, int h, const f
         }
     }
 
+    /* the units any candidate can flip: |A_u . d| <= ||A_u|| ||d||, so a unit with
+       |z0_u| > ||A_u|| max_j ||d_j|| keeps its sign for every candidate (a relative margin of
+       1e-4 covers the rounding of p); the others ("live"), in unit order, padded to 8 with
+       units that never flip */
+    float dmax2 = 0.f;
+    for (int j = 0; j < n; ++j) {
+        const float *cj = cand + ((size_t)j * nb + b) * a;
+        float d2 = 0.f;
+        for (int c = 0; c < a; ++c) d2 += (cj[c] - anc[c]) * (cj[c] - anc[c]);
+        dmax2 = d2 > dmax2 ? d2 : dmax2;
+    }
+    const float reach2 = dmax2 * (1.0f + 1e-4f) * (1.0f + 1e-4f);
+    int num_live = 0;
+    for (int u = 0; u < h; ++u) {
+        float a2 = 0.f;
+        for (int c = 0; c < a; ++c) a2 += A[(size_t)c * h + u] * A[(size_t)c * h + u];
+        if (z0[u] * z0[u] > a2 * reach2) continue;
+        live_z0[num_live] = z0[u];
+        live_s[num_live] = s[u];
+        for (int c = 0; c < a; ++c) live_A[(size_t)c * hp + num_live] = A[(size_t)c * h + u];
+        live_u[num_live++] = u;
+    }
+    const int live_blocks = (num_live + 7) & ~7;
+    for (int l = num_live; l < live_blocks; ++l) {
+        live_z0[l] = 1.f;
+        live_s[l] = -1.f;
+        for (int c = 0; c < a; ++c) live_A[(size_t)c * hp + l] = 0.f;
+        live_u[l] = 0;
+    }
+
     /* candidates, BLOCK at a time: the rank-a parts and the flipped units */
     for (int j0 = 0; j0 < n; j0 += BLOCK) {
         const int count = n - j0 < BLOCK ? n - j0 : BLOCK;
@@ -162,26 +200,38 @@ static void score_pair(int i, int b, int nb, int n, int d, int a, int h, const f
             const float *cj = cand + ((size_t)(j0 + (k < count ? k : 0)) * nb + b) * a;
             for (int c = 0; c < a; ++c) dv[c * BLOCK + k] = splat(cj[c] - anc[c]);
         }
-        int flips[BLOCK] = {0};
-        for (int v = 0; v < h; v += 8) {
-            const v8 zv = LOAD(z0 + v), base = LOAD(G + v);
-            v8 p[BLOCK] = {zv, zv, zv, zv}, q[BLOCK] = {base, base, base, base};
+        for (int v = 0; v < h; v += 16) { /* two blocks of 8: 8 independent accumulators */
+            const v8 base = LOAD(G + v), base2 = LOAD(G + v + 8);
+            v8 q[BLOCK] = {base, base, base, base}, q2[BLOCK] = {base2, base2, base2, base2};
             for (int c = 0; c < a; ++c) {
-                const v8 av = LOAD(A + (size_t)c * h + v);
                 const v8 gv = LOAD(G + (size_t)(c + 1) * h + v);
+                const v8 gv2 = LOAD(G + (size_t)(c + 1) * h + v + 8);
                 const v8 *dc = dv + c * BLOCK;
                 for (int k = 0; k < BLOCK; ++k) {
-                    p[k] += dc[k] * av;
                     q[k] += dc[k] * gv;
+                    q2[k] += dc[k] * gv2;
                 }
             }
-            const v8 sv = LOAD(s + v);
             for (int k = 0; k < BLOCK; ++k) {
                 STORE(z + (size_t)k * h + v, q[k]);
+                STORE(z + (size_t)k * h + v + 8, q2[k]);
+            }
+        }
+        int flips[BLOCK] = {0};
+        for (int v = 0; v < live_blocks; v += 8) {
+            const v8 zv = LOAD(live_z0 + v);
+            v8 p[BLOCK] = {zv, zv, zv, zv};
+            for (int c = 0; c < a; ++c) {
+                const v8 av = LOAD(live_A + (size_t)c * hp + v);
+                const v8 *dc = dv + c * BLOCK;
+                for (int k = 0; k < BLOCK; ++k) p[k] += dc[k] * av;
+            }
+            const v8 sv = LOAD(live_s + v);
+            for (int k = 0; k < BLOCK; ++k) {
                 const v8 r = p[k] * sv;
                 for (int bits = positive_lanes(r); bits; bits &= bits - 1) {
                     const int l = __builtin_ctz(bits);
-                    flip_u[k * h + flips[k]] = v + l;
+                    flip_u[k * h + flips[k]] = live_u[v + l];
                     flip_r[k * h + flips[k]++] = r[l];
                 }
             }
