@@ -76,8 +76,9 @@ class O3FActionSelector(TensorDictModuleBase):
         qvalue_network: the Q ensemble. One of
 
             * a :class:`~torchrl_o3f.modules.QEnsemble` (fast path: all members in one batched
-              product per layer, no vmap; the exact sparse second layer of
-              :meth:`~torchrl_o3f.modules.QEnsemble.candidate_values` for many candidates);
+              product per layer, no vmap; on CPU the exact sparse second layer of
+              :meth:`~torchrl_o3f.modules.QEnsemble.candidate_values` in its compiled
+              kernel);
             * a :class:`~tensordict.nn.TensorDictModuleBase` reading ``observation_key`` and
               ``action_key`` and writing ``value_key``. With ``qvalue_params`` (parameters
               stacked along a leading member dimension, e.g. a torchrl loss's
