@@ -1,6 +1,7 @@
 """The compiled candidate-scoring kernel (torchrl_o3f.modules.kernel) and its fallback."""
 
 import logging
+import multiprocessing
 import random
 import sys
 from pathlib import Path
@@ -130,6 +131,36 @@ def test_the_kernel_shares_torchs_openmp_runtime():
     assert len(runtimes) <= 1, runtimes
     built_with_openmp = bool(kernel._library().near_anchor_parallel())
     assert kernel._state["parallel"] == (built_with_openmp and len(runtimes) == 1)
+
+
+def _score_in_child(q, inputs, queue):
+    torch.set_num_threads(1)  # as torch's DataLoader workers: GNU OpenMP cannot fork
+    with torch.no_grad():
+        queue.put(q.candidate_values(*inputs).tolist())  # plain floats: no shared memory
+
+
+@needs_compiler
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork start method")
+def test_a_forked_child_on_one_thread_gets_the_same_values():
+    """After the parent ran the kernel on torch's threads, a forked child on one thread (the
+    kernel then opens no parallel region) scores the same values instead of hanging."""
+    torch.manual_seed(0)
+    q = QEnsemble(17, 6, num_members=5, num_cells=64)
+    inputs = _inputs(q, 100, (4,))
+    with torch.no_grad():
+        ref = q.candidate_values(*inputs)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_score_in_child, args=(q, inputs, queue))
+    child.start()
+    try:
+        values = torch.tensor(queue.get(timeout=60))
+    finally:
+        child.join(10)
+        if child.exitcode is None:
+            child.kill()
+    assert child.exitcode == 0
+    assert torch.equal(values, ref)
 
 
 @needs_compiler
