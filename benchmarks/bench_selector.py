@@ -432,11 +432,14 @@ def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
 
     q, obs, action = cell_inputs(m, (b,), device)
     cands = (action + 0.2 * torch.randn(n, b, ACT, device=device)).clamp(-1, 1)
-    torch_ops = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device, kernel=False)
-    torch_ops.load_state_dict(q.state_dict())
+
+    def torch_ops():
+        with kernel_off(q):
+            return q.candidate_values(obs, cands, action)
+
     fns = {
         "kernel": lambda: q.candidate_values(obs, cands, action),
-        "sparse": lambda: torch_ops.candidate_values(obs, cands, action),
+        "sparse": torch_ops,
         "dense": lambda: q.values(obs, cands),
     }
     times = {k: [] for k in fns}

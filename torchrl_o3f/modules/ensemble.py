@@ -420,8 +420,16 @@ class QEnsemble(TensorDictModuleBase):
         out = near_anchor(self.weights, self.biases, norm, observation, candidates, anchor)
         if self.depth == 2:
             return out.unsqueeze(-1)
-        m, nb, n, hidden = out.shape
-        values = self._hidden_layers(out.view(m, nb * n, hidden), 2)  # [m, B * N, 1]
+        return self._later_layers(out, observation.shape[0], candidates.shape[0])
+
+    def _later_layers(self, z1: torch.Tensor, nb: int, n: int) -> torch.Tensor:
+        """Layers 2.. of the critic on second-layer pre-activations, values ``[m, N, B, 1]``.
+
+        ``z1`` is laid out ``[m, B, N, hidden]`` (or is a contiguous view of that order); the
+        result is a view.
+        """
+        m, hidden = self.num_members, z1.shape[-1]
+        values = self._hidden_layers(z1.reshape(m, nb * n, hidden), 2)  # [m, B * N, 1]
         return values.view(m, nb, n, 1).transpose(1, 2)
 
     def _near_anchor_values(
@@ -479,8 +487,7 @@ class QEnsemble(TensorDictModuleBase):
             w1_k = w1.reshape(m * hidden, hidden).index_select(0, w1_rows).view(m, nb, k, hidden)
             rhs = torch.cat([g, w1_k], 2).view(mb, a + k, hidden)
             z1 = torch.baddbmm(base, torch.cat([offset, r_k], -1), rhs, out=pre)
-        out = self._hidden_layers(z1.view(m, nb * n, hidden), 2)  # [m, B * N, 1]
-        return out.view(m, nb, n, 1).transpose(1, 2)
+        return self._later_layers(z1, nb, n)
 
     def _hidden_layers(self, h, start: int, params=None, members=None) -> torch.Tensor:
         """Layers ``start..last`` on the pre-activation ``h`` of layer ``start - 1``."""
