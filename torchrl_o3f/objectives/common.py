@@ -11,6 +11,7 @@ from torchrl.objectives.utils import ValueEstimators
 __all__ = [
     "TransitionLossMixin",
     "call_on_tensor",
+    "episode_returns",
     "expectile_loss",
     "make_target_params",
     "module_params",
@@ -32,6 +33,33 @@ def expectile_loss(diff: torch.Tensor, expectile: float | torch.Tensor) -> torch
     """
     weight = torch.where(diff > 0, expectile, 1 - expectile)
     return weight * diff.square()
+
+
+def episode_returns(data: TensorDictBase) -> torch.Tensor:
+    """Undiscounted return of every episode in a TED dataset (episodes end at ``next/done``).
+
+    The rows must be in time order, episode after episode (as the loader gives them); a last
+    episode without a ``done`` flag counts as one. Returns a float64 tensor ``[num_episodes]``.
+
+    Raises:
+        KeyError: when ``("next", "reward")`` or ``("next", "done")`` is missing.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"next": {"reward": torch.tensor([1.0, 2.0, 3.0]),
+        ...                           "done": torch.tensor([False, True, False])}}, [3])
+        >>> episode_returns(td)
+        tensor([3., 3.], dtype=torch.float64)
+    """
+    reward, done = read_tensors(data, [("next", "reward"), ("next", "done")], "episode_returns")
+    reward = reward.reshape(-1).double()
+    done = done.reshape(-1).bool().clone()
+    if done.numel():
+        done[-1] = True
+    ends = torch.nonzero(done).reshape(-1)
+    totals = torch.cumsum(reward, 0)[ends]
+    return torch.diff(totals, prepend=totals.new_zeros(1))
 
 
 def module_params(module: nn.Module) -> TensorDictBase:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from omegaconf import MISSING
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
 from tensordict.utils import NestedKey
@@ -20,12 +21,14 @@ from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
 from torchrl_o3f.objectives.common import (
     TransitionLossMixin,
     call_on_tensor,
+    episode_returns,
     expectile_loss,
     make_target_params,
     module_params,
 )
+from torchrl_o3f.objectives.registry import AlgoConfig, register_algorithm
 
-__all__ = ["IQLLoss", "make_iql_loss"]
+__all__ = ["IQLConfig", "IQLLoss", "build_iql", "make_iql_loss"]
 
 _REDUCTIONS = ("min", "mean", "subset_min")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -437,3 +440,119 @@ def make_iql_loss(
     )
     loss.make_value_estimator(gamma=gamma)
     return loss
+
+
+# ------------------------------------------------------------------------------ registration
+@dataclass
+class IQLConfig(AlgoConfig):
+    """IQL's own hyper-parameters (values: ``config/algo/iql.yaml``).
+
+    Attributes:
+        expectile: IQL's tau.
+        temperature: IQL's inverse temperature beta.
+        max_weight: clip of the advantage weights.
+        qvalue_reduction: ``"min"``, ``"mean"`` or ``"subset_min"`` over the target ensemble.
+        subset_size: members of the random subset for ``"subset_min"``.
+        reward_normalization: ``"returns_range"`` (the original implementation on locomotion:
+            rewards times ``1000 / (max - min episode return of the dataset)``) or ``"none"``.
+        reward_scale: multiplies rewards, after the normalisation and the shift.
+        reward_shift: added to rewards before scaling (antmaze: -1).
+        loss_function: ``"l2"`` or ``"smooth_l1"`` for the Q regression.
+
+    Example:
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> algo_config("iql", task="halfcheetah-medium").reward_normalization
+        'returns_range'
+    """
+
+    expectile: float = MISSING
+    temperature: float = MISSING
+    max_weight: float = MISSING
+    qvalue_reduction: str = MISSING
+    subset_size: int = MISSING
+    reward_normalization: str = MISSING
+    reward_scale: float = MISSING
+    reward_shift: float = MISSING
+    loss_function: str = MISSING
+
+
+def iql_reward_scale(cfg: IQLConfig, data: TensorDictBase | None) -> float:
+    """The reward multiplier a run uses: ``reward_scale`` times the dataset normalisation.
+
+    Raises:
+        ValueError: for an unknown ``reward_normalization``, or ``"returns_range"`` without
+            data or with every episode return equal.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> td = TensorDict({"next": {"reward": torch.tensor([1.0, 1.0, 3.0]),
+        ...                           "done": torch.tensor([False, True, True])}}, [3])
+        >>> iql_reward_scale(algo_config("iql", task="hopper-medium"), td)
+        1000.0
+    """
+    if cfg.reward_normalization == "none":
+        return float(cfg.reward_scale)
+    if cfg.reward_normalization != "returns_range":
+        raise ValueError(
+            f"algo.reward_normalization must be 'returns_range' or 'none', got "
+            f"{cfg.reward_normalization!r}"
+        )
+    if data is None:
+        raise ValueError(
+            "algo.reward_normalization=returns_range needs the offline data (episode returns); "
+            "set algo.reward_normalization=none for an online-only run"
+        )
+    returns = episode_returns(data)
+    spread = float(returns.max() - returns.min()) if returns.numel() else 0.0
+    if not spread > 0:
+        raise ValueError(
+            "algo.reward_normalization=returns_range: every episode of the dataset has the same "
+            "return, so 1000 / (max - min) is undefined; set algo.reward_normalization=none"
+        )
+    return float(cfg.reward_scale) * 1000.0 / spread
+
+
+@register_algorithm(
+    "iql",
+    config=IQLConfig,
+    description="Implicit Q-Learning (Kostrikov et al., 2022) on a QEnsemble",
+)
+def build_iql(
+    cfg: IQLConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    data: TensorDictBase | None,
+    device: torch.device | str | None = None,
+) -> IQLLoss:
+    """The registered builder of IQL: :func:`make_iql_loss` with ``cfg``'s numbers.
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> cfg = algo_config("iql", overrides={"num_cells": 16, "reward_normalization": "none"})
+        >>> loss = build_iql(cfg, observation_dim=3, action_spec=Bounded(-1.0, 1.0, shape=(2,)),
+        ...                  data=None)
+        >>> float(loss.expectile) == cfg.expectile
+        True
+    """
+    return make_iql_loss(
+        observation_dim,
+        action_spec,
+        num_qvalue=cfg.num_qvalue,
+        num_cells=cfg.num_cells,
+        depth=cfg.depth,
+        layer_norm=cfg.layer_norm,
+        expectile=cfg.expectile,
+        temperature=cfg.temperature,
+        gamma=cfg.gamma,
+        device=device,
+        max_weight=cfg.max_weight,
+        qvalue_reduction=cfg.qvalue_reduction,
+        subset_size=cfg.subset_size,
+        reward_scale=iql_reward_scale(cfg, data),
+        reward_shift=cfg.reward_shift,
+        loss_function=cfg.loss_function,
+    )
