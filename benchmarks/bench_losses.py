@@ -255,7 +255,6 @@ class LAPOFull:
             OBS,
             Bounded(-1.0, 1.0, shape=(ACT,)),
             data=data,
-            family="halfcheetah",
             num_cells=cells,
             depth=depth,
         )

@@ -38,10 +38,12 @@ def test_registry_defaults_follow_the_paper():
     assert get_task("antmaze-large-diverse").sigma == 0.05
     assert get_task("kitchen-mixed").sigma == 0.05
     assert get_task("pointmaze-umaze").sigma == 0.05
-    am = get_task("antmaze-large-diverse").defaults
-    assert (am.iql_expectile, am.iql_temperature, am.reward_shift) == (0.9, 10.0, -1.0)
-    loco = get_task("walker2d-medium").defaults
-    assert (loco.iql_expectile, loco.iql_temperature) == (0.7, 3.0)
+    from torchrl_o3f.objectives import algo_config
+
+    am = algo_config("iql", task="antmaze-large-diverse")
+    assert (am.expectile, am.temperature, am.reward_shift) == (0.9, 10.0, -1.0)
+    loco = algo_config("iql", task="walker2d-medium")
+    assert (loco.expectile, loco.temperature) == (0.7, 3.0)
     assert get_task("antmaze-umaze").score == "success"
     assert get_task("kitchen-mixed").score == "tasks"
     hc = get_task("halfcheetah-medium")

@@ -44,7 +44,7 @@ def lapo(data=None, **kw) -> LAPOLoss:
     kw.setdefault("num_cells", CELLS)
     kw.setdefault("depth", 2)
     data = ted_batch(64) if data is None else data
-    return make_lapo_loss(OBS_DIM, action_spec(), data=data, family="generic", **kw)
+    return make_lapo_loss(OBS_DIM, action_spec(), data=data, **kw)
 
 
 def adam_step(loss, lr=1e-3, key_filter=lambda k: k.startswith("loss_"), batch=None):
@@ -312,18 +312,18 @@ def test_lapo_policy_unbatched_clipped_and_deterministic():
 
 def test_lapo_reward_config():
     r = torch.tensor([0.0, 1.0, 4.0])
-    cfg = lapo_reward_config(r, family="halfcheetah", gamma=0.99)
+    cfg = lapo_reward_config(r, kind="max", gamma=0.99)
     assert cfg["reward_scale"] == 0.25 and math.isclose(cfg["value_max"], 100.0)
-    assert lapo_reward_config(r, family="antmaze")["reward_scale"] == 100.0
+    assert lapo_reward_config(r, kind="antmaze")["reward_scale"] == 100.0
     neg = lapo_reward_config(torch.tensor([-4.0, -2.0]), kind="max", gamma=0.5)
     assert neg["reward_scale"] == 0.25 and neg["value_max"] == -1.0
-    with pytest.raises(ValueError, match="family"):
-        lapo_reward_config(r, family="pong")
     with pytest.raises(ValueError, match="kind"):
         lapo_reward_config(r, kind="min")
-    loss = make_lapo_loss(
-        OBS_DIM, action_spec(), data=ted_batch(), family="antmaze", num_cells=CELLS, depth=1
-    )
+    # the registered builder takes antmaze's values from lapo.yaml
+    from torchrl_o3f.objectives import algo_config, build_lapo
+
+    cfg = algo_config("lapo", task="antmaze-umaze", overrides={"num_cells": CELLS, "depth": 1})
+    loss = build_lapo(cfg, observation_dim=OBS_DIM, action_spec=action_spec(), data=ted_batch())
     assert loss.lam == 0.7 and loss.value_max == 100.0
 
 
@@ -337,7 +337,7 @@ def test_lapo_bad_arguments():
     with pytest.raises(ValueError, match="disagree"):
         LAPOLoss(cvae, actor, QEnsemble(OBS_DIM + 1, ACT_DIM), v, action_spec=action_spec())
     with pytest.raises(KeyError, match="TED"):
-        make_lapo_loss(OBS_DIM, action_spec(), data=TensorDict({}, []), family="generic")
+        make_lapo_loss(OBS_DIM, action_spec(), data=TensorDict({}, []))
 
 
 # --------------------------------------------------------------------------- learning checks
@@ -397,7 +397,7 @@ def test_lapo_bandit_cvae_keeps_both_modes_and_policy_picks_the_good_one(one_thr
     actions = torch.where(good, 0.6, -0.6)[:, None].expand(n, dim) + 0.03 * torch.randn(n, dim)
     data = bandit_data(actions, good.float()[:, None])
     loss = make_lapo_loss(
-        1, action_spec(act_dim=dim), data=data, family="generic", num_cells=32, depth=2
+        1, action_spec(act_dim=dim), data=data, num_cells=32, depth=2
     )
     updater = SoftUpdate(loss, tau=0.05)
     opts = {k: torch.optim.Adam(v, 3e-3) for k, v in loss.parameter_groups().items()}
@@ -514,7 +514,7 @@ def test_policy_and_selector_in_a_collector(make):
         loss = make_iql_loss(3, spec, num_cells=CELLS)
     else:
         data = ted_batch(64, 3, 1, low=-2.0, high=2.0)
-        loss = make_lapo_loss(3, spec, data=data, family="generic", num_cells=CELLS, depth=1)
+        loss = make_lapo_loss(3, spec, data=data, num_cells=CELLS, depth=1)
     selector = O3FActionSelector(loss.qvalue_network, spec, num_candidates=8, sigma=0.2)
     policy = TensorDictSequential(loss.policy, selector)
     collector = Collector(

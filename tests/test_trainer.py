@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from torchrl_o3f.envs import UnknownTaskError
+from torchrl_o3f.objectives import UnknownAlgorithmError
 from torchrl_o3f.trainers import (
     BUDGETS,
     AnnealConfig,
@@ -33,7 +34,8 @@ def _cfg(out, dataset_root, **kw) -> TrainerConfig:
     import dataclasses
 
     cfg = TrainerConfig(
-        task=TASK,
+        task=kw.pop("task", TASK),
+        algo=kw.pop("algo", "iql"),
         budget=dataclasses.replace(BUDGETS["smoke"]),
         output_dir=str(out),
         dataset_root=dataset_root,
@@ -42,6 +44,7 @@ def _cfg(out, dataset_root, **kw) -> TrainerConfig:
     )
     cfg.algo.num_cells = 32
     cfg.algo.batch_size = 64
+    cfg.algo.utd_ratio = min(cfg.algo.utd_ratio, 2)
     cfg.exploration.num_candidates = 16
     for k, v in kw.items():
         obj = cfg
@@ -61,7 +64,7 @@ def _final_params(out) -> dict:
     "algo,mode", [("iql", "o3f"), ("iql", "gaussian"), ("iql", "none"), ("lapo", "o3f")]
 )
 def test_smoke_run_every_mode(tmp_path, dataset_root, algo, mode):
-    cfg = _cfg(tmp_path, dataset_root, **{"algo.name": algo, "exploration.mode": mode})
+    cfg = _cfg(tmp_path, dataset_root, algo=algo, **{"exploration.mode": mode})
     summary = OfflineOnlineTrainer(cfg).train()
     assert summary["offline_steps"] == cfg.budget.offline_steps
     assert summary["online_frames"] == cfg.budget.online_frames
@@ -97,7 +100,7 @@ def test_balanced_sampling_and_annealing(tmp_path, dataset_root):
         tmp_path,
         dataset_root,
         offline_fraction=0.5,
-        anneal=[AnnealConfig(param="expectile", end=0.85, mode="linear", frames=60)],
+        anneal=AnnealConfig(mode="linear", frames=60),  # IQL's yaml: expectile -> 0.85
     )
     trainer = OfflineOnlineTrainer(cfg)
     trainer.train()
@@ -125,10 +128,10 @@ def test_bad_configs_fail_before_training(tmp_path, dataset_root):
         _cfg(tmp_path, dataset_root, task="hoper-random").validate()
     with pytest.raises(ConfigError, match="exploration.mode"):
         _cfg(tmp_path, dataset_root, **{"exploration.mode": "ucb"}).validate()
-    with pytest.raises(ConfigError, match="utd_ratio"):
-        _cfg(tmp_path, dataset_root, **{"budget.utd_ratio": 0}).validate()
-    with pytest.raises(ConfigError, match="algo.name"):
-        _cfg(tmp_path, dataset_root, **{"algo.name": "sac"}).validate()
+    with pytest.raises(ConfigError, match="algo.utd_ratio"):
+        _cfg(tmp_path, dataset_root, **{"algo.utd_ratio": 0}).validate()
+    with pytest.raises(UnknownAlgorithmError, match="nope"):
+        _cfg(tmp_path, dataset_root, algo="nope")
     # a resume directory from another task or algorithm
     run = tmp_path / "run"
     OfflineOnlineTrainer(_cfg(run, dataset_root)).train()
@@ -138,7 +141,7 @@ def test_bad_configs_fail_before_training(tmp_path, dataset_root):
         )
     with pytest.raises(CheckpointError, match="algo"):
         OfflineOnlineTrainer(
-            _cfg(tmp_path / "y", dataset_root, resume=str(run), **{"algo.name": "lapo"})
+            _cfg(tmp_path / "y", dataset_root, resume=str(run), algo="lapo")
         )
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -158,7 +161,7 @@ def test_hydra_rejects_misspelt_keys_and_unknown_presets():
         assert cfg.budget.offline_steps == BUDGETS["smoke"].offline_steps
         assert cfg.algo.name == "iql" and cfg.exploration.mode == "o3f"
         lapo = config_from_hydra(compose("o3f_lapo"))
-        assert lapo.algo.name == "lapo" and lapo.utd_ratio() == 20
+        assert lapo.algo.name == "lapo" and lapo.algo.utd_ratio == 20
         with pytest.raises(Exception, match="nmae"):
             compose("o3f_iql", overrides=["algo.nmae=3"])
         with pytest.raises(ConfigCompositionException):
@@ -177,6 +180,7 @@ def _recipe_cmd(recipe, out, dataset_root, *extra):
         "progress=false",
         "algo.num_cells=32",
         "algo.batch_size=64",
+        "algo.utd_ratio=2",
         "exploration.num_candidates=16",
         f"dataset_root={dataset_root}",
         f"output_dir={out}",

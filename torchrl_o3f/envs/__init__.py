@@ -7,7 +7,6 @@
 from torchrl_o3f.envs.make import flatten_observation, make_env, make_gym_env, observation_layout
 from torchrl_o3f.envs.tasks import (
     D4RL_REFERENCE_RETURNS,
-    FamilyDefaults,
     Task,
     UnknownTaskError,
     get_task,
@@ -17,7 +16,6 @@ from torchrl_o3f.envs.tasks import (
 
 __all__ = [
     "D4RL_REFERENCE_RETURNS",
-    "FamilyDefaults",
     "Task",
     "UnknownTaskError",
     "flatten_observation",

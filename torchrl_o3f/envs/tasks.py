@@ -2,8 +2,8 @@
 
 A task name such as ``halfcheetah-medium`` resolves to a :class:`Task`: the gymnasium env id
 and its keyword arguments, the offline dataset ids (the one this package builds locally and
-the public hub id), the score normalisation, the paper's sigma and per-family defaults of the
-offline algorithms.
+the public hub id), the score normalisation and the paper's sigma. Algorithms' per-family
+hyper-parameters live in their yaml (``torchrl_o3f/config/algo/<name>.yaml``), not here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Task", "FamilyDefaults", "get_task", "list_tasks", "register_task", "UnknownTaskError"]
+__all__ = ["Task", "get_task", "list_tasks", "register_task", "UnknownTaskError"]
 
 ScoreKind = Literal["return", "success", "tasks"]
 
@@ -22,35 +22,6 @@ class UnknownTaskError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
-
-
-@dataclass(frozen=True)
-class FamilyDefaults:
-    """Per-family defaults shared by every task of one environment family.
-
-    Attributes:
-        sigma: the O3F candidate standard deviation (paper: 0.2 locomotion, 0.05 otherwise).
-        iql_expectile: IQL's expectile (0.7; 0.9 on antmaze).
-        iql_temperature: IQL's inverse temperature (3; 10 on antmaze).
-        reward_shift: added to every reward before training (IQL on antmaze uses -1).
-        reward_scale: multiplies every reward before training, after the shift.
-        lapo_reward: how LAPO pre-processes rewards: ``"max"`` (r / max r, value clipped to
-            [min r, max r] / (1 - gamma)) or ``"antmaze"`` (r * 100, value clipped to [0, 100]).
-        lapo_lambda: LAPO's min/max mixing of the critic ensemble (1.0; 0.7 on antmaze).
-
-    Example:
-        >>> from torchrl_o3f.envs import get_task
-        >>> get_task("antmaze-umaze").defaults.iql_expectile
-        0.9
-    """
-
-    sigma: float
-    iql_expectile: float = 0.7
-    iql_temperature: float = 3.0
-    reward_shift: float = 0.0
-    reward_scale: float = 1.0
-    lapo_reward: Literal["max", "antmaze"] = "max"
-    lapo_lambda: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +43,8 @@ class Task:
             rate in percent) or ``"tasks"`` (kitchen: tasks completed / 4, in percent).
         ref_min_score: the D4RL random-policy return of the family (``score == "return"``).
         ref_max_score: the D4RL expert return of the family (``score == "return"``).
-        defaults: per-family algorithm defaults (:class:`FamilyDefaults`).
+        sigma: the O3F candidate standard deviation (the paper: 0.2 on locomotion, 0.05 on
+            navigation, antmaze and kitchen).
         dict_observation: whether the gymnasium env returns a dict observation, which the
             package flattens into one ``observation`` vector (see :func:`flatten_observation`).
 
@@ -89,7 +61,7 @@ class Task:
     env_id: str
     max_episode_steps: int
     dataset_id: str
-    defaults: FamilyDefaults
+    sigma: float
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     hub_dataset_id: str | None = None
     buildable: bool = True
@@ -97,11 +69,6 @@ class Task:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     dict_observation: bool = False
-
-    @property
-    def sigma(self) -> float:
-        """The paper's candidate standard deviation for this task."""
-        return self.defaults.sigma
 
     @property
     def is_locomotion(self) -> bool:
@@ -124,17 +91,9 @@ D4RL_MAZE2D_RETURNS: dict[str, tuple[float, float]] = {
 }
 
 LOCOMOTION_FAMILIES = ("halfcheetah", "hopper", "walker2d")
-LOCOMOTION = FamilyDefaults(sigma=0.2)
-NAVIGATION = FamilyDefaults(sigma=0.05)
-ANTMAZE = FamilyDefaults(
-    sigma=0.05,
-    iql_expectile=0.9,
-    iql_temperature=10.0,
-    reward_shift=-1.0,
-    lapo_reward="antmaze",
-    lapo_lambda=0.7,
-)
-KITCHEN = FamilyDefaults(sigma=0.05, iql_expectile=0.7, iql_temperature=0.5)
+# the paper's candidate standard deviation per kind of task
+LOCOMOTION_SIGMA = 0.2
+OTHER_SIGMA = 0.05
 
 _REGISTRY: dict[str, Task] = {}
 
@@ -175,8 +134,8 @@ def get_task(name: str | Task) -> Task:
 
     Example:
         >>> from torchrl_o3f.envs import get_task
-        >>> get_task("antmaze-large-diverse").defaults.iql_expectile
-        0.9
+        >>> get_task("antmaze-large-diverse").sigma
+        0.05
     """
     if isinstance(name, Task):
         return name
@@ -219,7 +178,7 @@ def _register_builtin() -> None:
                     max_episode_steps=1000,
                     dataset_id=f"o3f/{family}/{quality}-v0",
                     hub_dataset_id=hub,
-                    defaults=LOCOMOTION,
+                    sigma=LOCOMOTION_SIGMA,
                     ref_min_score=lo,
                     ref_max_score=hi,
                 )
@@ -236,7 +195,7 @@ def _register_builtin() -> None:
                 max_episode_steps=steps,
                 dataset_id=f"o3f/pointmaze/{size}-v0",
                 hub_dataset_id=f"D4RL/pointmaze/{size}-v2",
-                defaults=NAVIGATION,
+                sigma=OTHER_SIGMA,
                 ref_min_score=lo,
                 ref_max_score=hi,
                 dict_observation=True,
@@ -262,7 +221,7 @@ def _register_builtin() -> None:
                 dataset_id=f"D4RL/antmaze/{quality}-v1",
                 hub_dataset_id=f"D4RL/antmaze/{quality}-v1",
                 buildable=False,
-                defaults=ANTMAZE,
+                sigma=OTHER_SIGMA,
                 score="success",
                 dict_observation=True,
             )
@@ -284,7 +243,7 @@ def _register_builtin() -> None:
                 dataset_id=f"D4RL/kitchen/{quality}-v2",
                 hub_dataset_id=f"D4RL/kitchen/{quality}-v2",
                 buildable=False,
-                defaults=KITCHEN,
+                sigma=OTHER_SIGMA,
                 score="tasks",
                 dict_observation=True,
             )

@@ -1,22 +1,52 @@
-"""Loss modules: IQL and LAPO on the shared :class:`~torchrl_o3f.modules.QEnsemble`."""
+"""Loss modules on the shared :class:`~torchrl_o3f.modules.QEnsemble`, and their registry.
 
-from torchrl_o3f.objectives.common import expectile_loss, make_target_params, module_params
-from torchrl_o3f.objectives.iql import IQLLoss, make_iql_loss
+Each loss file registers its algorithm (:func:`~torchrl_o3f.objectives.registry.
+register_algorithm`); its numbers live in ``torchrl_o3f/config/algo/<name>.yaml``.
+"""
+
+from torchrl_o3f.objectives.common import (
+    episode_returns,
+    expectile_loss,
+    make_target_params,
+    module_params,
+)
+from torchrl_o3f.objectives.iql import IQLConfig, IQLLoss, build_iql, make_iql_loss
 from torchrl_o3f.objectives.lapo import (
+    LAPOConfig,
     LAPOLoss,
-    lapo_family_defaults,
+    build_lapo,
     lapo_reward_config,
     make_lapo_loss,
 )
+from torchrl_o3f.objectives.registry import (
+    AlgoConfig,
+    Algorithm,
+    UnknownAlgorithmError,
+    algo_config,
+    get_algorithm,
+    list_algorithms,
+    register_algorithm,
+)
 
 __all__ = [
+    "AlgoConfig",
+    "Algorithm",
+    "IQLConfig",
     "IQLLoss",
+    "LAPOConfig",
     "LAPOLoss",
+    "UnknownAlgorithmError",
+    "algo_config",
+    "build_iql",
+    "build_lapo",
+    "episode_returns",
     "expectile_loss",
-    "lapo_family_defaults",
+    "get_algorithm",
     "lapo_reward_config",
+    "list_algorithms",
     "make_iql_loss",
     "make_lapo_loss",
     "make_target_params",
     "module_params",
+    "register_algorithm",
 ]

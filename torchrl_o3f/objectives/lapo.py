@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from omegaconf import MISSING
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.utils import NestedKey
 from torch import nn
@@ -23,15 +24,15 @@ from torchrl_o3f.objectives.common import (
     module_params,
     read_tensors,
 )
+from torchrl_o3f.objectives.registry import AlgoConfig, register_algorithm
 
-__all__ = ["LAPOLoss", "lapo_family_defaults", "lapo_reward_config", "make_lapo_loss"]
+__all__ = ["LAPOConfig", "LAPOLoss", "build_lapo", "lapo_reward_config", "make_lapo_loss"]
 
 
 def lapo_reward_config(
     rewards: torch.Tensor,
     *,
-    family: str | None = None,
-    kind: str | None = None,
+    kind: str = "max",
     gamma: float = 0.99,
 ) -> dict[str, float]:
     """LAPO's reward pre-processing, computed from the dataset rewards.
@@ -44,9 +45,7 @@ def lapo_reward_config(
 
     Args:
         rewards: the dataset rewards (any shape).
-        family: a task family of the registry (``"halfcheetah"``, ``"antmaze"``, ...), whose
-            ``defaults.lapo_reward`` selects the kind; or ``"generic"`` for ``"max"``.
-        kind: ``"max"`` or ``"antmaze"`` (overrides ``family``).
+        kind: ``"max"`` or ``"antmaze"`` (``config/algo/lapo.yaml`` picks it per family).
         gamma: the discount of the value bounds.
 
     Returns:
@@ -59,8 +58,6 @@ def lapo_reward_config(
         >>> cfg["reward_scale"], round(cfg["value_min"], 3), round(cfg["value_max"], 3)
         (0.5, -5.0, 10.0)
     """
-    if kind is None:
-        kind = lapo_family_defaults(family)[0]
     rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
     if rewards.numel() == 0 or not torch.isfinite(rewards).all():
         raise ValueError("rewards must be a non-empty tensor of finite values")
@@ -76,28 +73,6 @@ def lapo_reward_config(
         "value_min": rewards.min().item() * scale / (1 - gamma),
         "value_max": rewards.max().item() * scale / (1 - gamma),
     }
-
-
-def lapo_family_defaults(family: str | None) -> tuple[str, float]:
-    """``(reward kind, lambda)`` of a task family (``"generic"``: ``("max", 1.0)``).
-
-    Example:
-        >>> lapo_family_defaults("antmaze"), lapo_family_defaults("hopper")
-        (('antmaze', 0.7), ('max', 1.0))
-    """
-    if family in (None, "generic"):
-        return "max", 1.0
-    from torchrl_o3f.envs import list_tasks
-
-    tasks = list_tasks(family)
-    if not tasks:
-        families = sorted({t.family for t in list_tasks()})
-        raise ValueError(
-            f"unknown task family {family!r}; use one of {families}, or 'generic' for an env "
-            "outside the registry (LAPO's r / max|r| reward scaling, lambda = 1)"
-        )
-    d = tasks[0].defaults
-    return d.lapo_reward, d.lapo_lambda
 
 
 class LAPOLoss(TransitionLossMixin, LossModule):
@@ -161,7 +136,7 @@ class LAPOLoss(TransitionLossMixin, LossModule):
         ...              "done": torch.zeros(n, 1, dtype=torch.bool),
         ...              "terminated": torch.zeros(n, 1, dtype=torch.bool)}}, batch_size=[n])
         >>> loss = make_lapo_loss(3, Bounded(-1.0, 1.0, shape=(2,)), data=data,
-        ...                       family="generic", num_cells=16)
+        ...                       num_cells=16)
         >>> updater = SoftUpdate(loss, tau=0.005)
         >>> sorted(k for k in loss(data).keys() if k.startswith("loss_"))
         ['loss_actor', 'loss_qvalue', 'loss_vae', 'loss_value']
@@ -522,7 +497,8 @@ def make_lapo_loss(
     action_spec: TensorSpec,
     *,
     data: TensorDictBase,
-    family: str,
+    reward_kind: str = "max",
+    lam: float = 1.0,
     num_qvalue: int = 5,
     num_cells: int = 256,
     depth: int = 3,
@@ -534,15 +510,15 @@ def make_lapo_loss(
     """Build a :class:`LAPOLoss` from specs and the offline data.
 
     The data (TED layout) gives the z-scoring statistics (mean and std + 1e-6 of observations
-    and actions) and the reward pre-processing (:func:`lapo_reward_config` for the family);
-    the family also gives lambda (0.7 on antmaze, else 1).
+    and actions) and the reward pre-processing (:func:`lapo_reward_config` of ``reward_kind``).
 
     Args:
         observation_dim: size of the (flat) observation.
         action_spec: bounded action spec of the environment.
         data: the offline transitions (``observation``, ``action``, ``("next", "reward")``).
-        family: the task family (``"halfcheetah"``, ``"antmaze"``, ``"kitchen"``, ...) or
-            ``"generic"`` for an env outside the registry.
+        reward_kind: ``"max"`` (r / max|r|) or ``"antmaze"`` (100 r), see
+            :func:`lapo_reward_config`.
+        lam: LAPO's min/max mixing of the critic ensemble (1.0; 0.7 on antmaze).
         num_qvalue: ensemble size (5, as O3F).
         num_cells: width of every hidden layer.
         depth: hidden layers per network (3, as LAPO).
@@ -558,8 +534,7 @@ def make_lapo_loss(
         >>> from torchrl.data import Bounded
         >>> data = TensorDict({"observation": torch.randn(32, 4), "action": torch.rand(32, 2),
         ...                    "next": {"reward": torch.rand(32, 1)}}, batch_size=[32])
-        >>> loss = make_lapo_loss(4, Bounded(0.0, 1.0, shape=(2,)), data=data, family="hopper",
-        ...                       num_cells=16)
+        >>> loss = make_lapo_loss(4, Bounded(0.0, 1.0, shape=(2,)), data=data, num_cells=16)
         >>> loss.lam, loss.qvalue_network.num_members
         (1.0, 5)
     """
@@ -569,8 +544,7 @@ def make_lapo_loss(
     )
     obs = obs.reshape(-1, observation_dim).float()
     act = act.reshape(-1, action_dim).float()
-    kind, lam = lapo_family_defaults(family)
-    cfg = {"lam": lam, **lapo_reward_config(rewards, kind=kind, gamma=gamma)}
+    cfg = {"lam": lam, **lapo_reward_config(rewards, kind=reward_kind, gamma=gamma)}
     cfg.update(loss_kwargs)
     cvae = LAPOCVAE(
         observation_dim,
@@ -599,3 +573,82 @@ def make_lapo_loss(
     loss = LAPOLoss(cvae, actor, qvalue, value, action_spec=action_spec, **cfg)
     loss.make_value_estimator(gamma=gamma)
     return loss
+
+
+# ------------------------------------------------------------------------------ registration
+@dataclass
+class LAPOConfig(AlgoConfig):
+    """LAPO's own hyper-parameters (values: ``config/algo/lapo.yaml``).
+
+    Attributes:
+        lam: min/max mixing of the target ensemble (1.0; 0.7 on antmaze).
+        advantage_weight: tau_e of the binary advantage weights.
+        kl_weight: beta of the CVAE's KL term.
+        target_noise: std of the target latent-policy smoothing noise.
+        target_noise_clip: its clip.
+        target_subset_size: REDQ subset of the target ensemble (0: all members).
+        reward_kind: ``"max"`` (r / max|r|) or ``"antmaze"`` (100 r).
+
+    Example:
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> cfg = algo_config("lapo", task="antmaze-umaze")
+        >>> cfg.lam, cfg.reward_kind, cfg.utd_ratio
+        (0.7, 'antmaze', 20)
+    """
+
+    lam: float = MISSING
+    advantage_weight: float = MISSING
+    kl_weight: float = MISSING
+    target_noise: float = MISSING
+    target_noise_clip: float = MISSING
+    target_subset_size: int = MISSING
+    reward_kind: str = MISSING
+
+
+@register_algorithm(
+    "lapo",
+    config=LAPOConfig,
+    description="LAPO (Chen et al., 2022) with O3F's REDQ-style ensemble critic",
+    needs_data=True,
+)
+def build_lapo(
+    cfg: LAPOConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    data: TensorDictBase,
+    device: torch.device | str | None = None,
+) -> LAPOLoss:
+    """The registered builder of LAPO: :func:`make_lapo_loss` with ``cfg``'s numbers.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> data = TensorDict({"observation": torch.randn(32, 4), "action": torch.rand(32, 2),
+        ...                    "next": {"reward": torch.rand(32, 1)}}, batch_size=[32])
+        >>> cfg = algo_config("lapo", overrides={"num_cells": 16})
+        >>> loss = build_lapo(cfg, observation_dim=4, action_spec=Bounded(0.0, 1.0, shape=(2,)),
+        ...                   data=data)
+        >>> loss.target_subset_size
+        2
+    """
+    return make_lapo_loss(
+        observation_dim,
+        action_spec,
+        data=data,
+        reward_kind=cfg.reward_kind,
+        lam=cfg.lam,
+        num_qvalue=cfg.num_qvalue,
+        num_cells=cfg.num_cells,
+        depth=cfg.depth,
+        gamma=cfg.gamma,
+        layer_norm=cfg.layer_norm,
+        device=device,
+        advantage_weight=cfg.advantage_weight,
+        kl_weight=cfg.kl_weight,
+        target_noise=cfg.target_noise,
+        target_noise_clip=cfg.target_noise_clip,
+        target_subset_size=cfg.target_subset_size or None,
+    )

@@ -254,8 +254,18 @@ def _family_value(default: Any, table: Any = None, *, _root_: DictConfig) -> Any
     return table.get(family, default)
 
 
+def _task_value(attribute: str, *, _root_: DictConfig) -> Any:
+    """The ``o3f.task`` resolver: an attribute of the root ``task`` (e.g. its ``sigma``)."""
+    from torchrl_o3f.envs import get_task
+
+    return getattr(get_task(_root_.task), attribute)
+
+
 def register_resolvers() -> None:
-    """Register the ``o3f.family`` resolver with OmegaConf (idempotent).
+    """Register the ``o3f.family`` and ``o3f.task`` resolvers with OmegaConf (idempotent).
+
+    ``${o3f.family:default,{family: value}}`` picks a value by the family of the config's root
+    ``task``; ``${o3f.task:sigma}`` reads an attribute of that task.
 
     Example:
         >>> from omegaconf import OmegaConf
@@ -266,6 +276,8 @@ def register_resolvers() -> None:
     """
     if not OmegaConf.has_resolver("o3f.family"):
         OmegaConf.register_new_resolver("o3f.family", _family_value)
+    if not OmegaConf.has_resolver("o3f.task"):
+        OmegaConf.register_new_resolver("o3f.task", _task_value)
 
 
 def config_dir() -> str:
@@ -323,6 +335,7 @@ def algo_config(
         (64, 0.7)
     """
     register_resolvers()
+    _family_of(task)  # an unknown task: UnknownTaskError, listing the known ones
     node = OmegaConf.merge(algo_yaml(name), overrides or {})
     root = OmegaConf.create({"task": task or "generic", "algo": node})
     resolved = OmegaConf.to_container(root, resolve=True)["algo"]

@@ -1,24 +1,25 @@
-"""An agent = a loss of the package + its optimisers + target updates, behind one ``update``."""
+"""An agent = a registered algorithm's loss + its optimisers + target updates, behind ``update``.
+
+Also the objective switch at the phase boundary (:func:`switch_agent`): the online agent of
+another algorithm starts from the offline agent's policy and critics.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from tensordict import TensorDictBase
 from torchrl.objectives import SoftUpdate
 
-from torchrl_o3f.envs import Task
+from torchrl_o3f.objectives.registry import AlgoConfig, get_algorithm
 
-__all__ = ["Agent", "build_agent"]
+__all__ = ["Agent", "build_agent", "switch_agent"]
 
 
 def _adam(params: list, lr: float) -> torch.optim.Adam:
-    """Adam, fused (one kernel for all parameters) where the device supports it.
-
-    The same maths as the default implementation; ~7% faster for an IQL update on 2 CPU
-    threads (see docs/performance.md).
-    """
+    """Adam, fused (one kernel for all parameters) where the device supports it."""
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -28,34 +29,45 @@ def _adam(params: list, lr: float) -> torch.optim.Adam:
 class Agent:
     """Trains one loss module: an Adam per parameter group, soft target updates.
 
-    The same agent (the same loss) is used in the offline and the online phase: only the
-    number of updates per env step changes. ``update(batch, update_actor=False)`` runs the
-    critic part only where the loss offers it (``critic_loss``), which is how LAPO takes
-    20 critic updates per env step and one actor update.
+    ``update(batch, update_actor=False)`` runs the loss's ``critic_loss`` only, where the loss
+    has one (LAPO's 20 critic updates per env step and one actor update); otherwise the whole
+    loss. Every optimiser steps after the backward pass; a group that got no gradient (the
+    actor in a critic-only update) does not move. The actor also waits ``cfg.actor_delay``
+    updates between its updates (TD3's policy delay; 1: every update).
+
+    Learning rates: ``cfg.lr[group]`` per optimiser; groups with ``cfg.lr_schedule[group] ==
+    "cosine"`` follow :meth:`set_offline_progress` (cosine-annealed to 0 over the offline phase,
+    the base rate online).
 
     Args:
-        loss: a loss of :mod:`torchrl_o3f.objectives` (``IQLLoss``, ``LAPOLoss``), exposing
-            ``policy``, ``qvalue_network`` and ``parameter_groups()``.
-        lr: Adam learning rate of every group.
-        tau: soft target update rate.
-        actor_groups: names of the groups that only move with actor updates.
+        loss: a loss of :mod:`torchrl_o3f.objectives`, exposing ``policy``, ``qvalue_network``
+            and ``parameter_groups()``.
+        cfg: its algorithm config (learning rates, schedules, tau, actor delay).
+
+    Raises:
+        ValueError: when ``cfg.lr`` does not name exactly the loss's parameter groups.
 
     Example:
         >>> from torchrl_o3f.envs import make_env
-        >>> from torchrl_o3f.trainers.config import AlgoConfig
+        >>> from torchrl_o3f.objectives import algo_config
         >>> env = make_env("hopper-medium")
-        >>> agent = build_agent(AlgoConfig(num_cells=32), "hopper-medium",
-        ...                     env.action_spec, observation_dim=11)
+        >>> cfg = algo_config("iql", overrides={"num_cells": 32, "reward_normalization": "none"})
+        >>> agent = build_agent(cfg, env.action_spec, observation_dim=11)
         >>> sorted(agent.optimizers)
         ['actor', 'qvalue', 'value']
     """
 
-    def __init__(self, loss, *, lr: float, tau: float, actor_groups=("actor", "vae")):
+    def __init__(self, loss, cfg: AlgoConfig):
         self.loss = loss
-        groups = loss.parameter_groups()
-        self.optimizers = {name: _adam(params, lr) for name, params in groups.items() if params}
-        self.actor_groups = tuple(g for g in actor_groups if g in self.optimizers)
-        self.target_updater = SoftUpdate(loss, tau=tau)
+        self.cfg = cfg
+        groups = {k: v for k, v in loss.parameter_groups().items() if v}
+        if set(groups) != set(cfg.lr):
+            raise ValueError(
+                f"algo.lr names the groups {sorted(cfg.lr)} but the {cfg.name} loss trains "
+                f"{sorted(groups)}: give one learning rate per parameter group in its yaml"
+            )
+        self.optimizers = {name: _adam(params, cfg.lr[name]) for name, params in groups.items()}
+        self.target_updater = SoftUpdate(loss, tau=cfg.tau)
         self.num_updates = 0
 
     @property
@@ -68,17 +80,33 @@ class Agent:
         """The Q ensemble the loss trains and the selector reads."""
         return self.loss.qvalue_network
 
+    def set_offline_progress(self, step: int | None, total: int) -> None:
+        """Set the scheduled learning rates for offline ``step`` of ``total`` (``None``: online).
+
+        A ``"cosine"`` group runs at ``lr * (1 + cos(pi * step / total)) / 2``; online (``step``
+        ``None``) every group runs at its base rate. Stateless: a resumed run sets the same rates.
+        """
+        for name, opt in self.optimizers.items():
+            lr = self.cfg.lr[name]
+            if step is not None and self.cfg.lr_schedule.get(name, "constant") == "cosine":
+                lr = lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+            for group in opt.param_groups:
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].fill_(lr)
+                else:
+                    group["lr"] = lr
+
     def update(self, batch: TensorDictBase, *, update_actor: bool = True) -> TensorDictBase:
         """One gradient step on ``batch``; returns the loss tensordict (detached)."""
+        update_actor = update_actor and self.num_updates % self.cfg.actor_delay == 0
         critic_only = not update_actor and hasattr(self.loss, "critic_loss")
         out = self.loss.critic_loss(batch) if critic_only else self.loss(batch)
-        names = [k for k in self.optimizers if update_actor or k not in self.actor_groups]
-        for k in names:
-            self.optimizers[k].zero_grad(set_to_none=True)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
         total = sum(v for k, v in out.items() if isinstance(k, str) and k.startswith("loss_"))
         total.backward()
-        for k in names:
-            self.optimizers[k].step()
+        for opt in self.optimizers.values():
+            opt.step()
         self.target_updater.step()
         self.num_updates += 1
         return out.detach()
@@ -100,50 +128,70 @@ class Agent:
 
 
 def build_agent(
-    algo,
-    task: Task | str,
+    cfg: AlgoConfig,
     action_spec,
     *,
     observation_dim: int,
     data: TensorDictBase | None = None,
     device: torch.device | str | None = None,
 ) -> Agent:
-    """Build the agent of ``algo`` (an :class:`~torchrl_o3f.trainers.config.AlgoConfig`).
+    """The agent of the registered algorithm ``cfg.name``, with ``cfg``'s numbers.
 
-    IQL takes the task family's expectile and temperature unless the config sets them, and
-    its reward shift (antmaze: -1). LAPO needs the offline ``data`` for its state/action
-    normalisation and reward pre-processing.
+    Args:
+        cfg: a resolved algorithm config (:func:`~torchrl_o3f.objectives.algo_config`).
+        action_spec: the env's bounded action spec.
+        observation_dim: the flat observation size.
+        data: the offline TED data (normalisation statistics, reward scales); required by
+            algorithms registered with ``needs_data``.
+        device: where the networks live.
+
+    Raises:
+        UnknownAlgorithmError: for an unregistered ``cfg.name``.
     """
-    from torchrl_o3f.envs import get_task
-    from torchrl_o3f.objectives import make_iql_loss, make_lapo_loss
-
-    task = get_task(task)
-    res = algo.resolved()
-    common = dict(
-        num_qvalue=algo.num_qvalue,
-        num_cells=algo.num_cells,
-        depth=res["depth"],
-        gamma=algo.gamma,
-        device=device,
-        **algo.extra,
+    loss = get_algorithm(cfg.name).make_loss(
+        cfg, observation_dim=observation_dim, action_spec=action_spec, data=data, device=device
     )
-    if algo.name == "iql":
-        d = task.defaults
-        loss = make_iql_loss(
-            observation_dim,
-            action_spec,
-            layer_norm=algo.layer_norm,
-            expectile=algo.expectile if algo.expectile is not None else d.iql_expectile,
-            temperature=algo.temperature if algo.temperature is not None else d.iql_temperature,
-            qvalue_reduction=algo.qvalue_reduction,
-            reward_shift=d.reward_shift,
-            reward_scale=d.reward_scale,
-            **common,
+    return Agent(loss, cfg)
+
+
+def switch_agent(offline: Agent, online: Agent) -> dict[str, list[str]]:
+    """Start ``online`` (another algorithm) from ``offline``'s policy and critics, in place.
+
+    Copied: every entry of the offline loss's state dict whose name and shape the online loss
+    also has: the policy's and the critic ensemble's parameters, their target copies, shared
+    hyper-parameter buffers such as SAC/CQL's entropy temperature. Not copied: optimiser
+    states (the online objective starts its own Adam moments) and what only one loss has (e.g.
+    CQL's Lagrange multiplier, IQL's V network for SAC).
+
+    Returns:
+        ``{"copied": [...], "kept": [...]}``: the online state-dict entries taken from the
+        offline agent and those left at their initial values.
+
+    Raises:
+        ValueError: when the policy or the critic ensemble cannot be carried over whole (the two
+            algorithms build different networks: change one's ``num_cells``/``depth``/
+            ``num_qvalue``, or pick algorithms with the same actor family).
+    """
+    source = offline.loss.state_dict()
+    target = online.loss.state_dict()
+    copied, kept = [], []
+    update = {}
+    for key, value in target.items():
+        other = source.get(key)
+        if other is not None and other.shape == value.shape and other.dtype == value.dtype:
+            update[key] = other.detach().clone()
+            copied.append(key)
+        else:
+            kept.append(key)
+    required = [
+        k for k in target if k.startswith(("actor_network.", "qvalue_network.", "target_qvalue"))
+    ]
+    missing = [k for k in required if k not in update]
+    if missing or not required:
+        raise ValueError(
+            f"cannot switch {offline.cfg.name} -> {online.cfg.name}: the online policy/critic "
+            f"entries {missing[:4] or '(none found)'} have no counterpart of the same shape in "
+            "the offline agent; both algorithms need the same actor and critic networks"
         )
-    elif algo.name == "lapo":
-        if data is None:
-            raise ValueError("LAPO needs the offline data for its normalisation statistics")
-        loss = make_lapo_loss(observation_dim, action_spec, data=data, family=task.family, **common)
-    else:
-        raise ValueError(f"unknown algorithm {algo.name!r}; choose 'iql' or 'lapo'")
-    return Agent(loss, lr=res["lr"], tau=algo.tau)
+    online.loss.load_state_dict({**target, **update})
+    return {"copied": copied, "kept": kept}

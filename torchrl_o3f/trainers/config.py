@@ -1,14 +1,20 @@
-"""Typed configuration of the offline-then-online trainer (also the recipes' hydra schema)."""
+"""Typed configuration of the offline-then-online trainer (also the recipes' hydra schema).
+
+The algorithms' own numbers are not here: each lives in its yaml
+(``torchrl_o3f/config/algo/<name>.yaml``) and its typed config (a subclass of
+:class:`~torchrl_o3f.objectives.registry.AlgoConfig`), see :mod:`torchrl_o3f.objectives.registry`.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from torchrl_o3f.envs import get_task
+from torchrl_o3f.objectives.registry import AlgoConfig, algo_config, get_algorithm
 
 __all__ = [
-    "AlgoConfig",
     "AnnealConfig",
     "BudgetConfig",
     "ExplorationConfig",
@@ -17,54 +23,29 @@ __all__ = [
     "ConfigError",
     "BUDGETS",
     "EXPLORATION_MODES",
-    "ALGORITHMS",
+    "ANNEAL_MODES",
 ]
 
 EXPLORATION_MODES = ("o3f", "gaussian", "none")
-ALGORITHMS = ("iql", "lapo")
+ANNEAL_MODES = ("none", "abrupt", "linear")
+LOGGER_BACKENDS = ("csv", "tensorboard", "wandb", "none")
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; raised before any training starts."""
 
 
-@dataclass
-class AlgoConfig:
-    """The offline algorithm and its networks.
+def _require(ok: bool, key: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
 
-    ``None`` means "the algorithm's or the task family's default": IQL uses 2x256 networks,
-    batch 256, lr 3e-4, utd 1 and the task's expectile/temperature; LAPO uses 3x256 networks,
-    batch 512, lr 2e-4 and 20 critic updates per env step online.
 
-    Example:
-        >>> AlgoConfig(name="lapo").resolved()
-        {'depth': 3, 'lr': 0.0002, 'batch_size': 512}
-    """
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    name: str = "iql"
-    num_qvalue: int = 5
-    num_cells: int = 256
-    depth: int | None = None
-    layer_norm: bool = False
-    gamma: float = 0.99
-    tau: float = 0.005
-    lr: float | None = None
-    batch_size: int | None = None
-    expectile: float | None = None
-    temperature: float | None = None
-    qvalue_reduction: str = "min"
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def resolved(self) -> dict[str, Any]:
-        """Defaults filled in for this algorithm (depth, lr, batch size)."""
-        lapo = self.name == "lapo"
-        return {
-            "depth": self.depth if self.depth is not None else (3 if lapo else 2),
-            "lr": self.lr if self.lr is not None else (2e-4 if lapo else 3e-4),
-            "batch_size": self.batch_size
-            if self.batch_size is not None
-            else (512 if lapo else 256),
-        }
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -73,7 +54,8 @@ class ExplorationConfig:
 
     ``mode``: ``"o3f"`` (the optimistic action selector), ``"gaussian"`` (additive Gaussian
     noise with the same sigma: the paper's ablation) or ``"none"`` (the policy's own sampling).
-    ``sigma`` ``None`` takes the task's sigma (0.2 locomotion, 0.05 otherwise).
+    ``sigma`` ``None`` takes the task's sigma (0.2 locomotion, 0.05 otherwise); the run's
+    ``config.yaml`` records the number used.
 
     Example:
         >>> ExplorationConfig(mode="gaussian", sigma=0.1).num_candidates
@@ -91,9 +73,10 @@ class ExplorationConfig:
 class BudgetConfig:
     """How long each phase runs and how often the trainer evaluates and checkpoints.
 
-    ``utd_ratio`` ``None``: 1 for IQL, 20 (critic updates) for LAPO. ``actor_utd_ratio``:
-    actor updates per env step online (the last ``actor_utd_ratio`` of the ``utd_ratio``
-    updates also update the actor). ``dataset_size`` ``None``: the dataset's default size.
+    ``offline_steps`` gradient steps offline, ``online_frames`` env steps online (each followed
+    by ``algo.utd_ratio`` updates). ``dataset_size`` ``None``: the dataset's default size;
+    ``max_episode_steps`` ``None``: the task's episode cap. The run's ``config.yaml`` records
+    the numbers used.
 
     Example:
         >>> BudgetConfig(offline_steps=1000, online_frames=500).eval_every
@@ -106,34 +89,34 @@ class BudgetConfig:
     eval_episodes: int = 5
     checkpoint_every: int = 5_000
     log_every: int = 250
-    utd_ratio: int | None = None
-    actor_utd_ratio: int = 1
     dataset_size: int | None = 100_000
     max_episode_steps: int | None = None
 
 
 @dataclass
 class AnnealConfig:
-    """A loss hyper-parameter following a schedule during the online phase.
+    """Loosening the objective during the online phase (the paper's Figure 3).
 
-    ``param`` is an attribute of the loss (e.g. ``"expectile"``); from the start of the online
-    phase it moves from its offline value to ``end``: at once (``mode="abrupt"``) or linearly
-    over ``frames`` online frames (``mode="linear"``).
+    ``mode="none"`` keeps the offline objective. ``"abrupt"`` sets the loss hyper-parameter
+    ``param`` to ``end`` at the start of the online phase; ``"linear"`` moves it there linearly
+    over ``frames`` online frames. ``param``/``end`` ``None``: the online algorithm's
+    ``loosening`` entry of its yaml (IQL: expectile -> 0.85; CQL: the Lagrange threshold;
+    AWAC: lambda).
 
     Example:
-        >>> AnnealConfig(param="expectile", end=0.9, frames=5000).mode
-        'linear'
+        >>> AnnealConfig(mode="linear", frames=5000).param is None
+        True
     """
 
-    param: str = "expectile"
-    end: float = 0.85
-    mode: str = "linear"
+    mode: str = "none"
     frames: int = 10_000
+    param: str | None = None
+    end: float | None = None
 
 
 @dataclass
 class LoggerConfig:
-    """Logging backend (``csv``, ``tensorboard``, ``wandb``) and experiment name.
+    """Logging backend (``csv``, ``tensorboard``, ``wandb``, ``none``) and experiment name.
 
     Example:
         >>> LoggerConfig(backend="tensorboard", exp_name="o3f-hopper").backend
@@ -148,18 +131,27 @@ class LoggerConfig:
 class TrainerConfig:
     """Everything one offline-then-online run needs.
 
+    ``algo`` is the offline algorithm: a typed algorithm config
+    (:func:`~torchrl_o3f.objectives.algo_config`) or a registered name, which is resolved for
+    the task's family. ``online_algo`` (default ``None``: the same algorithm, the same loss goes
+    on training) switches the objective at the phase boundary (e.g. CQL -> SAC, the paper's
+    Figure 2); its numbers come from its yaml for the task's family, changed by
+    ``online_overrides`` (e.g. ``{"lr": {"actor": 1e-4}}``).
+
     Example:
-        >>> cfg = TrainerConfig(task="hopper-medium")
-        >>> cfg.validate().exploration.mode
-        'o3f'
+        >>> cfg = TrainerConfig(task="hopper-medium", algo="iql")
+        >>> cfg.validate().algo.expectile, cfg.exploration.mode
+        (0.7, 'o3f')
     """
 
     task: str = "halfcheetah-medium"
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    algo: Any = "iql"
+    online_algo: str | None = None
+    online_overrides: dict[str, Any] = field(default_factory=dict)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    anneal: list[AnnealConfig] = field(default_factory=list)
+    anneal: AnnealConfig = field(default_factory=AnnealConfig)
     seed: int = 0
     device: str = "auto"
     output_dir: str = "."
@@ -170,61 +162,188 @@ class TrainerConfig:
     dataset_seed: int = 0
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.algo, str):
+            self.algo = algo_config(self.algo, task=self.task)
+
+    # ------------------------------------------------------------------ resolution
+    def online_config(self) -> AlgoConfig:
+        """The online phase's algorithm config (``algo`` itself when there is no switch)."""
+        if not self.switches():
+            return self.algo
+        return algo_config(self.online_algo, task=self.task, overrides=self.online_overrides)
+
+    def switches(self) -> bool:
+        """Whether the objective changes at the phase boundary."""
+        return self.online_algo is not None and self.online_algo != self.algo.name
+
+    def sigma(self) -> float:
+        """The exploration sigma (the task's when unset)."""
+        if self.exploration.sigma is not None:
+            return self.exploration.sigma
+        return get_task(self.task).sigma
+
+    def max_episode_steps(self) -> int:
+        """The episode cap online and in evaluation (the task's when unset)."""
+        if self.budget.max_episode_steps is not None:
+            return self.budget.max_episode_steps
+        return get_task(self.task).max_episode_steps
+
+    def anneal_target(self) -> tuple[str, float] | None:
+        """``(param, end)`` of the loosening schedule, or ``None`` when ``anneal.mode=none``."""
+        a = self.anneal
+        if a.mode == "none":
+            return None
+        loosening = self.online_config().loosening or {}
+        param = a.param if a.param is not None else loosening.get("param")
+        end = a.end if a.end is not None else loosening.get("end")
+        if param is None or end is None:
+            raise ConfigError(
+                f"anneal.mode={a.mode} but the online algorithm "
+                f"{self.online_config().name!r} names no loosening hyper-parameter in its yaml; "
+                "give anneal.param=<loss attribute> and anneal.end=<value>"
+            )
+        return str(param), float(end)
+
+    # ------------------------------------------------------------------ validation
     def validate(self) -> TrainerConfig:
-        """Check every choice before any work starts; raises :class:`ConfigError`."""
+        """Check every choice before any work starts; raises :class:`ConfigError`.
+
+        Every numeric field is checked for type and range, the task and algorithms must be
+        registered and the algorithm's learning rates must be finite and positive.
+        """
         get_task(self.task)  # UnknownTaskError lists the known tasks
-        if self.algo.name not in ALGORITHMS:
-            raise ConfigError(f"unknown algo.name {self.algo.name!r}; choose one of {ALGORITHMS}")
-        if self.exploration.mode not in EXPLORATION_MODES:
+        if isinstance(self.algo, str):
+            self.algo = algo_config(self.algo, task=self.task)
+        if not isinstance(self.algo, AlgoConfig):
             raise ConfigError(
-                f"unknown exploration.mode {self.exploration.mode!r}; "
-                f"choose one of {EXPLORATION_MODES}"
+                "algo must be an algorithm config (torchrl_o3f.objectives.algo_config(name, "
+                f"task=...)) or a registered name, got {type(self.algo).__name__}"
             )
-        b = self.budget
-        if b.utd_ratio is not None and b.utd_ratio < 1:
-            raise ConfigError(f"budget.utd_ratio must be >= 1, got {b.utd_ratio}")
-        if b.actor_utd_ratio < 1:
-            raise ConfigError(f"budget.actor_utd_ratio must be >= 1, got {b.actor_utd_ratio}")
-        for name in ("offline_steps", "online_frames"):
-            if getattr(b, name) < 0:
-                raise ConfigError(f"budget.{name} must be >= 0, got {getattr(b, name)}")
-        for name in ("eval_every", "eval_episodes", "checkpoint_every", "log_every"):
-            if getattr(b, name) < 1:
-                raise ConfigError(f"budget.{name} must be >= 1, got {getattr(b, name)}")
-        e = self.exploration
-        if e.num_candidates < 1:
-            raise ConfigError(f"exploration.num_candidates must be >= 1, got {e.num_candidates}")
-        if e.sigma is not None and not e.sigma >= 0:
-            raise ConfigError(f"exploration.sigma must be >= 0, got {e.sigma}")
-        if self.offline_fraction is not None and not 0.0 <= self.offline_fraction <= 1.0:
-            raise ConfigError(f"offline_fraction must be in [0, 1], got {self.offline_fraction}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+        get_algorithm(self.algo.name)
+        _validate_algo(self.algo, "algo")
+        if self.online_algo is not None:
+            get_algorithm(self.online_algo)
+            if self.switches():
+                _validate_algo(self.online_config(), "online_algo")
+        elif self.online_overrides:
+            raise ConfigError(
+                "online_overrides is set but online_algo is not: the online phase goes on with "
+                "the offline loss; set online_algo=<name> or change algo.* instead"
+            )
+        self._validate_exploration()
+        self._validate_budget()
+        a = self.anneal
+        _require(a.mode in ANNEAL_MODES, "anneal.mode", a.mode, f"one of {ANNEAL_MODES}")
+        _require(_integer(a.frames) and a.frames >= 1, "anneal.frames", a.frames, "an int >= 1")
+        if a.end is not None:
+            _require(_number(a.end), "anneal.end", a.end, "a finite number")
+        if a.mode != "none":
+            self.anneal_target()
+        _require(
+            _integer(self.seed) and self.seed >= 0, "seed", self.seed, "a non-negative integer"
+        )
+        _require(
+            _integer(self.dataset_seed) and self.dataset_seed >= 0,
+            "dataset_seed",
+            self.dataset_seed,
+            "a non-negative integer",
+        )
+        if self.offline_fraction is not None:
+            _require(
+                _number(self.offline_fraction) and 0.0 <= self.offline_fraction <= 1.0,
+                "offline_fraction",
+                self.offline_fraction,
+                "a number in [0, 1] (or null: uniform over offline + online data)",
+            )
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {self.device!r}")
-        if self.logger.backend not in ("csv", "tensorboard", "wandb", "none"):
-            raise ConfigError(
-                f"unknown logger.backend {self.logger.backend!r}; "
-                "choose csv, tensorboard, wandb or none"
-            )
-        for a in self.anneal:
-            if a.mode not in ("abrupt", "linear"):
-                raise ConfigError(f"anneal mode must be 'abrupt' or 'linear', got {a.mode!r}")
-            if a.frames < 1:
-                raise ConfigError(f"anneal frames must be >= 1, got {a.frames}")
+        _require(
+            self.logger.backend in LOGGER_BACKENDS,
+            "logger.backend",
+            self.logger.backend,
+            f"one of {LOGGER_BACKENDS}",
+        )
         if self.resume and self.offline_checkpoint:
             raise ConfigError("give either resume or offline_checkpoint, not both")
         return self
 
-    def utd_ratio(self) -> int:
-        """Critic updates per env step online (the algorithm's default when unset)."""
-        if self.budget.utd_ratio is not None:
-            return self.budget.utd_ratio
-        return 20 if self.algo.name == "lapo" else 1
+    def _validate_exploration(self) -> None:
+        e = self.exploration
+        _require(
+            e.mode in EXPLORATION_MODES, "exploration.mode", e.mode, f"one of {EXPLORATION_MODES}"
+        )
+        _require(
+            _integer(e.num_candidates) and e.num_candidates >= 1,
+            "exploration.num_candidates",
+            e.num_candidates,
+            "an int >= 1",
+        )
+        if e.sigma is not None:
+            _require(
+                _number(e.sigma) and e.sigma >= 0, "exploration.sigma", e.sigma, "a number >= 0"
+            )
+        _require(_number(e.omega), "exploration.omega", e.omega, "a finite number")
 
-    def sigma(self) -> float:
-        """The exploration sigma (the task's default when unset)."""
-        if self.exploration.sigma is not None:
-            return self.exploration.sigma
-        return get_task(self.task).sigma
+    def _validate_budget(self) -> None:
+        b = self.budget
+        for name in ("offline_steps", "online_frames"):
+            v = getattr(b, name)
+            _require(_integer(v) and v >= 0, f"budget.{name}", v, "an int >= 0")
+        for name in ("eval_every", "eval_episodes", "checkpoint_every", "log_every"):
+            v = getattr(b, name)
+            _require(_integer(v) and v >= 1, f"budget.{name}", v, "an int >= 1")
+        if b.dataset_size is not None:
+            _require(
+                _integer(b.dataset_size) and b.dataset_size >= 1,
+                "budget.dataset_size",
+                b.dataset_size,
+                "an int >= 1 (or null: the dataset's default size)",
+            )
+        if b.max_episode_steps is not None:
+            _require(
+                _integer(b.max_episode_steps) and b.max_episode_steps >= 1,
+                "budget.max_episode_steps",
+                b.max_episode_steps,
+                "an int >= 1 (or null: the task's episode cap)",
+            )
+
+
+def _validate_algo(algo: AlgoConfig, key: str) -> None:
+    """Type and range checks of the fields every algorithm has."""
+    ints = {"num_qvalue": 1, "num_cells": 1, "depth": 1, "batch_size": 1, "utd_ratio": 1}
+    ints.update({"actor_utd_ratio": 1, "actor_delay": 1})
+    for name, low in ints.items():
+        v = getattr(algo, name)
+        _require(_integer(v) and v >= low, f"{key}.{name}", v, f"an int >= {low}")
+    _require(
+        algo.actor_utd_ratio <= algo.utd_ratio,
+        f"{key}.actor_utd_ratio",
+        algo.actor_utd_ratio,
+        f"<= {key}.utd_ratio ({algo.utd_ratio})",
+    )
+    _require(
+        _number(algo.gamma) and 0.0 <= algo.gamma <= 1.0, f"{key}.gamma", algo.gamma, "in [0, 1]"
+    )
+    _require(_number(algo.tau) and 0.0 < algo.tau <= 1.0, f"{key}.tau", algo.tau, "in (0, 1]")
+    for group, lr in algo.lr.items():
+        _require(_number(lr) and lr > 0, f"{key}.lr.{group}", lr, "a finite number > 0")
+    for group, schedule in algo.lr_schedule.items():
+        _require(
+            schedule in ("constant", "cosine"),
+            f"{key}.lr_schedule.{group}",
+            schedule,
+            "'constant' or 'cosine'",
+        )
+        _require(
+            group in algo.lr,
+            f"{key}.lr_schedule.{group}",
+            schedule,
+            f"a schedule of a group that has a learning rate ({sorted(algo.lr)})",
+        )
+    for name, value in algo.hyperparameters().items():
+        if isinstance(value, float):
+            _require(math.isfinite(value), f"{key}.{name}", value, "a finite number")
 
 
 BUDGETS: dict[str, BudgetConfig] = {
@@ -235,7 +354,6 @@ BUDGETS: dict[str, BudgetConfig] = {
         eval_episodes=1,
         checkpoint_every=20,
         log_every=10,
-        utd_ratio=2,
         dataset_size=2_000,
         max_episode_steps=30,
     ),

@@ -8,7 +8,6 @@ from typing import Any
 
 from torchrl_o3f.trainers.config import (
     BUDGETS,
-    AlgoConfig,
     AnnealConfig,
     BudgetConfig,
     ExplorationConfig,
@@ -20,43 +19,54 @@ __all__ = ["register_configs", "config_from_hydra", "run_recipe"]
 
 
 def register_configs() -> None:
-    """Register the typed schema (``trainer_schema``) and the ``budget`` presets with hydra.
+    """Register the typed schemas and the ``budget`` presets with hydra, and the resolvers.
 
-    The recipes' yaml files extend ``trainer_schema``, so a misspelt key or a value of the
-    wrong type is an error before anything runs. The budget presets (``smoke``, ``cpu``,
-    ``paper``) come from :data:`~torchrl_o3f.trainers.config.BUDGETS`.
+    - ``trainer_schema``: :class:`~torchrl_o3f.trainers.config.TrainerConfig`, which the
+      recipes' yaml files extend, so a misspelt key or a value of the wrong type is an error
+      before anything runs;
+    - ``algo/<name>_schema``: each registered algorithm's typed config, which its yaml
+      (``torchrl_o3f/config/algo/<name>.yaml``, on the recipes' search path) extends;
+    - ``budget/<preset>``: :data:`~torchrl_o3f.trainers.config.BUDGETS`;
+    - the ``o3f.family`` resolver of the per-family values.
     """
     from hydra.core.config_store import ConfigStore
 
+    from torchrl_o3f.objectives.registry import list_algorithms, register_resolvers
+
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="trainer_schema", node=TrainerConfig)
     for name, budget in BUDGETS.items():
         cs.store(group="budget", name=name, node=budget)
+    for algo in list_algorithms():
+        cs.store(group="algo", name=f"{algo.name}_schema", node=algo.config_class)
 
 
 def _build(cls, values: dict[str, Any]):
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in values:
-            kwargs[f.name] = values[f.name]
-    return cls(**kwargs)
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def config_from_hydra(cfg) -> TrainerConfig:
     """Turn a hydra/omegaconf config into a validated :class:`TrainerConfig`."""
     from omegaconf import OmegaConf
 
+    from torchrl_o3f.objectives.registry import structured_config
+
     raw = OmegaConf.to_container(cfg, resolve=True)
     nested = {
-        "algo": AlgoConfig,
         "exploration": ExplorationConfig,
         "budget": BudgetConfig,
         "logger": LoggerConfig,
+        "anneal": AnnealConfig,
     }
-    values = {k: v for k, v in raw.items() if k not in nested and k != "anneal"}
+    values = {k: v for k, v in raw.items() if k not in nested and k != "algo"}
     for key, cls in nested.items():
         values[key] = _build(cls, raw.get(key) or {})
-    values["anneal"] = [_build(AnnealConfig, a) for a in raw.get("anneal") or []]
+    algo = raw["algo"]
+    if isinstance(algo, dict):
+        algo = OmegaConf.to_object(structured_config(algo["name"], algo))
+    values["algo"] = algo
     return _build(TrainerConfig, values).validate()
 
 
@@ -64,7 +74,7 @@ def run_recipe(cfg) -> dict[str, Any]:
     """Run the trainer from a hydra config and print the one-line summary."""
     from hydra.core.hydra_config import HydraConfig
 
-    from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer
+    from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, method_name
 
     config = config_from_hydra(cfg)
     if config.resume and Path(config.resume).is_dir():
@@ -79,7 +89,7 @@ def run_recipe(cfg) -> dict[str, Any]:
         )
         return summary
     print(
-        f"[{summary['task']}] O3F-{summary['algo'].upper()} ({summary['exploration']}): "
+        f"[{summary['task']}] {method_name(config)}: "
         f"normalised score {summary['score_after_offline']:.1f} after offline -> "
         f"{summary['score_after_online']:.1f} after online "
         f"(return {summary['return_after_offline']:.0f} -> {summary['return_after_online']:.0f}, "

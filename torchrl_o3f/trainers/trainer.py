@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from torchrl.data.replay_buffers import RandomSampler
 from tqdm.auto import tqdm
 
 from torchrl_o3f.envs import get_task, make_env
-from torchrl_o3f.trainers.agents import Agent, build_agent
+from torchrl_o3f.trainers.agents import Agent, build_agent, switch_agent
 from torchrl_o3f.trainers.checkpoint import (
     CheckpointError,
     copy_checkpoint,
@@ -100,21 +99,42 @@ def make_exploration(
     raise ConfigError(f"unknown exploration mode {mode!r}; choose 'o3f', 'gaussian' or 'none'")
 
 
+def method_name(cfg: TrainerConfig) -> str:
+    """A run's method for titles: ``O3F-IQL``, ``IQL + gaussian``, ``CQL -> SAC (none)``."""
+    algo = cfg.algo.name.upper()
+    if cfg.switches():
+        return f"{algo} -> {cfg.online_algo.upper()} ({cfg.exploration.mode})"
+    if cfg.exploration.mode == "o3f":
+        return f"O3F-{algo}"
+    return f"{algo} + {cfg.exploration.mode}" if cfg.exploration.mode != "none" else algo
+
+
 class _StopRequested(Exception):
     pass
 
 
 class OfflineOnlineTrainer:
-    """Offline pre-training then online fine-tuning with the same loss (Algorithm 1).
+    """Offline pre-training then online fine-tuning (Algorithm 1), for any registered algorithm.
 
-    Offline: ``budget.offline_steps`` gradient steps on a replay buffer holding the offline
-    dataset. Online: a torchrl :class:`~torchrl.collectors.Collector` runs
+    Offline: ``budget.offline_steps`` gradient steps of ``algo`` on a replay buffer holding the
+    offline dataset. Online: a torchrl :class:`~torchrl.collectors.Collector` runs
     ``TensorDictSequential(policy, exploration)`` on the task's env, one frame at a time;
-    every transition is appended to the same buffer and ``utd_ratio`` updates of the same loss
-    follow each frame. Evaluation (deterministic policy, whole episodes) runs every
+    every transition is appended to the same buffer and ``algo.utd_ratio`` updates follow each
+    frame. By default the same loss goes on training (O3F's point: the objective does not
+    change). With ``online_algo`` the objective switches at the phase boundary: the online
+    agent starts from the offline policy and critics (:func:`~torchrl_o3f.trainers.agents.
+    switch_agent`; what was copied is written to ``switch.json``) and the exploration module is
+    rebuilt on the online critic. Evaluation (deterministic policy, whole episodes) runs every
     ``eval_every`` steps/frames and at each phase boundary.
 
-    Outputs in ``output_dir``: ``logs/`` (torchrl logger, CSV by default), ``metrics.jsonl``
+    Every online episode also logs what the paper's Figure 2 plots: the critic's mean Q on the
+    episode's transitions (``online/q_mean``, members averaged), the discounted Monte-Carlo
+    return from each of those transitions to the episode's end (``online/mc_return``, rewards
+    as the critic sees them: the loss's ``reward_shift``/``reward_scale`` applied) and their
+    ratio (``online/q_overestimation``).
+
+    Outputs in ``output_dir``: ``config.yaml`` (the resolved config: every number the run
+    uses, library versions), ``logs/`` (torchrl logger, CSV by default), ``metrics.jsonl``
     (every logged row, one JSON object a line), ``evaluations.csv``, ``learning_curve.png``,
     ``summary.json`` and ``checkpoints/`` (``latest.pt``, ``offline.pt`` at the phase boundary,
     ``final.pt``), all written atomically.
@@ -130,7 +150,7 @@ class OfflineOnlineTrainer:
     Example:
         >>> from torchrl_o3f.trainers import OfflineOnlineTrainer, TrainerConfig, BUDGETS
         >>> import tempfile
-        >>> cfg = TrainerConfig(task="hopper-medium", budget=BUDGETS["smoke"],
+        >>> cfg = TrainerConfig(task="hopper-medium", algo="iql", budget=BUDGETS["smoke"],
         ...                     output_dir=tempfile.mkdtemp(), progress=False)
         >>> cfg.algo.num_cells = 32
         >>> summary = OfflineOnlineTrainer(cfg).train()  # doctest: +SKIP
@@ -181,9 +201,7 @@ class OfflineOnlineTrainer:
         )
         data = load_offline_dataset(dataset_id, root=cfg.dataset_root)
         data = data.select(*TED_KEYS).to(self.device)
-        env_kwargs = {}
-        if cfg.budget.max_episode_steps:
-            env_kwargs["max_episode_steps"] = cfg.budget.max_episode_steps
+        env_kwargs = {"max_episode_steps": cfg.max_episode_steps()}
         self.env_kwargs = env_kwargs
         probe = make_env(task, **env_kwargs)
         self.action_spec = probe.action_spec.to(self.device)
@@ -204,15 +222,31 @@ class OfflineOnlineTrainer:
         # (its networks' initialisation), so a seed set before it would give one run with a
         # fresh dataset folder and another with the dataset already on disk
         seed_everything(cfg.seed)
+        self.data = data
         self.agent: Agent = build_agent(
-            cfg.algo,
-            task,
-            self.action_spec,
-            observation_dim=obs_dim,
-            data=data,
-            device=self.device,
+            cfg.algo, self.action_spec, observation_dim=obs_dim, data=data, device=self.device
         )
-        batch_size = cfg.algo.resolved()["batch_size"]
+        self.switched = False
+        self.switch_info: dict[str, list[str]] | None = None
+        # the online algorithm's agent is built now: its config errors show before any work
+        self._online_agent = None
+        if cfg.switches():
+            self._online_agent = build_agent(
+                cfg.online_config(),
+                self.action_spec,
+                observation_dim=obs_dim,
+                data=data,
+                device=self.device,
+            )
+        target = cfg.anneal_target()
+        if target is not None:
+            annealed = (self._online_agent or self.agent).loss
+            if not hasattr(annealed, target[0]):
+                raise ConfigError(
+                    f"anneal.param={target[0]!r}: the {(self._online_agent or self.agent).cfg.name}"
+                    f" loss has no such hyper-parameter; see its yaml's loosening entry"
+                )
+        batch_size = cfg.algo.batch_size
         online = cfg.budget.online_frames
         if cfg.offline_fraction is None:
             self.buffer = ReplayBuffer(
@@ -235,6 +269,16 @@ class OfflineOnlineTrainer:
             )
         # every online transition, preallocated on the CPU (checkpoints save the filled part)
         self.online_data = torch.zeros_like(data[:1].cpu()).expand(max(online, 1)).clone()
+        self._make_behaviour()
+        self.counters = {"phase": "offline", "step": 0, "frames": 0, "episodes": 0}
+        self.evaluations: list[dict[str, Any]] = []
+        self.anneal_start: dict[str, float] = {}
+        self.eval_env = make_env(task, seed=cfg.seed + 10_000, device=self.device, **env_kwargs)
+        self._make_logger()
+
+    def _make_behaviour(self) -> None:
+        """The exploration module on the current agent's critic, chained after its policy."""
+        cfg = self.cfg
         self.exploration = make_exploration(
             cfg.exploration.mode,
             self.agent.qvalue_network,
@@ -249,24 +293,53 @@ class OfflineOnlineTrainer:
         self.behaviour = (
             policy if self.exploration is None else TensorDictSequential(policy, self.exploration)
         )
-        self.counters = {"phase": "offline", "step": 0, "frames": 0, "episodes": 0}
-        self.evaluations: list[dict[str, Any]] = []
-        self.anneal_start: dict[str, float] = {}
-        self.eval_env = make_env(task, seed=cfg.seed + 10_000, device=self.device, **env_kwargs)
-        self._make_logger()
+
+    def _switch(self, *, copy: bool) -> None:
+        """Replace the offline agent by the online algorithm's (``copy``: from the offline one)."""
+        online = self._online_agent
+        if copy:
+            self.switch_info = switch_agent(self.agent, online)
+            text = json.dumps(
+                {"from": self.cfg.algo.name, "to": online.cfg.name, **self.switch_info}, indent=2
+            ).encode()
+            write_atomic(self.out / "switch.json", lambda f: f.write(text))
+        self.agent = online
+        self.switched = True
+        self._make_behaviour()
+
+    def resolved_config(self) -> dict[str, Any]:
+        """Every number the run uses (see :mod:`torchrl_o3f.trainers.record`)."""
+        from torchrl_o3f.trainers.record import resolved_record
+
+        return resolved_record(self)
 
     def _make_logger(self) -> None:
         from torchrl.record.loggers import get_logger
 
         self.out.mkdir(parents=True, exist_ok=True)
-        name = self.cfg.logger.exp_name or f"{self.cfg.algo.name}-{self.task.name}"
+        name = self.exp_name()
         backend = self.cfg.logger.backend
         self.logger = None
         if backend != "none":
             self.logger = get_logger(
                 backend, logger_name=str(self.out / "logs"), experiment_name=name
             )
+        from torchrl_o3f.trainers.record import flatten, write_config
+
+        self.config_record = self.resolved_config()
+        write_config(self.config_record, self.out / "config.yaml")
+        if self.logger is not None and hasattr(self.logger, "log_hparams"):
+            self.logger.log_hparams(flatten(self.config_record))
         self._metrics_file = open(self.out / "metrics.jsonl", "a")  # noqa: SIM115
+
+    def exp_name(self) -> str:
+        """The experiment name: ``logger.exp_name`` or ``<algo>[-><online algo>]-<task>``."""
+        if self.cfg.logger.exp_name:
+            return self.cfg.logger.exp_name
+        algo = self.cfg.algo.name
+        if self.cfg.switches():
+            algo = f"{algo}-{self.cfg.online_algo}"
+        return f"{algo}-{self.task.name}"
 
     def _log(self, row: dict[str, float], step: int) -> None:
         if self.logger is not None:
@@ -284,7 +357,8 @@ class OfflineOnlineTrainer:
                 "task": self.task.name,
                 "algo": self.cfg.algo.name,
                 "dataset_id": self.dataset_id,
-                "config": asdict(self.cfg),
+                "config": self.config_record,
+                "switched": self.switched,
             },
             "counters": dict(self.counters),
             "agent": self.agent.state_dict(),
@@ -303,7 +377,11 @@ class OfflineOnlineTrainer:
         return path
 
     def _restore(self, state: dict[str, Any], *, fresh_online: bool) -> None:
+        if state["meta"].get("switched") and not fresh_online:
+            self._switch(copy=False)  # the checkpoint holds the online algorithm's agent
         self.agent.load_state_dict(state["agent"])
+        if fresh_online and self.cfg.switches():
+            self._switch(copy=True)
         if self.exploration is not None and state["exploration"] is not None and not fresh_online:
             self.exploration.load_state_dict(state["exploration"])
         self.counters = dict(state["counters"])
@@ -377,8 +455,10 @@ class OfflineOnlineTrainer:
             dynamic_ncols=True,
         )
         t0, n0 = time.perf_counter(), start
+        batch_size = self.agent.cfg.batch_size
         for step in range(start, b.offline_steps):
-            out = self.agent.update(self.buffer.sample())
+            self.agent.set_offline_progress(step, b.offline_steps)
+            out = self.agent.update(self.buffer.sample(batch_size))
             self.counters["step"] = step + 1
             bar.update(1)
             if (step + 1) % b.log_every == 0:
@@ -399,22 +479,42 @@ class OfflineOnlineTrainer:
         ev = self._evaluate("offline", self.counters["step"])
         self.offline_eval = ev
         self.save("offline")
+        if self.cfg.switches():
+            self._switch(copy=True)
 
     def _episode_seed(self) -> int:
         return self.cfg.seed + 1 + 7919 * self.counters["episodes"]
 
     def _apply_anneal(self) -> None:
+        param, end = self._anneal
         frames = self.counters["frames"]
         loss = self.agent.loss
-        for a in self.cfg.anneal:
-            if not hasattr(loss, a.param):
-                raise ConfigError(f"anneal: the loss has no hyper-parameter {a.param!r}")
-            start = self.anneal_start.setdefault(a.param, float(getattr(loss, a.param)))
-            if a.mode == "abrupt":
-                value = a.end
-            else:
-                value = start + (a.end - start) * min(1.0, frames / a.frames)
-            setattr(loss, a.param, value)
+        start = self.anneal_start.setdefault(param, float(getattr(loss, param)))
+        if self.cfg.anneal.mode == "abrupt":
+            value = end
+        else:
+            value = start + (end - start) * min(1.0, frames / self.cfg.anneal.frames)
+        setattr(loss, param, value)
+
+    def _episode_q_record(self, start: int, end: int) -> dict[str, float]:
+        """Mean Q on online transitions ``[start, end)`` against their discounted MC returns."""
+        ep = self.online_data[start:end].to(self.device)
+        loss = self.agent.loss
+        gamma = float(getattr(loss, "gamma", self.agent.cfg.gamma))
+        reward = ep["next", "reward"].reshape(-1).double()
+        shift = float(getattr(loss, "reward_shift", 0.0))
+        scale = float(getattr(loss, "reward_scale", 1.0))
+        reward = (reward + shift) * scale
+        returns = torch.empty_like(reward)
+        running = 0.0
+        for t in range(reward.numel() - 1, -1, -1):
+            running = float(reward[t]) + gamma * running
+            returns[t] = running
+        with torch.no_grad():
+            q = self.agent.qvalue_network.values(ep["observation"], ep["action"]).mean(0)
+        q_mean, mc = float(q.mean()), float(returns.mean())
+        ratio = q_mean / mc if abs(mc) > 1e-8 else float("nan")
+        return {"online/q_mean": q_mean, "online/mc_return": mc, "online/q_overestimation": ratio}
 
     def _online_phase(self) -> None:
         b = self.cfg.budget
@@ -439,8 +539,11 @@ class OfflineOnlineTrainer:
         collector.env.set_seed(self._episode_seed())
         collector.reset()
         set_rng_state(rng)
-        utd = self.cfg.utd_ratio()
-        actor_utd = min(b.actor_utd_ratio, utd)
+        plan = self.agent.cfg
+        utd, actor_utd, batch_size = plan.utd_ratio, plan.actor_utd_ratio, plan.batch_size
+        self.agent.set_offline_progress(None, b.offline_steps)
+        self._anneal = self.cfg.anneal_target()
+        ep_start = self.counters["frames"]
         bar = tqdm(
             total=b.online_frames,
             initial=self.counters["frames"],
@@ -462,10 +565,12 @@ class OfflineOnlineTrainer:
                 ep_return += float(batch["next", "reward"].sum())
                 self.counters["frames"] += batch.numel()
                 frames = self.counters["frames"]
-                if self.cfg.anneal:
+                if self._anneal is not None:
                     self._apply_anneal()
                 for u in range(utd):
-                    out = self.agent.update(self.buffer.sample(), update_actor=u >= utd - actor_utd)
+                    out = self.agent.update(
+                        self.buffer.sample(batch_size), update_actor=u >= utd - actor_utd
+                    )
                 if self.exploration is not None and hasattr(self.exploration, "step"):
                     self.exploration.step(1)
                 bar.update(batch.numel())
@@ -482,12 +587,15 @@ class OfflineOnlineTrainer:
                     self._evaluate("online", frames)
                 if bool(batch["next", "done"].any()):
                     self.counters["episodes"] += 1
-                    self._log({"online/episode_return": ep_return}, step=self._global_step())
+                    row = {"online/episode_return": ep_return}
+                    row.update(self._episode_q_record(ep_start, frames))
+                    self._log(row, step=self._global_step())
+                    ep_start = frames
                     bar.set_postfix(ret=f"{ep_return:.0f}")
                     ep_return = 0.0
                     collector.env.set_seed(self._episode_seed())
                     collector.reset()
-                    ep_len = b.max_episode_steps or self.task.max_episode_steps
+                    ep_len = self.cfg.max_episode_steps()
                     due = self.counters["episodes"] % max(1, b.checkpoint_every // ep_len)
                     if self._stop or due == 0:
                         self.save()
@@ -539,6 +647,7 @@ class OfflineOnlineTrainer:
         summary = {
             "task": self.task.name,
             "algo": self.cfg.algo.name,
+            "online_algo": self.agent.cfg.name,
             "exploration": self.cfg.exploration.mode,
             "seed": self.cfg.seed,
             "offline_steps": self.counters["step"],
@@ -554,8 +663,7 @@ class OfflineOnlineTrainer:
         plot_learning_curve(
             self.evaluations,
             self.out / "learning_curve.png",
-            title=f"O3F-{self.cfg.algo.name.upper()} on {self.task.name} "
-            f"({self.cfg.exploration.mode})",
+            title=f"{method_name(self.cfg)} on {self.task.name}",
         )
         text = json.dumps(summary, indent=2).encode()
         write_atomic(self.out / "summary.json", lambda f: f.write(text))

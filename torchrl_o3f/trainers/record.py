@@ -1,0 +1,140 @@
+"""What a run records about itself: the resolved config, written as ``config.yaml``.
+
+The record holds every number a run uses: the trainer config with each default filled in (the
+algorithm's numbers for the task's family, sigma, the episode cap, the dataset size), the online
+algorithm's config, values the run derived from its data (the losses' reward scales), the
+dataset it trained on and the versions of the libraries that ran it. It is written to the run
+directory, stored in every checkpoint and sent to the logger; :func:`config_from_record` turns
+it back into a :class:`~torchrl_o3f.trainers.config.TrainerConfig` that rebuilds the same agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from torchrl_o3f.trainers.config import (
+    AnnealConfig,
+    BudgetConfig,
+    ExplorationConfig,
+    LoggerConfig,
+    TrainerConfig,
+)
+
+__all__ = ["config_from_record", "flatten", "library_versions", "resolved_record", "write_config"]
+
+_LIBRARIES = ("torchrl-o3f", "torch", "torchrl", "tensordict", "gymnasium", "mujoco", "minari")
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the installed versions of the libraries a run depends on.
+
+    Example:
+        >>> sorted(library_versions())[:3]
+        ['gymnasium', 'minari', 'mujoco']
+    """
+    out = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _scalar(value: Any) -> Any:
+    try:
+        return float(value) if hasattr(value, "item") and value.numel() == 1 else value
+    except (TypeError, AttributeError):
+        return value
+
+
+def resolved_record(trainer) -> dict[str, Any]:
+    """The resolved config of a built :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer`."""
+    cfg: TrainerConfig = trainer.cfg
+    record = dataclasses.asdict(cfg)
+    record["algo"] = dataclasses.asdict(cfg.algo)
+    record["online_algo"] = cfg.online_config().name
+    record["online"] = dataclasses.asdict(cfg.online_config())
+    record["exploration"]["sigma"] = cfg.sigma()
+    record["budget"]["max_episode_steps"] = cfg.max_episode_steps()
+    record["budget"]["dataset_size"] = int(trainer.num_offline)
+    record["logger"]["exp_name"] = trainer.exp_name()
+    record["device"] = str(trainer.device)
+    target = cfg.anneal_target()
+    if target is not None:
+        record["anneal"]["param"], record["anneal"]["end"] = target
+    derived = {"dataset_id": trainer.dataset_id, "num_offline": int(trainer.num_offline)}
+    for name in ("reward_scale", "reward_shift", "lam"):
+        value = getattr(trainer.agent.loss, name, None)
+        if value is not None:
+            derived[f"loss.{name}"] = _scalar(value)
+    record["derived"] = derived
+    record["versions"] = library_versions()
+    return record
+
+
+def write_config(record: dict[str, Any], path: str | Path) -> Path:
+    """Write ``record`` as yaml, atomically."""
+    from omegaconf import OmegaConf
+
+    from torchrl_o3f.trainers.checkpoint import write_atomic
+
+    text = OmegaConf.to_yaml(OmegaConf.create(record)).encode()
+    return write_atomic(path, lambda f: f.write(text))
+
+
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"algo": {"lr": {"actor": 3e-4}}}`` -> ``{"algo.lr.actor": 3e-4}`` (for logger hparams).
+
+    Example:
+        >>> flatten({"algo": {"lr": {"actor": 3e-4}}, "seed": 0})
+        {'algo.lr.actor': 0.0003, 'seed': 0}
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_from_record(record: dict[str, Any] | str | Path) -> TrainerConfig:
+    """Rebuild the :class:`TrainerConfig` of a run from its record (or its ``config.yaml``).
+
+    Raises:
+        omegaconf.errors.ConfigKeyError: when the record names a field the config lacks.
+
+    Example:
+        >>> cfg = TrainerConfig(task="hopper-medium", algo="iql")
+        >>> record = dataclasses.asdict(cfg) | {"algo": dataclasses.asdict(cfg.algo)}
+        >>> config_from_record(record).algo.expectile
+        0.7
+    """
+    from omegaconf import OmegaConf
+
+    from torchrl_o3f.objectives.registry import structured_config
+
+    if isinstance(record, (str, Path)):
+        record = OmegaConf.to_container(OmegaConf.load(str(record)))
+    values = dict(record)
+    for key in ("derived", "versions", "online"):
+        values.pop(key, None)
+    algo = values.pop("algo")
+    nested = {
+        "exploration": ExplorationConfig,
+        "budget": BudgetConfig,
+        "logger": LoggerConfig,
+        "anneal": AnnealConfig,
+    }
+    for key, cls in nested.items():
+        values[key] = cls(**values.get(key, {}))
+    if values.get("online_algo") == algo["name"]:
+        values["online_algo"] = None
+    values["algo"] = OmegaConf.to_object(structured_config(algo["name"], algo))
+    return TrainerConfig(**values)
