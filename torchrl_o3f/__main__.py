@@ -1,4 +1,4 @@
-"""Command line: ``python -m torchrl_o3f tasks`` lists the registered tasks."""
+"""Command line: ``python -m torchrl_o3f tasks`` / ``algorithms`` list what is registered."""
 
 from __future__ import annotations
 
@@ -32,15 +32,57 @@ def format_tasks(family: str | None = None) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+def format_algorithms(task: str | None = None) -> str:
+    """The registered algorithms with their key defaults (for ``task``'s family) as a table.
+
+    Example:
+        >>> print(format_algorithms().splitlines()[0].split()[:3])
+        ['algorithm', 'batch', 'lr']
+    """
+    from torchrl_o3f.objectives import algo_config, list_algorithms
+
+    rows = [("algorithm", "batch", "lr", "nets", "m", "utd", "own hyper-parameters", "about")]
+    for algo in list_algorithms():
+        cfg = algo_config(algo.name, task=task)
+        lrs = sorted(set(cfg.lr.values()))
+        own = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in cfg.hyperparameters().items()
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+        )
+        rows.append(
+            (
+                algo.name,
+                str(cfg.batch_size),
+                "/".join(f"{v:g}" for v in lrs),
+                f"{cfg.depth}x{cfg.num_cells}",
+                str(cfg.num_qvalue),
+                f"{cfg.utd_ratio}",
+                own,
+                algo.description,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for r in rows:
+        cells = "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths))
+        lines.append(f"{cells}  {r[-1]}".rstrip())
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m torchrl_o3f`` and the ``torchrl-o3f`` script."""
     parser = argparse.ArgumentParser(prog="python -m torchrl_o3f", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     tasks = sub.add_parser("tasks", help="list the registered tasks")
     tasks.add_argument("--family", default=None, help="only this family (e.g. hopper)")
+    algos = sub.add_parser("algorithms", help="list the registered algorithms")
+    algos.add_argument("--task", default=None, help="values for this task's family")
     args = parser.parse_args(argv)
     if args.command == "tasks":
         print(format_tasks(args.family))
+    elif args.command == "algorithms":
+        print(format_algorithms(args.task))
     return 0
 
 

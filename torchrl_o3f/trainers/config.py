@@ -138,6 +138,10 @@ class TrainerConfig:
     Figure 2); its numbers come from its yaml for the task's family, changed by
     ``online_overrides`` (e.g. ``{"lr": {"actor": 1e-4}}``).
 
+    ``resume=<run dir>`` continues a stopped run: every value must equal the run's recorded
+    one (``config.yaml``) except where and how it runs (:data:`~torchrl_o3f.trainers.record.
+    RESUME_SAFE_KEYS`); ``extend=true`` lets a finished run continue to a larger budget.
+
     Example:
         >>> cfg = TrainerConfig(task="hopper-medium", algo="iql")
         >>> cfg.validate().algo.expectile, cfg.exploration.mode
@@ -161,6 +165,7 @@ class TrainerConfig:
     dataset_root: str | None = None
     dataset_seed: int = 0
     progress: bool = True
+    extend: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.algo, str):

@@ -70,6 +70,34 @@ def config_from_hydra(cfg) -> TrainerConfig:
     return _build(TrainerConfig, values).validate()
 
 
+def _resumed_config(config: TrainerConfig, overrides: list[str]) -> TrainerConfig:
+    """The run's recorded config, with only the keys given on the command line replaced.
+
+    The recipe's defaults (``budget: cpu``, ...) do not count as changes: a resumed run is the
+    run it continues. The trainer then rejects overrides that would change what it computes.
+    """
+    from torchrl_o3f.trainers.checkpoint import load_checkpoint
+    from torchrl_o3f.trainers.record import config_from_record
+
+    stored = load_checkpoint(config.resume).get("meta", {}).get("config")
+    if not (isinstance(stored, dict) and "derived" in stored):
+        return config  # a checkpoint without a recorded config: the command line is the config
+    base = config_from_record(stored)
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("hydra"):
+            continue
+        src, dst = config, base
+        *path, last = key.split(".")
+        try:
+            for part in path:
+                src, dst = getattr(src, part), getattr(dst, part)
+            setattr(dst, last, getattr(src, last))
+        except AttributeError:
+            continue  # not a trainer field (a hydra-only key)
+    return base.validate()
+
+
 def run_recipe(cfg) -> dict[str, Any]:
     """Run the trainer from a hydra config and print the one-line summary."""
     from hydra.core.hydra_config import HydraConfig
@@ -77,6 +105,8 @@ def run_recipe(cfg) -> dict[str, Any]:
     from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, method_name
 
     config = config_from_hydra(cfg)
+    if config.resume:
+        config = _resumed_config(config, list(HydraConfig.get().overrides.task))
     if config.resume and Path(config.resume).is_dir():
         config.output_dir = config.resume
     elif config.output_dir == ".":

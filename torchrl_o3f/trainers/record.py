@@ -24,7 +24,17 @@ from torchrl_o3f.trainers.config import (
     TrainerConfig,
 )
 
-__all__ = ["config_from_record", "flatten", "library_versions", "resolved_record", "write_config"]
+__all__ = [
+    "EXTENDABLE_KEYS",
+    "RESUME_SAFE_KEYS",
+    "config_from_record",
+    "flatten",
+    "library_versions",
+    "resolved_record",
+    "resume_conflicts",
+    "static_record",
+    "write_config",
+]
 
 _LIBRARIES = ("torchrl-o3f", "torch", "torchrl", "tensordict", "gymnasium", "mujoco", "minari")
 
@@ -52,28 +62,100 @@ def _scalar(value: Any) -> Any:
         return value
 
 
-def resolved_record(trainer) -> dict[str, Any]:
-    """The resolved config of a built :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer`."""
-    cfg: TrainerConfig = trainer.cfg
+def static_record(cfg: TrainerConfig) -> dict[str, Any]:
+    """The config with the defaults that need no data filled in (what resumes compare).
+
+    Filled: the exploration sigma, the episode cap, the online algorithm's config, the
+    loosening target.
+    """
     record = dataclasses.asdict(cfg)
     record["algo"] = dataclasses.asdict(cfg.algo)
     record["online_algo"] = cfg.online_config().name
     record["online"] = dataclasses.asdict(cfg.online_config())
     record["exploration"]["sigma"] = cfg.sigma()
     record["budget"]["max_episode_steps"] = cfg.max_episode_steps()
-    record["budget"]["dataset_size"] = int(trainer.num_offline)
-    record["logger"]["exp_name"] = trainer.exp_name()
-    record["device"] = str(trainer.device)
     target = cfg.anneal_target()
     if target is not None:
         record["anneal"]["param"], record["anneal"]["end"] = target
-    derived = {"dataset_id": trainer.dataset_id, "num_offline": int(trainer.num_offline)}
+    return record
+
+
+def resolved_record(trainer) -> dict[str, Any]:
+    """The resolved config of a built :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer`."""
+    record = static_record(trainer.cfg)
+    derived = {
+        "dataset_id": trainer.dataset_id,
+        "num_offline": int(trainer.num_offline),
+        "device": str(trainer.device),
+        "exp_name": trainer.exp_name(),
+    }
     for name in ("reward_scale", "reward_shift", "lam"):
         value = getattr(trainer.agent.loss, name, None)
         if value is not None:
             derived[f"loss.{name}"] = _scalar(value)
     record["derived"] = derived
     record["versions"] = library_versions()
+    return record
+
+
+RESUME_SAFE_KEYS = (
+    "resume",
+    "output_dir",
+    "progress",
+    "device",
+    "dataset_root",
+    "logger",
+    "extend",
+)
+"""Keys a resumed run may change: where and how it runs and logs, not what it computes."""
+
+EXTENDABLE_KEYS = ("budget.offline_steps", "budget.online_frames")
+"""Keys a resumed run may raise with ``extend=true`` (to continue a finished run further)."""
+
+
+def _flat_differences(mine: dict, stored: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(mine) | set(stored)):
+        name = f"{prefix}{key}"
+        a, b = mine.get(key), stored.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _flat_differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(name)
+    return out
+
+
+def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, this value, the run's value)`` for every key where ``cfg`` would make another run.
+
+    The keys of :data:`RESUME_SAFE_KEYS` may differ; with ``cfg.extend`` the budgets of
+    :data:`EXTENDABLE_KEYS` may grow.
+
+    Example:
+        >>> cfg = TrainerConfig(task="hopper-medium", algo="iql")
+        >>> stored = static_record(cfg)
+        >>> cfg.seed = 3
+        >>> resume_conflicts(cfg, stored)
+        [('seed', 3, 0)]
+    """
+    mine = static_record(cfg)
+    stored = {k: v for k, v in stored.items() if k not in ("derived", "versions")}
+    conflicts = []
+    for key in _flat_differences(mine, stored):
+        if key.split(".")[0] in RESUME_SAFE_KEYS:
+            continue
+        a, b = _get(mine, key), _get(stored, key)
+        if key in EXTENDABLE_KEYS and cfg.extend and a is not None and b is not None and a >= b:
+            continue
+        conflicts.append((key, a, b))
+    return conflicts
+
+
+def _get(record: dict, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(record, dict):
+            return None
+        record = record.get(part)
     return record
 
 

@@ -181,12 +181,42 @@ class OfflineOnlineTrainer:
                     f"checkpoint {src} is from {key}={meta.get(key)!r}, this run has "
                     f"{key}={mine!r}; resume with the same {key} or start a new run"
                 )
+        if self.cfg.resume:
+            self._check_same_run(src, state)
         if self.cfg.offline_checkpoint and state["counters"]["phase"] != "online":
             raise CheckpointError(
                 f"{src} is not a phase-boundary checkpoint (phase="
                 f"{state['counters']['phase']!r}); use checkpoints/offline.pt of a run"
             )
         self._resume_state = state
+
+    def _check_same_run(self, src, state: dict[str, Any]) -> None:
+        """A resumed run is the same run: its config, and a budget not below what is done."""
+        from torchrl_o3f.trainers.record import resume_conflicts
+
+        stored = state.get("meta", {}).get("config")
+        if isinstance(stored, dict) and "derived" in stored:
+            conflicts = resume_conflicts(self.cfg, stored)
+            if conflicts:
+                lines = "; ".join(f"{k}={a!r} (the run has {b!r})" for k, a, b in conflicts[:6])
+                raise ConfigError(
+                    f"resume={src} would change the run: {lines}. Resume without these overrides "
+                    "(the run's config.yaml is reloaded), or start a new run"
+                )
+        c, b = state["counters"], self.cfg.budget
+        if c["frames"] > b.online_frames or c["step"] > b.offline_steps:
+            raise ConfigError(
+                f"resume={src}: the run has done {c['step']} offline steps and {c['frames']} "
+                f"online frames, more than budget.offline_steps={b.offline_steps} / "
+                f"budget.online_frames={b.online_frames}; a resumed budget cannot shrink"
+            )
+        finished = c["phase"] == "online" and c["frames"] >= b.online_frames
+        if finished and c["step"] >= b.offline_steps and not self.cfg.extend:
+            raise ConfigError(
+                f"resume={src}: the run has finished its budget ({c['step']} offline steps, "
+                f"{c['frames']} online frames); to continue it, pass extend=true with a larger "
+                "budget.online_frames"
+            )
 
     def _build(self) -> None:
         from torchrl_o3f.data import ensure_dataset, load_offline_dataset
