@@ -133,6 +133,7 @@ class IQLLoss(TransitionLossMixin, LossModule):
         "log_prob_mean",
     ]
 
+    actor_groups = ("actor",)  # still in critic-only updates
     target_qvalue_network_params: TensorDictParams
 
     def __init__(

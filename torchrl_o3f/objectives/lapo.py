@@ -182,6 +182,7 @@ class LAPOLoss(TransitionLossMixin, LossModule):
         "kl",
     ]
 
+    actor_groups = ("vae", "actor")  # still in critic-only updates
     target_qvalue_network_params: TensorDictParams
     target_decoder_params: TensorDictParams
     target_latent_actor_params: TensorDictParams

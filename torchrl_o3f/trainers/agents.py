@@ -29,11 +29,11 @@ def _adam(params: list, lr: float) -> torch.optim.Adam:
 class Agent:
     """Trains one loss module: an Adam per parameter group, soft target updates.
 
-    ``update(batch, update_actor=False)`` runs the loss's ``critic_loss`` only, where the loss
-    has one (LAPO's 20 critic updates per env step and one actor update); otherwise the whole
-    loss. Every optimiser steps after the backward pass; a group that got no gradient (the
-    actor in a critic-only update) does not move. The actor also waits ``cfg.actor_delay``
-    updates between its updates (TD3's policy delay; 1: every update).
+    ``update(batch, update_actor=False)`` updates the critic only: it runs the loss's
+    ``critic_loss`` where the loss has one (LAPO's 20 critic updates per env step and one actor
+    update), otherwise the whole loss with the actor's groups left still. The actor's groups are
+    the loss's ``actor_groups`` (default ``("actor",)``). The actor also waits
+    ``cfg.actor_delay`` updates between its updates (TD3's policy delay; 1: every update).
 
     Learning rates: ``cfg.lr[group]`` per optimiser; groups with ``cfg.lr_schedule[group] ==
     "cosine"`` follow :meth:`set_offline_progress` (cosine-annealed to 0 over the offline phase,
@@ -67,6 +67,8 @@ class Agent:
                 f"{sorted(groups)}: give one learning rate per parameter group in its yaml"
             )
         self.optimizers = {name: _adam(params, cfg.lr[name]) for name, params in groups.items()}
+        actor_groups = getattr(loss, "actor_groups", ("actor",))
+        self.actor_groups = tuple(g for g in actor_groups if g in groups)
         self.target_updater = SoftUpdate(loss, tau=cfg.tau)
         self.num_updates = 0
 
@@ -105,8 +107,9 @@ class Agent:
             opt.zero_grad(set_to_none=True)
         total = sum(v for k, v in out.items() if isinstance(k, str) and k.startswith("loss_"))
         total.backward()
-        for opt in self.optimizers.values():
-            opt.step()
+        for name, opt in self.optimizers.items():
+            if update_actor or name not in self.actor_groups:
+                opt.step()
         self.target_updater.step()
         self.num_updates += 1
         return out.detach()

@@ -74,15 +74,16 @@ def static_record(cfg: TrainerConfig) -> dict[str, Any]:
     record["online"] = dataclasses.asdict(cfg.online_config())
     record["exploration"]["sigma"] = cfg.sigma()
     record["budget"]["max_episode_steps"] = cfg.max_episode_steps()
-    target = cfg.anneal_target()
-    if target is not None:
-        record["anneal"]["param"], record["anneal"]["end"] = target
+    loosening = cfg.online_config().loosening or {}
+    target = cfg.anneal_target() or (loosening.get("param"), loosening.get("end"))
+    record["anneal"]["param"], record["anneal"]["end"] = target
     return record
 
 
 def resolved_record(trainer) -> dict[str, Any]:
     """The resolved config of a built :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer`."""
     record = static_record(trainer.cfg)
+    record["logger"]["exp_name"] = trainer.exp_name()
     derived = {
         "dataset_id": trainer.dataset_id,
         "num_offline": int(trainer.num_offline),
@@ -129,7 +130,7 @@ def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[s
     """``(key, this value, the run's value)`` for every key where ``cfg`` would make another run.
 
     The keys of :data:`RESUME_SAFE_KEYS` may differ; with ``cfg.extend`` the budgets of
-    :data:`EXTENDABLE_KEYS` may grow.
+    :data:`EXTENDABLE_KEYS` may change (the trainer refuses one below what the run has done).
 
     Example:
         >>> cfg = TrainerConfig(task="hopper-medium", algo="iql")
@@ -145,8 +146,8 @@ def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[s
         if key.split(".")[0] in RESUME_SAFE_KEYS:
             continue
         a, b = _get(mine, key), _get(stored, key)
-        if key in EXTENDABLE_KEYS and cfg.extend and a is not None and b is not None and a >= b:
-            continue
+        if key in EXTENDABLE_KEYS and cfg.extend:
+            continue  # the trainer checks the budget against what the run has done
         conflicts.append((key, a, b))
     return conflicts
 
