@@ -138,6 +138,10 @@ class TrainerConfig:
     Figure 2); its numbers come from its yaml for the task's family, changed by
     ``online_overrides`` (e.g. ``{"lr": {"actor": 1e-4}}``).
 
+    ``threads``: torch/OpenMP threads of the run (0: torch's default; sweeps set each job's
+    share of the cores). ``method``: a label of the run's method for sweeps and analysis (e.g.
+    ``o3f_iql``); it changes nothing in the run.
+
     ``resume=<run dir>`` continues a stopped run: every value must equal the run's recorded
     one (``config.yaml``) except where and how it runs (:data:`~torchrl_o3f.trainers.record.
     RESUME_SAFE_KEYS`); ``extend=true`` lets a finished run continue to a larger budget.
@@ -166,6 +170,8 @@ class TrainerConfig:
     dataset_seed: int = 0
     progress: bool = True
     extend: bool = False
+    threads: int = 0
+    method: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.algo, str):
@@ -253,6 +259,12 @@ class TrainerConfig:
             "dataset_seed",
             self.dataset_seed,
             "a non-negative integer",
+        )
+        _require(
+            _integer(self.threads) and self.threads >= 0,
+            "threads",
+            self.threads,
+            "an int >= 0 (0: torch's default)",
         )
         if self.offline_fraction is not None:
             _require(
@@ -363,6 +375,16 @@ BUDGETS: dict[str, BudgetConfig] = {
         max_episode_steps=30,
     ),
     "cpu": BudgetConfig(),
+    # the CPU scale of the committed study (recipes/sweep.py): about 5-10 core-minutes an IQL run
+    "study": BudgetConfig(
+        offline_steps=5_000,
+        online_frames=5_000,
+        eval_every=1_000,
+        eval_episodes=5,
+        checkpoint_every=2_500,
+        log_every=250,
+        dataset_size=50_000,
+    ),
     "paper": BudgetConfig(
         offline_steps=1_000_000,
         online_frames=1_000_000,

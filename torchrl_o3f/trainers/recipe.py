@@ -15,7 +15,7 @@ from torchrl_o3f.trainers.config import (
     TrainerConfig,
 )
 
-__all__ = ["register_configs", "config_from_hydra", "run_recipe"]
+__all__ = ["register_configs", "config_from_hydra", "run_recipe", "run_sweep"]
 
 
 def register_configs() -> None:
@@ -40,6 +40,9 @@ def register_configs() -> None:
         cs.store(group="budget", name=name, node=budget)
     for algo in list_algorithms():
         cs.store(group="algo", name=f"{algo.name}_schema", node=algo.config_class)
+    from torchrl_o3f.trainers.sweep import SweepConfig
+
+    cs.store(name="sweep_schema", node=SweepConfig)
 
 
 def _build(cls, values: dict[str, Any]):
@@ -125,4 +128,38 @@ def run_recipe(cfg) -> dict[str, Any]:
         f"(return {summary['return_after_offline']:.0f} -> {summary['return_after_online']:.0f}, "
         f"{summary['wall_time_s'] / 60:.1f} min, outputs in {config.output_dir})"
     )
+    return summary
+
+
+def run_sweep(cfg) -> dict[str, Any]:
+    """Run one job of a sweep (``recipes/sweep.py``): skip, resume or start it in its folder.
+
+    The job's threads are its share of the cores (:func:`~torchrl_o3f.trainers.sweep.
+    threads_per_job` of the hydra launcher) unless ``threads`` is set; shared offline phases
+    live under ``<study_root>/<budget>``.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from torchrl_o3f.trainers.sweep import run_sweep_job, threads_per_job
+    from torchrl_o3f.trainers.trainer import method_name
+
+    hydra_cfg = HydraConfig.get()
+    config = config_from_hydra(cfg)
+    config.output_dir = hydra_cfg.runtime.output_dir
+    if not config.threads:
+        config.threads = threads_per_job(OmegaConf.to_container(hydra_cfg.launcher))
+    root = Path(cfg.study_root) / hydra_cfg.runtime.choices.get("budget", "custom")
+    summary = run_sweep_job(config, study_root=root)
+    label = config.method or method_name(config)
+    where = f"{config.task} {label} seed {config.seed}"
+    if summary.get("skipped"):
+        print(f"[sweep] {where}: finished before, skipped ({config.output_dir})")
+    elif summary.get("stopped"):
+        print(f"[sweep] {where}: stopped; the next sweep resumes it ({config.output_dir})")
+    else:
+        print(
+            f"[sweep] {where}: normalised score {summary['score_after_offline']:.1f} after "
+            f"offline -> {summary['score_after_online']:.1f} after online"
+        )
     return summary

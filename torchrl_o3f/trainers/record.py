@@ -107,8 +107,11 @@ RESUME_SAFE_KEYS = (
     "dataset_root",
     "logger",
     "extend",
+    "offline_checkpoint",
+    "method",
 )
-"""Keys a resumed run may change: where and how it runs and logs, not what it computes."""
+"""Keys a resumed run may change: where and how it runs and logs, not what it computes
+(``offline_checkpoint`` only matters when a run starts; ``method`` is a label)."""
 
 EXTENDABLE_KEYS = ("budget.offline_steps", "budget.online_frames")
 """Keys a resumed run may raise with ``extend=true`` (to continue a finished run further)."""

@@ -158,6 +158,8 @@ class OfflineOnlineTrainer:
 
     def __init__(self, cfg: TrainerConfig):
         self.cfg = cfg.validate()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self.task = get_task(cfg.task)
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.output_dir)
