@@ -32,8 +32,9 @@ def evaluate(
 
     Returns:
         ``return`` (mean raw return), ``return_std``, ``score`` (mean normalised score on the
-        D4RL scale, see :func:`~torchrl_o3f.data.normalized_score`), ``score_std``,
-        ``length`` (mean episode length); ``score_minari`` (the dataset's own reference scale)
+        D4RL scale, see :func:`~torchrl_o3f.data.normalized_score`), ``score_std`` (population
+        std over the episodes), ``eval_episodes`` (their number), ``length`` (mean episode
+        length); ``score_minari`` (the dataset's own reference scale)
         when ``dataset_id`` is given and the dataset stores references; for success-scored
         tasks, ``success`` (fraction of episodes that reached the goal).
     """
@@ -57,6 +58,7 @@ def evaluate(
         "score": float(scores.mean()),
         "score_std": float(scores.std()),
         "length": float(np.mean(lengths)),
+        "eval_episodes": int(num_episodes),
     }
     if dataset_id is not None and task.score == "return":
         try:

@@ -122,10 +122,12 @@ def run_recipe(cfg) -> dict[str, Any]:
         )
         return summary
     print(
-        f"[{summary['task']}] {method_name(config)}: "
-        f"normalised score {summary['score_after_offline']:.1f} after offline -> "
-        f"{summary['score_after_online']:.1f} after online "
-        f"(return {summary['return_after_offline']:.0f} -> {summary['return_after_online']:.0f}, "
+        f"[{summary['task']}] {method_name(config)}: normalised score "
+        f"{summary['score_after_offline']:.1f} +- {summary['score_std_after_offline']:.1f} after "
+        f"offline -> {summary['score_after_online']:.1f} +- "
+        f"{summary['score_std_after_online']:.1f} after online (mean +- std over "
+        f"{summary['eval_episodes']} evaluation episodes, one seed; return "
+        f"{summary['return_after_offline']:.0f} -> {summary['return_after_online']:.0f}, "
         f"{summary['wall_time_s'] / 60:.1f} min, outputs in {config.output_dir})"
     )
     return summary

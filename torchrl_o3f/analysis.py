@@ -1,0 +1,592 @@
+"""Study analysis: the runs of a sweep into a tidy table, rliable statistics and figures.
+
+    python -m torchrl_o3f.analysis studies/study --experiment fig5_exploration --out <dir>
+
+reads every run under the study folder (its ``config.yaml``, ``evaluations.csv`` and
+``metrics.jsonl``; the shared offline phases are skipped), and writes to ``--out``:
+
+- ``tidy.csv``: one row per evaluation: run, task, method, seed, phase, step (offline
+  gradient steps in the offline phase, online env frames in the online phase), score
+  (normalised, 0-100, mean over the evaluation episodes), its spread over those episodes
+  (score_std), return, eval_episodes;
+- ``final_scores.csv``: per run, the score after the offline phase and after the online one;
+- ``summary.md``: per method and task the mean final score over seeds; across tasks the IQM and
+  mean with stratified-bootstrap 95% confidence intervals, the probability of improvement of
+  the first method over each other, and the paper's claims that the experiment tests with the
+  verdict the intervals give;
+- figures (PNG): normalised-score curves over online frames per task (mean over seeds, 95%
+  bootstrap band), the aggregate intervals, performance profiles and, where logged, the critic's
+  over-estimation of the Monte-Carlo return per online episode (the paper's Figure 2).
+
+Every statistic comes from ``rliable`` (stratified bootstrap, IQM, probability of improvement,
+performance profiles); nothing statistical is written here by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CLAIMS", "Claim", "RunRecord", "analyse", "collect_runs", "experiment_grid", "main"]
+
+TIDY_COLUMNS = (
+    "run",
+    "task",
+    "method",
+    "seed",
+    "phase",
+    "step",
+    "score",
+    "score_std",
+    "return",
+    "eval_episodes",
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A pairwise claim of the paper: ``better`` scores above ``worse`` (or ``equal``).
+
+    Attributes:
+        text: the claim as the paper makes it.
+        better: the method claimed better (or one side of an equality).
+        worse: the other method.
+        kind: ``"better"`` or ``"equal"``.
+        tasks: the tasks the claim is about (``None``: every task of the study).
+
+    Example:
+        >>> Claim("O3F beats noise", "o3f_lapo", "gaussian_lapo").kind
+        'better'
+    """
+
+    text: str
+    better: str
+    worse: str
+    kind: str = "better"
+    tasks: tuple[str, ...] | None = None
+
+
+CLAIMS: dict[str, list[Claim]] = {
+    "fig5_lapo": [
+        Claim(
+            "O3F-LAPO beats LAPO with Gaussian noise on halfcheetah-medium (+58%)",
+            "o3f_lapo",
+            "gaussian_lapo",
+            tasks=("halfcheetah-medium",),
+        )
+    ],
+    "fig5_exploration": [
+        Claim(
+            "O3F-IQL equals IQL with Gaussian noise on locomotion",
+            "o3f_iql",
+            "gaussian_iql",
+            kind="equal",
+            tasks=("halfcheetah-medium", "hopper-medium"),
+        )
+    ],
+    "fig4_baselines": [
+        Claim("O3F beats IQL fine-tuning", "o3f_iql", "iql"),
+        Claim("O3F beats CQL fine-tuning", "o3f_iql", "cql"),
+        Claim("O3F beats AWAC fine-tuning", "o3f_iql", "awac"),
+    ],
+    "fig2_switch": [
+        Claim("Switching CQL -> SAC at the boundary is worse than CQL", "cql", "cql_sac")
+    ],
+    "fig3_loosening": [
+        Claim("Loosening CQL abruptly does not help", "cql", "cql_abrupt", kind="equal"),
+        Claim("Loosening CQL linearly does not help", "cql", "cql_linear", kind="equal"),
+        Claim("Loosening AWAC abruptly does not help", "awac", "awac_abrupt", kind="equal"),
+        Claim("Loosening AWAC linearly does not help", "awac", "awac_linear", kind="equal"),
+        Claim("Loosening IQL abruptly does not help", "iql", "iql_abrupt", kind="equal"),
+        Claim("Loosening IQL linearly does not help", "iql", "iql_linear", kind="equal"),
+    ],
+    "fig6_omega": [
+        Claim(
+            "omega = 1 hurts on halfcheetah-medium",
+            "o3f_iql",
+            "o3f_iql_omega1",
+            tasks=("halfcheetah-medium",),
+        )
+    ],
+}
+"""The paper's claims each experiment tests (see ``docs/results.md``)."""
+
+
+@dataclass
+class RunRecord:
+    """One run of a study: what it is and what it measured.
+
+    Attributes:
+        path: the run folder, relative to the study folder.
+        task, method, seed: what the run is.
+        evaluations: its ``evaluations.csv`` rows (dicts).
+        episodes: per online episode, its ``metrics.jsonl`` row (return, Q, MC return, ...).
+        finished: whether the run wrote its ``summary.json``.
+
+    Example:
+        >>> RunRecord("t/m/seed0", "t", "m", 0, [], [], True).seed
+        0
+    """
+
+    path: str
+    task: str
+    method: str
+    seed: int
+    evaluations: list[dict[str, Any]]
+    episodes: list[dict[str, Any]]
+    finished: bool
+
+
+def _method_of(config: dict[str, Any]) -> str:
+    if config.get("method"):
+        return str(config["method"])
+    algo = config["algo"]["name"]
+    online = config.get("online_algo") or algo
+    mode = config["exploration"]["mode"]
+    return f"{algo}-{online}-{mode}" if online != algo else f"{algo}-{mode}"
+
+
+def collect_runs(study: str | Path) -> list[RunRecord]:
+    """Every run under ``study`` (folders holding a ``config.yaml``), the offline phases aside.
+
+    Raises:
+        FileNotFoundError: when ``study`` holds no run.
+    """
+    from omegaconf import OmegaConf
+
+    study = Path(study)
+    runs = []
+    for config_file in sorted(study.rglob("config.yaml")):
+        folder = config_file.parent
+        rel = folder.relative_to(study)
+        if "offline" in rel.parts or ".hydra" in rel.parts:
+            continue
+        config = OmegaConf.to_container(OmegaConf.load(config_file))
+        evaluations = []
+        if (folder / "evaluations.csv").exists():
+            with open(folder / "evaluations.csv") as f:
+                evaluations = list(csv.DictReader(f))
+        episodes = []
+        if (folder / "metrics.jsonl").exists():
+            for line in (folder / "metrics.jsonl").read_text().splitlines():
+                row = json.loads(line)
+                if "online/episode_return" in row:
+                    episodes.append(row)
+        runs.append(
+            RunRecord(
+                path=str(rel),
+                task=config["task"],
+                method=_method_of(config),
+                seed=int(config["seed"]),
+                evaluations=evaluations,
+                episodes=episodes,
+                finished=(folder / "summary.json").exists(),
+            )
+        )
+    if not runs:
+        raise FileNotFoundError(f"no run (a folder with config.yaml) under {study}")
+    return runs
+
+
+def _values(text: str) -> list[str]:
+    text = str(text).strip()
+    match = re.fullmatch(r"range\((\d+)(?:,\s*(\d+))?\)", text)
+    if match:
+        lo, hi = (0, int(match[1])) if match[2] is None else (int(match[1]), int(match[2]))
+        return [str(i) for i in range(lo, hi)]
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def experiment_grid(experiment: str | Path) -> dict[str, list[str]]:
+    """The ``task``/``method``/``seed`` values an experiment config sweeps.
+
+    ``experiment`` is a yaml path, or a name looked up in ``recipes/config/experiment/``.
+
+    Raises:
+        FileNotFoundError: for an experiment that cannot be found.
+    """
+    from omegaconf import OmegaConf
+
+    path = Path(experiment)
+    if not path.exists():
+        path = Path("recipes") / "config" / "experiment" / f"{experiment}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no experiment {experiment!r}: give a yaml path or a name of "
+            "recipes/config/experiment/ (run from the repository root)"
+        )
+    params = OmegaConf.to_container(OmegaConf.load(path))["hydra"]["sweeper"]["params"]
+    return {k: _values(v) for k, v in params.items() if k in ("task", "method", "seed")}
+
+
+def _step(row: dict[str, Any]) -> int:
+    return int(row["step"]) if row["phase"] == "offline" else int(row["frames"])
+
+
+def tidy_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per evaluation of every run (columns :data:`TIDY_COLUMNS`)."""
+    rows = []
+    for run in runs:
+        for ev in run.evaluations:
+            rows.append(
+                {
+                    "run": run.path,
+                    "task": run.task,
+                    "method": run.method,
+                    "seed": run.seed,
+                    "phase": ev["phase"],
+                    "step": _step(ev),
+                    "score": float(ev["score"]),
+                    "score_std": float(ev.get("score_std") or "nan"),
+                    "return": float(ev["return"]),
+                    "eval_episodes": ev.get("eval_episodes", ""),
+                }
+            )
+    return rows
+
+
+def _final(run: RunRecord, phase: str) -> float | None:
+    rows = [e for e in run.evaluations if e["phase"] == phase]
+    return float(rows[-1]["score"]) if rows else None
+
+
+def score_matrix(
+    runs: list[RunRecord], methods: list[str], tasks: list[str]
+) -> dict[str, np.ndarray]:
+    """``{method: [seeds x tasks]}`` of final (after online) scores, on the 0-1 scale.
+
+    Only seeds every task has for the method are used (rliable needs a full matrix).
+    """
+    out = {}
+    for method in methods:
+        per_task = []
+        for task in tasks:
+            scores = {
+                r.seed: _final(r, "online")
+                for r in runs
+                if r.method == method and r.task == task and r.finished
+            }
+            per_task.append({s: v for s, v in scores.items() if v is not None})
+        seeds = sorted(set.intersection(*(set(t) for t in per_task))) if per_task else []
+        if seeds:
+            out[method] = np.array([[t[s] / 100.0 for t in per_task] for s in seeds])
+    return out
+
+
+def _verdict(claim: Claim, lo: float, hi: float) -> str:
+    if claim.kind == "equal":
+        if lo > 0.5 or hi < 0.5:
+            return "not reproduced (one side is better)"
+        return "reproduced within the noise (the interval contains 0.5)"
+    if lo > 0.5:
+        return "reproduced"
+    if hi < 0.5:
+        return "not reproduced (the other way round)"
+    return "too noisy to tell at this budget"
+
+
+def analyse(
+    study: str | Path,
+    out: str | Path,
+    *,
+    experiment: str | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write the tidy CSV, the statistics (``summary.md``) and the figures of a study.
+
+    Args:
+        study: the study folder (e.g. ``studies/study``).
+        out: where to write.
+        experiment: restrict to an experiment's tasks/methods/seeds and test its claims.
+        reps: bootstrap repetitions.
+        seed: seed of the bootstrap.
+
+    Returns:
+        ``{"runs": n, "methods": [...], "tasks": [...], "aggregates": {...}, "claims": [...]}``.
+    """
+    import warnings
+
+    from rliable import library as rly
+    from rliable import metrics
+
+    # arch (rliable's bootstrap) warns on rliable's own random_state argument: not ours to fix
+    warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
+    runs = collect_runs(study)
+    grid = experiment_grid(experiment) if experiment else {}
+    if grid:
+        seeds = {int(s) for s in grid.get("seed", [])}
+        runs = [
+            r
+            for r in runs
+            if r.task in grid.get("task", [r.task])
+            and r.method in grid.get("method", [r.method])
+            and (not seeds or r.seed in seeds)
+        ]
+    if not runs:
+        raise FileNotFoundError(f"no run of experiment {experiment!r} under {study}")
+    methods = grid.get("method") or sorted({r.method for r in runs})
+    methods = [m for m in methods if any(r.method == m for r in runs)]
+    tasks = grid.get("task") or sorted({r.task for r in runs})
+    tasks = [t for t in tasks if any(r.task == t for r in runs)]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "tidy.csv", TIDY_COLUMNS, tidy_rows(runs))
+    finals = [
+        {
+            "run": r.path,
+            "task": r.task,
+            "method": r.method,
+            "seed": r.seed,
+            "finished": r.finished,
+            "score_after_offline": _final(r, "offline"),
+            "score_after_online": _final(r, "online"),
+        }
+        for r in runs
+    ]
+    _write_csv(out / "final_scores.csv", list(finals[0]), finals)
+
+    matrix = score_matrix(runs, methods, tasks)
+    rng = np.random.RandomState(seed)
+    aggregates: dict[str, Any] = {}
+    if matrix:
+        funcs = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])  # noqa: E731
+        points, intervals = rly.get_interval_estimates(matrix, funcs, reps=reps, random_state=rng)
+        aggregates = {
+            m: {"iqm": points[m][0], "mean": points[m][1], "ci": intervals[m]} for m in matrix
+        }
+    claims = []
+    for claim in CLAIMS.get(str(experiment), []):
+        claim_tasks = [t for t in (claim.tasks or tasks) if t in tasks]
+        pair = score_matrix(runs, [claim.better, claim.worse], claim_tasks)
+        if len(pair) < 2:
+            claims.append({"claim": claim, "verdict": "not run yet", "p": None, "ci": None})
+            continue
+        x, y = pair[claim.better], pair[claim.worse]
+        n = min(len(x), len(y))
+        points, intervals = rly.get_interval_estimates(
+            {"pair": [x[:n], y[:n]]},
+            metrics.probability_of_improvement,
+            reps=reps,
+            random_state=rng,
+        )
+        lo, hi = (float(v) for v in np.ravel(intervals["pair"]))
+        p = float(np.ravel(points["pair"])[0])
+        claims.append({"claim": claim, "verdict": _verdict(claim, lo, hi), "p": p, "ci": (lo, hi)})
+
+    _plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, rng=rng)
+    if len(matrix) >= 1:
+        _plot_aggregates(matrix, aggregates, out / "aggregates.png")
+        _plot_profiles(matrix, out / "profiles.png", reps=reps)
+    if any(r.episodes and "online/q_overestimation" in r.episodes[0] for r in runs):
+        _plot_overestimation(runs, methods, tasks, out / "overestimation.png")
+    _write_summary(out / "summary.md", runs, methods, tasks, aggregates, claims, experiment)
+    return {
+        "runs": len(runs),
+        "methods": methods,
+        "tasks": tasks,
+        "aggregates": aggregates,
+        "claims": claims,
+    }
+
+
+def _write_csv(path: Path, columns, rows) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -> None:
+    lines = [f"# {experiment or 'study'}: final normalised scores", ""]
+    lines.append(
+        "Score after the online phase (normalised, 0-100), mean over seeds (seeds in "
+        "brackets); unfinished runs are left out."
+    )
+    lines += ["", "| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for method in methods:
+        cells = []
+        for task in tasks:
+            vals = [
+                _final(r, "online")
+                for r in runs
+                if r.method == method and r.task == task and r.finished
+            ]
+            vals = [v for v in vals if v is not None]
+            cells.append(f"{np.mean(vals):.1f} ({len(vals)})" if vals else "-")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if aggregates:
+        lines += ["", "Across tasks (rliable, stratified bootstrap, 95% CI; 0-100 scale):", ""]
+        lines += ["| method | IQM | IQM 95% CI | mean | mean 95% CI |", "|---|---|---|---|---|"]
+        for m, a in aggregates.items():
+            ci = np.asarray(a["ci"]) * 100
+            lines.append(
+                f"| {m} | {a['iqm'] * 100:.1f} | [{ci[0][0]:.1f}, {ci[1][0]:.1f}] | "
+                f"{a['mean'] * 100:.1f} | [{ci[0][1]:.1f}, {ci[1][1]:.1f}] |"
+            )
+    if claims:
+        lines += ["", "Claims (probability of improvement P(X > Y), 95% CI):", ""]
+        lines += ["| claim | X | Y | P(X > Y) | 95% CI | verdict |", "|---|---|---|---|---|---|"]
+        for c in claims:
+            cl = c["claim"]
+            p = "-" if c["p"] is None else f"{c['p']:.2f}"
+            ci = "-" if c["ci"] is None else f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
+            lines.append(f"| {cl.text} | {cl.better} | {cl.worse} | {p} | {ci} | {c['verdict']} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _online_curve(run: RunRecord) -> dict[int, float]:
+    return {_step(e): float(e["score"]) for e in run.evaluations if e["phase"] == "online"}
+
+
+def _plot_curves(runs, methods, tasks, path, *, reps, rng) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import metrics
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for method in methods:
+            curves = [_online_curve(r) for r in runs if r.method == method and r.task == task]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            frames = sorted(set.intersection(*(set(c) for c in curves)))
+            if not frames:
+                continue
+            scores = np.array([[c[f] for f in frames] for c in curves])  # [seeds, frames]
+            mean = scores.mean(0)
+            if len(curves) > 1:
+                data = {str(i): scores[:, i : i + 1] for i in range(len(frames))}
+                _, ci = rly.get_interval_estimates(
+                    data, metrics.aggregate_mean, reps=max(200, reps // 10), random_state=rng
+                )
+                lo = np.array([ci[str(i)][0] for i in range(len(frames))]).ravel()
+                hi = np.array([ci[str(i)][1] for i in range(len(frames))]).ravel()
+                ax.fill_between(frames, lo, hi, alpha=0.2)
+            ax.plot(frames, mean, marker="o", ms=3, label=f"{method} (n={len(curves)})")
+        ax.set_title(task)
+        ax.set_xlabel("online env frames")
+        ax.set_ylabel("normalised score (0-100)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Online fine-tuning: mean over seeds, 95% bootstrap band", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_aggregates(matrix, aggregates, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(matrix)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 0.5 * len(methods) + 1.6))
+    for ax, (k, name) in zip(axes, ((0, "IQM"), (1, "Mean"))):
+        for i, m in enumerate(methods):
+            ci = np.asarray(aggregates[m]["ci"]) * 100
+            point = aggregates[m]["iqm" if k == 0 else "mean"] * 100
+            ax.plot([ci[0][k], ci[1][k]], [i, i], lw=6, alpha=0.5)
+            ax.plot([point], [i], "k|", ms=12)
+        ax.set_yticks(range(len(methods)), methods if k == 0 else [""] * len(methods))
+        ax.set_xlabel(f"{name} normalised score (0-100)")
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle("Final score across tasks: point estimate and 95% stratified-bootstrap CI")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_profiles(matrix, path, *, reps) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    top = max(1.0, max(float(v.max()) for v in matrix.values()))
+    taus = np.linspace(0.0, top, 41)
+    profiles, cis = rly.create_performance_profile(matrix, taus, reps=max(200, reps // 10))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    plot_utils.plot_performance_profiles(
+        profiles,
+        taus,
+        performance_profile_cis=cis,
+        ax=ax,
+        xlabel=r"normalised score $\tau$ (0-1 scale)",
+        ylabel=r"fraction of runs with score $> \tau$",
+    )
+    ax.legend(list(matrix), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_overestimation(runs, methods, tasks, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for method in methods:
+            series = defaultdict(list)
+            for r in runs:
+                if r.method != method or r.task != task:
+                    continue
+                for i, row in enumerate(r.episodes):
+                    ratio = row.get("online/q_overestimation")
+                    if ratio is not None and np.isfinite(ratio):
+                        series[i].append(ratio)
+            if series:
+                idx = sorted(series)
+                ax.plot(idx, [np.mean(series[i]) for i in idx], label=method)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_title(task)
+        ax.set_xlabel("online episode")
+        ax.set_ylabel("mean Q / Monte-Carlo return")
+        ax.set_yscale("symlog")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Critic over-estimation per online episode (mean over seeds; 1 = exact)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m torchrl_o3f.analysis``."""
+    parser = argparse.ArgumentParser(prog="python -m torchrl_o3f.analysis", description=__doc__)
+    parser.add_argument("study", help="the study folder (e.g. studies/study)")
+    parser.add_argument("--experiment", default=None, help="an experiment name or yaml path")
+    parser.add_argument("--out", default=None, help="output folder (default <study>/analysis)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
+    args = parser.parse_args(argv)
+    out = args.out or str(Path(args.study) / "analysis" / (args.experiment or "all"))
+    try:
+        res = analyse(args.study, out, experiment=args.experiment, reps=args.reps)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{res['runs']} runs, methods {res['methods']}, tasks {res['tasks']}: written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
