@@ -7,7 +7,8 @@ The package is a set of TorchRL components:
 - :mod:`torchrl_o3f.objectives`: :class:`IQLLoss` and :class:`LAPOLoss` on the shared ensemble;
 - :mod:`torchrl_o3f.data`: offline datasets built and loaded without a hub, normalised scores;
 - :mod:`torchrl_o3f.envs`: the task registry and environment factory;
-- :mod:`torchrl_o3f.trainers`: the offline-then-online trainer used by the recipes.
+- :mod:`torchrl_o3f.trainers`: the offline-then-online trainer used by the recipes, and
+  :func:`load_policy`, a trained policy for deployment.
 """
 
 __version__ = "0.1.0"
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 from torchrl_o3f.envs import get_task, list_tasks, make_env  # noqa: E402
 from torchrl_o3f.modules import O3FActionSelector, QEnsemble  # noqa: E402
 from torchrl_o3f.objectives import IQLLoss, LAPOLoss, make_iql_loss, make_lapo_loss  # noqa: E402
+from torchrl_o3f.trainers.deploy import load_policy  # noqa: E402
 
 __all__ = [
     "IQLLoss",
@@ -24,6 +26,7 @@ __all__ = [
     "__version__",
     "get_task",
     "list_tasks",
+    "load_policy",
     "make_env",
     "make_iql_loss",
     "make_lapo_loss",

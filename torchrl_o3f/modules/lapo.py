@@ -284,8 +284,26 @@ class LAPOPolicy(TensorDictModuleBase):
             raise ValueError(f"need action_low < action_high, got {low}, {high}")
         self.register_buffer("action_low", low)
         self.register_buffer("action_high", high)
-        # not a submodule: the params belong to (and are saved with) the loss
+        # not a submodule: the params belong to (and are saved with) the loss; the policy's
+        # own state dict carries them too (``decoder_params.*``), so it can be saved alone
         self.__dict__["decoder_params"] = decoder_params
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.decoder_params is not None:
+            for key, value in self.decoder_params.flatten_keys(".").items():
+                kept = value if keep_vars else value.detach()
+                destination[f"{prefix}decoder_params.{key}"] = kept
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, *args):
+        if self.decoder_params is not None:
+            head = f"{prefix}decoder_params."
+            for key, value in self.decoder_params.flatten_keys(".").items():
+                if head + key in state_dict:
+                    value.data.copy_(state_dict.pop(head + key))
+                elif strict:
+                    missing.append(head + key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, *args)
 
     def act(self, observation: torch.Tensor) -> torch.Tensor:
         """Raw observation tensor ``[*batch, obs_dim]`` -> clipped raw action."""

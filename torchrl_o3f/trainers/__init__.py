@@ -12,6 +12,7 @@ from torchrl_o3f.trainers.config import (
     LoggerConfig,
     TrainerConfig,
 )
+from torchrl_o3f.trainers.deploy import DeployedPolicy, load_policy, save_policy
 from torchrl_o3f.trainers.evaluation import evaluate
 from torchrl_o3f.trainers.plotting import plot_learning_curve
 from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, make_exploration
@@ -24,6 +25,7 @@ __all__ = [
     "BudgetConfig",
     "CheckpointError",
     "ConfigError",
+    "DeployedPolicy",
     "ExplorationConfig",
     "LoggerConfig",
     "OfflineOnlineTrainer",
@@ -31,7 +33,9 @@ __all__ = [
     "build_agent",
     "evaluate",
     "load_checkpoint",
+    "load_policy",
     "make_exploration",
     "plot_learning_curve",
     "save_checkpoint",
+    "save_policy",
 ]

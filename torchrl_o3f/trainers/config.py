@@ -7,6 +7,7 @@ The algorithms' own numbers are not here: each lives in its yaml
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
 EXPLORATION_MODES = ("o3f", "gaussian", "none")
 ANNEAL_MODES = ("none", "abrupt", "linear")
 LOGGER_BACKENDS = ("csv", "tensorboard", "wandb", "none")
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 class ConfigError(ValueError):
@@ -116,15 +118,25 @@ class AnnealConfig:
 
 @dataclass
 class LoggerConfig:
-    """Logging backend (``csv``, ``tensorboard``, ``wandb``, ``none``) and experiment name.
+    """Where a run's scalars go: a torchrl logger (``csv``, ``tensorboard``, ``wandb``, ``none``).
+
+    ``exp_name`` ``None``: ``<algo>[-<online algo>]-<task>``. ``project``, ``group``, ``entity``
+    and ``mode`` (``online``, ``offline``: written locally and synced later with ``wandb
+    sync``, ``disabled``) are wandb's (as in torchrl's sota configs); ``tensorboard`` and
+    ``wandb`` need their extras (``pip install torchrl-o3f[tensorboard]`` / ``[wandb]``). The
+    run's resolved config is sent as the run's hparams / wandb config.
 
     Example:
-        >>> LoggerConfig(backend="tensorboard", exp_name="o3f-hopper").backend
-        'tensorboard'
+        >>> LoggerConfig(backend="wandb", project="o3f", mode="offline").group
+        ''
     """
 
     backend: str = "csv"
     exp_name: str | None = None
+    project: str = "torchrl-o3f"
+    group: str = ""
+    entity: str = ""
+    mode: str = "online"
 
 
 @dataclass
@@ -281,6 +293,14 @@ class TrainerConfig:
             self.logger.backend,
             f"one of {LOGGER_BACKENDS}",
         )
+        mode = self.logger.mode
+        _require(mode in WANDB_MODES, "logger.mode", mode, f"one of {WANDB_MODES}")
+        needs = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(self.logger.backend)
+        if needs is not None and importlib.util.find_spec(needs) is None:
+            raise ConfigError(
+                f"logger.backend={self.logger.backend} needs the {needs} package: "
+                f"pip install 'torchrl-o3f[{needs}]' (or use logger.backend=csv)"
+            )
         if self.resume and self.offline_checkpoint:
             raise ConfigError("give either resume or offline_checkpoint, not both")
         return self

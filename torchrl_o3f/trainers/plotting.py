@@ -30,12 +30,16 @@ def plot_learning_curve(
     title: str = "",
     labels: Sequence[str] | None = None,
     runs: Sequence[Sequence[dict]] | None = None,
+    score_label: str = "normalised score (D4RL scale, 0-100)",
 ) -> Path:
-    """Plot normalised score against training progress (offline steps, then online frames).
+    """Plot the normalised score of a run: offline against gradient steps, online against frames.
 
-    The x axis is offline gradient steps followed by online env frames, with the phase
-    boundary marked; the shaded band is +-1 std over evaluation episodes. Give ``runs`` (a
-    list of evaluation-row lists) and ``labels`` to overlay several runs.
+    One panel per phase, each with its own x unit (offline: gradient steps; online: env
+    frames, the first point being the offline policy), sharing the y axis. The line is the
+    mean score over the evaluation episodes of each evaluation and the band +-1 std over those
+    episodes (the legend gives their number): the spread of one policy's episodes, not a
+    confidence interval over seeds. Give ``runs`` (a list of evaluation-row lists) and
+    ``labels`` to overlay several runs.
 
     Example:
         >>> import tempfile, os
@@ -50,36 +54,48 @@ def plot_learning_curve(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = list(runs) if runs is not None else [rows]
+    runs = [list(r) for r in (runs if runs is not None else [rows])]
     labels = list(labels) if labels is not None else [None] * len(runs)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    boundary = None
-    for run, label in zip(runs, labels):
+    has_online = any(r["phase"] == "online" for run in runs for r in run)
+    fig, axes = plt.subplots(
+        1, 2 if has_online else 1, figsize=(10 if has_online else 6, 4), sharey=True, squeeze=False
+    )
+    axes = axes[0]
+    for i, (run, label) in enumerate(zip(runs, labels)):
         if not run:
             continue
-        x = [r["step"] + (r["frames"] if r["phase"] == "online" else 0) for r in run]
-        y = [r["score"] for r in run]
-        s = [r.get("score_std", 0.0) for r in run]
-        line = ax.plot(x, y, marker="o", ms=3, label=label)[0]
-        ax.fill_between(
-            x,
-            [a - b for a, b in zip(y, s)],
-            [a + b for a, b in zip(y, s)],
-            color=line.get_color(),
-            alpha=0.2,
-        )
+        color = f"C{i}"
+        episodes = run[-1].get("eval_episodes")
+        name = label or "policy"
+        band = f" (band: +-1 std over {episodes} episodes)" if episodes else " (band: +-1 std)"
+        offline = [r for r in run if r["phase"] == "offline"]
         online = [r for r in run if r["phase"] == "online"]
-        if online:
-            boundary = online[0]["step"]
-    if boundary is not None:
-        ax.axvline(boundary, color="grey", ls="--", lw=1)
-        ax.text(boundary, ax.get_ylim()[1], " online", va="top", color="grey")
-    ax.set_xlabel("offline gradient steps, then online env frames")
-    ax.set_ylabel("normalised score")
-    ax.set_title(title)
-    if any(labels):
-        ax.legend()
-    ax.grid(alpha=0.3)
+        if online and offline:
+            online = [offline[-1] | {"frames": 0}] + online  # the online phase starts from it
+        for ax, part, key in ((axes[0], offline, "step"), (axes[-1], online, "frames")):
+            if not part or (key == "frames" and not has_online):
+                continue
+            x = [r[key] for r in part]
+            y = [r["score"] for r in part]
+            sd = [r.get("score_std", 0.0) for r in part]
+            ax.plot(x, y, marker="o", ms=3, color=color, label=name + band)
+            ax.fill_between(
+                x,
+                [a - b for a, b in zip(y, sd)],
+                [a + b for a, b in zip(y, sd)],
+                color=color,
+                alpha=0.2,
+            )
+    axes[0].set_xlabel("offline gradient steps")
+    axes[0].set_title("offline phase")
+    axes[0].set_ylabel(score_label)
+    if has_online:
+        axes[-1].set_xlabel("online env frames")
+        axes[-1].set_title("online phase")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from torchrl_o3f.trainers.config import ConfigError, TrainerConfig
 from torchrl_o3f.trainers.evaluation import evaluate
 
 __all__ = ["OfflineOnlineTrainer", "make_exploration", "resolve_device", "TED_KEYS"]
+
+_LOG = logging.getLogger(__name__)  # hydra's job log (<recipe>.log) receives these lines
 
 TED_KEYS = (
     "observation",
@@ -331,6 +334,14 @@ class OfflineOnlineTrainer:
         online = self._online_agent
         if copy:
             self.switch_info = switch_agent(self.agent, online)
+            _LOG.info(
+                "objective switch %s -> %s: copied %d entries (policy, critics, targets), kept "
+                "%d at their initial values (see switch.json)",
+                self.cfg.algo.name,
+                online.cfg.name,
+                len(self.switch_info["copied"]),
+                len(self.switch_info["kept"]),
+            )
             text = json.dumps(
                 {"from": self.cfg.algo.name, "to": online.cfg.name, **self.switch_info}, indent=2
             ).encode()
@@ -350,16 +361,35 @@ class OfflineOnlineTrainer:
 
         self.out.mkdir(parents=True, exist_ok=True)
         name = self.exp_name()
-        backend = self.cfg.logger.backend
+        lc = self.cfg.logger
         self.logger = None
-        if backend != "none":
+        if lc.backend != "none":
+            kwargs = {}
+            if lc.backend == "wandb":
+                wandb = {"project": lc.project, "mode": lc.mode, "offline": lc.mode == "offline"}
+                wandb.update({k: v for k, v in (("group", lc.group), ("entity", lc.entity)) if v})
+                kwargs["wandb_kwargs"] = wandb
             self.logger = get_logger(
-                backend, logger_name=str(self.out / "logs"), experiment_name=name
+                lc.backend, logger_name=str(self.out / "logs"), experiment_name=name, **kwargs
             )
         from torchrl_o3f.trainers.record import flatten, write_config
 
         self.config_record = self.resolved_config()
         write_config(self.config_record, self.out / "config.yaml")
+        _LOG.info(
+            "%s on %s: dataset %s (%d transitions), device %s, %d offline steps + %d online "
+            "frames (%d updates per frame), exploration %s; outputs in %s",
+            method_name(self.cfg),
+            self.task.name,
+            self.dataset_id,
+            self.num_offline,
+            self.device,
+            self.cfg.budget.offline_steps,
+            self.cfg.budget.online_frames,
+            self.cfg.online_config().utd_ratio,
+            self.cfg.exploration.mode,
+            self.out,
+        )
         if self.logger is not None and hasattr(self.logger, "log_hparams"):
             self.logger.log_hparams(flatten(self.config_record))
         self._metrics_file = open(self.out / "metrics.jsonl", "a")  # noqa: SIM115
@@ -461,6 +491,17 @@ class OfflineOnlineTrainer:
         )
         row = {"phase": phase, "step": step, **self.counters, **res}
         row["phase"] = phase
+        _LOG.info(
+            "evaluation (%s, step %d, frame %d): normalised score %.1f +- %.1f, return %.1f "
+            "over %d episodes",
+            phase,
+            self.counters["step"],
+            self.counters["frames"],
+            res["score"],
+            res["score_std"],
+            res["return"],
+            res["eval_episodes"],
+        )
         self.evaluations.append(row)
         self._log({f"eval/{k}": v for k, v in res.items()}, step=self._global_step())
         return row
@@ -652,6 +693,13 @@ class OfflineOnlineTrainer:
                 self._offline_phase()
             self._online_phase()
         except _StopRequested:
+            _LOG.info(
+                "stopped by a signal at offline step %d / online frame %d; resume with "
+                "resume=%s",
+                self.counters["step"],
+                self.counters["frames"],
+                self.out,
+            )
             self._close()
             return {"stopped": True, **self.counters}
         finally:
@@ -666,7 +714,16 @@ class OfflineOnlineTrainer:
         else:
             final = self._evaluate("online", self.counters["frames"])
         self.save("final")
+        from torchrl_o3f.trainers.deploy import save_policy
+
+        save_policy(self, self.out / "policy.pt")
         summary = self._summary(final, time.perf_counter() - t_start)
+        _LOG.info(
+            "finished: normalised score %.1f after offline -> %.1f after online, %.1f min",
+            summary["score_after_offline"],
+            summary["score_after_online"],
+            summary["wall_time_s"] / 60,
+        )
         self._close()
         return summary
 
@@ -698,7 +755,11 @@ class OfflineOnlineTrainer:
         plot_learning_curve(
             self.evaluations,
             self.out / "learning_curve.png",
-            title=f"{method_name(self.cfg)} on {self.task.name}",
+            title=f"{method_name(self.cfg)} on {self.task.name} (seed {self.cfg.seed})",
+            score_label={
+                "success": "success rate (%)",
+                "tasks": "tasks completed (% of 4)",
+            }.get(self.task.score, "normalised score (D4RL scale, 0-100)"),
         )
         text = json.dumps(summary, indent=2).encode()
         write_atomic(self.out / "summary.json", lambda f: f.write(text))

@@ -1,0 +1,164 @@
+"""A trained policy for deployment, the loggers a torchrl user expects, the run's own log."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+import torchrl_o3f
+from torchrl_o3f.trainers import (
+    BUDGETS,
+    CheckpointError,
+    ConfigError,
+    DeployedPolicy,
+    OfflineOnlineTrainer,
+    TrainerConfig,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "hopper-random"
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("datasets"))
+
+
+def _cfg(out, dataset_root, algo="iql", **kw) -> TrainerConfig:
+    cfg = TrainerConfig(
+        task=TASK,
+        algo=algo,
+        budget=dataclasses.replace(BUDGETS["smoke"]),
+        output_dir=str(out),
+        dataset_root=dataset_root,
+        progress=False,
+        device="cpu",
+        **kw,
+    )
+    cfg.algo.num_cells = 32
+    cfg.algo.batch_size = 64
+    cfg.algo.utd_ratio = min(cfg.algo.utd_ratio, 2)
+    cfg.exploration.num_candidates = 16
+    return cfg
+
+
+@pytest.mark.parametrize("algo", ["iql", "lapo"])
+def test_load_policy_acts_as_the_trained_policy(tmp_path, dataset_root, algo):
+    trainer = OfflineOnlineTrainer(_cfg(tmp_path, dataset_root, algo))
+    trainer.train()
+    obs = torch.randn(9, 11)
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        expected = trainer.agent.policy(TensorDict({"observation": obs}, [9]))["action"]
+    policy_file = tmp_path / "policy.pt"
+    assert policy_file.stat().st_size < (tmp_path / "checkpoints" / "final.pt").stat().st_size
+    for source in (tmp_path, policy_file, tmp_path / "checkpoints" / "final.pt"):
+        policy = torchrl_o3f.load_policy(source)
+        assert isinstance(policy, DeployedPolicy)
+        assert not any(p.requires_grad and p.grad is not None for p in policy.parameters())
+        got = policy(TensorDict({"observation": obs}, [9]))["action"]  # deterministic by default
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        single = policy.act(obs[0])
+        torch.testing.assert_close(single, expected[0], rtol=0, atol=1e-6)  # batch of 1
+    # unbatched tensordicts and a stochastic variant
+    sampled = torchrl_o3f.load_policy(policy_file, deterministic=False)
+    assert sampled(TensorDict({"observation": obs[0]}, []))["action"].shape == (3,)
+
+
+def test_load_policy_refuses_foreign_files(tmp_path):
+    foreign = tmp_path / "tensor.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="policy file"):
+        torchrl_o3f.load_policy(foreign)
+
+
+def test_a_missing_logger_extra_is_one_clear_error(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("tensorboard", "wandb") else real(name, *a),
+    )
+    for backend in ("tensorboard", "wandb"):
+        cfg = _cfg(tmp_path, None)
+        cfg.logger.backend = backend
+        with pytest.raises(ConfigError, match=rf"torchrl-o3f\[{backend}\]"):
+            cfg.validate()
+    cfg = _cfg(tmp_path, None)
+    cfg.logger.mode = "sometimes"
+    with pytest.raises(ConfigError, match="logger.mode"):
+        cfg.validate()
+
+
+def test_wandb_gets_project_group_mode_and_the_resolved_config(tmp_path, dataset_root, monkeypatch):
+    import torchrl.record.loggers as loggers
+
+    seen = {}
+
+    class FakeLogger:
+        def log_scalar(self, *a, **k):
+            pass
+
+        def log_hparams(self, cfg):
+            seen["hparams"] = dict(cfg)
+
+    def fake_get_logger(backend, logger_name, experiment_name, **kwargs):
+        seen.update(backend=backend, name=experiment_name, **kwargs)
+        return FakeLogger()
+
+    monkeypatch.setattr(loggers, "get_logger", fake_get_logger)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    cfg = _cfg(tmp_path, dataset_root)
+    cfg.logger.backend, cfg.logger.project, cfg.logger.group = "wandb", "o3f", "sweep-1"
+    cfg.logger.mode = "offline"
+    OfflineOnlineTrainer(cfg).train()
+    assert seen["backend"] == "wandb" and seen["name"] == "iql-hopper-random"
+    wandb = seen["wandb_kwargs"]
+    assert wandb["project"] == "o3f" and wandb["group"] == "sweep-1"
+    assert wandb["mode"] == "offline" and wandb["offline"] is True
+    assert seen["hparams"]["algo.lr.actor"] == pytest.approx(3e-4)
+    assert seen["hparams"]["exploration.sigma"] == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_the_hydra_job_log_holds_the_runs_own_lines(tmp_path, dataset_root):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "o3f_iql.py"), "budget=smoke", f"task={TASK}"]
+        + ["device=cpu", "progress=false", "algo.num_cells=32", "exploration.num_candidates=16"]
+        + [f"dataset_root={dataset_root}", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = (tmp_path / "o3f_iql.log").read_text()
+    assert "evaluation (offline, step 0" in log and "finished: normalised score" in log
+    assert "evaluation episodes" in res.stdout  # the summary says what each score rests on
+
+
+def test_learning_curve_has_one_x_unit_per_panel(tmp_path):
+    import matplotlib.image as mpimg
+
+    from torchrl_o3f.trainers import plot_learning_curve
+
+    rows = [
+        {"phase": "offline", "step": s, "frames": 0, "score": s / 10, "score_std": 1.0}
+        for s in (0, 10, 20)
+    ] + [
+        {"phase": "online", "step": 20, "frames": f, "score": 3 + f / 10, "score_std": 1.0}
+        for f in (5, 10)
+    ]
+    rows[-1]["eval_episodes"] = 5
+    both = plot_learning_curve(rows, tmp_path / "both.png", title="O3F-IQL")
+    offline = plot_learning_curve(rows[:3], tmp_path / "offline.png", title="IQL")
+    h2, w2 = mpimg.imread(both).shape[:2]
+    h1, w1 = mpimg.imread(offline).shape[:2]
+    assert w2 > 1.5 * w1 and h1 == h2  # two panels (steps | frames) against one
