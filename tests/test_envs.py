@@ -107,3 +107,11 @@ def test_cli_lists_tasks(capsys):
     out = capsys.readouterr().out
     assert "halfcheetah-medium" in out and "HalfCheetah-v5" in out and "0.2" in out
     assert "kitchen-mixed" in format_tasks("kitchen")
+
+
+def test_tasks_marks_buildable_only_what_can_be_built_here():
+    from torchrl_o3f.envs import get_task
+
+    assert get_task("hopper-random").buildable and get_task("hopper-medium").buildable
+    assert not get_task("hopper-medium-replay").buildable  # no replay buffer is shipped
+    assert not get_task("hopper-expert").buildable  # no expert policy is shipped

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 __all__ = ["Task", "get_task", "list_tasks", "register_task", "UnknownTaskError"]
@@ -38,7 +39,8 @@ class Task:
         dataset_id: the Minari id of the dataset this package loads by default. Locally built
             datasets live in the ``o3f`` namespace.
         hub_dataset_id: the public Minari hub id of the D4RL dataset this task mirrors, if any.
-        buildable: whether ``python -m torchrl_o3f.data build <task>`` can make the dataset.
+        buildable: whether ``python -m torchrl_o3f.data build <task>`` can make the dataset here
+            (random data; medium/expert where the behaviour policy is shipped).
         score: ``"return"`` (D4RL 0-100 scale from reference returns), ``"success"`` (success
             rate in percent) or ``"tasks"`` (kitchen: tasks completed / 4, in percent).
         ref_min_score: the D4RL random-policy return of the family (``score == "return"``).
@@ -161,6 +163,20 @@ def list_tasks(family: str | None = None) -> list[Task]:
     return [t for _, t in sorted(_REGISTRY.items()) if family is None or t.family == family]
 
 
+def _locally_buildable(family: str, quality: str) -> bool:
+    """Whether a locomotion dataset can be built here from what the package ships.
+
+    Random data always; medium/expert where that behaviour policy is shipped; medium-replay
+    never (it needs the replay buffer of a training run, which is not shipped).
+    """
+    if quality == "random":
+        return True
+    if quality in ("medium", "expert"):
+        policies = Path(__file__).resolve().parents[1] / "data" / "policies"
+        return (policies / f"{family}-{quality}.pt").exists()
+    return False
+
+
 def _register_builtin() -> None:
     loco_envs = {"halfcheetah": "HalfCheetah-v5", "hopper": "Hopper-v5", "walker2d": "Walker2d-v5"}
     for family, env_id in loco_envs.items():
@@ -181,6 +197,7 @@ def _register_builtin() -> None:
                     sigma=LOCOMOTION_SIGMA,
                     ref_min_score=lo,
                     ref_max_score=hi,
+                    buildable=_locally_buildable(family, quality),
                 )
             )
     for size, steps in (("umaze", 300), ("medium", 600), ("large", 800)):
