@@ -8,7 +8,9 @@ this extension rewrites, in every docstring of the package:
 - ``:class:`~torchrl_o3f.modules.QEnsemble``` and the other Python roles to a link to the
   object's entry in the API pages when the object is rendered there (relative names are resolved
   in the docstring's scope), and to inline code otherwise (torchrl, torch, private helpers);
-- ``:math:`...``` and ``.. math::`` blocks to MathJax (``pymdownx.arithmatex``).
+- ``:math:`...``` and ``.. math::`` blocks to MathJax (``pymdownx.arithmatex``);
+- an ``Args:`` / ``Attributes:`` entry naming several names (``low, high: the bounds.``) to
+  one entry per name, so each is checked against the signature.
 
 Loaded by ``mkdocs.yml`` (``extensions: [docs/api/rst_markup.py]``); mkdocs does not copy it
 into the site (``exclude_docs``).
@@ -34,6 +36,53 @@ RENDERED_NAMESPACES = (
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj):`(~?)([^`]+)`")
 _MATH_ROLE = re.compile(r":math:`([^`]+)`")
 _EXAMPLE_HEADER = re.compile(r"^(\s*)Example:\s*$", flags=re.MULTILINE)
+
+
+_SECTION = re.compile(
+    r"^(\s*)(Args|Arguments|Parameters|Keyword Args|Keyword Arguments|Other Parameters"
+    r"|Attributes):\s*$"
+)
+_SHARED_ENTRY = re.compile(r"^(\w+(?:\s*,\s*\w+)+)(\s*\([^)]*\))?:\s*(.*)$")
+
+
+def _split_shared_entries(text: str) -> str:
+    """``a, b: description`` in a parameter or attribute section -> one entry per name."""
+    lines, out, section_indent, item_indent = text.split("\n"), [], None, None
+    for line in lines:
+        indent = len(line) - len(line.lstrip())
+        header = _SECTION.match(line)
+        if header:
+            section_indent, item_indent = len(header.group(1)), None
+        elif line.strip() and section_indent is not None and indent <= section_indent:
+            section_indent = None
+        elif line.strip() and section_indent is not None:
+            item_indent = indent if item_indent is None else item_indent
+            entry = _SHARED_ENTRY.match(line.strip()) if indent == item_indent else None
+            if entry:
+                names = [n.strip() for n in entry.group(1).split(",")]
+                kind, desc = entry.group(2) or "", entry.group(3)
+                pad = " " * indent
+                out.append(f"{pad}{names[0]}{kind}: {desc}")
+                tail = [f"{pad}{n}{kind}: as `{names[0]}`." for n in names[1:]]
+                out.append("\x00" + "\n".join(tail))  # placed after the continuation
+                continue
+        out.append(line)
+    # an entry's continuation lines stay with the first name; the others follow them
+    merged, pending = [], None
+    for line in out:
+        if line.startswith("\x00"):
+            pending = line[1:]
+            continue
+        if pending is not None:
+            indent = len(line) - len(line.lstrip())
+            first_indent = len(pending) - len(pending.lstrip())
+            if not line.strip() or indent <= first_indent:
+                merged.extend(pending.split("\n"))
+                pending = None
+        merged.append(line)
+    if pending is not None:
+        merged.extend(pending.split("\n"))
+    return "\n".join(merged)
 
 
 def _math_block(text: str) -> str:
@@ -130,6 +179,7 @@ class RstMarkup(griffe.Extension):
     def _rewrite(self, text: str, obj: Any) -> str:
         text = _EXAMPLE_HEADER.sub(r"\1Examples:", text)
         text = _math_block(text)
+        text = _split_shared_entries(text)
         text = _MATH_ROLE.sub(lambda m: f"\\({m.group(1)}\\)", text)
 
         def role(match: re.Match) -> str:
