@@ -75,6 +75,7 @@ def _sweep_commands(page: pathlib.Path) -> list[str]:
 SWEEP_TUTORIALS = [p for p in TUTORIALS if _sweep_commands(p)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PYTHON_TUTORIALS, ids=[p.stem for p in PYTHON_TUTORIALS])
 def test_tutorial_runs_as_written(page, tmp_path, monkeypatch):
     """A tutorial's ```python blocks run in order in one namespace, as a reader runs them."""
@@ -85,6 +86,7 @@ def test_tutorial_runs_as_written(page, tmp_path, monkeypatch):
         exec(compile(block, str(page.relative_to(ROOT)), "exec"), namespace)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", SWEEP_TUTORIALS, ids=[p.stem for p in SWEEP_TUTORIALS])
 def test_tutorial_sweep_commands_compose(page, tmp_path):
     """The sweep commands of a bash-only tutorial (a cluster's, not run here) are valid: hydra
