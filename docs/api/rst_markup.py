@@ -144,6 +144,8 @@ class RstMarkup(griffe.Extension):
             self._index_object(target, f"{module.path}.{name}")
 
     def _index_object(self, obj: Any, public_path: str) -> None:
+        if not obj.docstring:  # not rendered (show_if_no_docstring is off): no entry to link
+            return
         self.public.setdefault(obj.path, public_path)
         if obj.is_class:
             for name, member in obj.members.items():
