@@ -15,6 +15,13 @@ from torchrl_o3f.trainers.config import (
 from torchrl_o3f.trainers.deploy import DeployedPolicy, load_policy, save_policy
 from torchrl_o3f.trainers.evaluation import evaluate
 from torchrl_o3f.trainers.plotting import plot_learning_curve
+from torchrl_o3f.trainers.torchrl_trainer import (
+    CountedOfflineToOnlineReplayBuffer,
+    O3FSelectorHook,
+    PolicyWithSelector,
+    offline_to_online_buffer,
+    select_online_keys,
+)
 from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, make_exploration
 
 __all__ = [
@@ -36,6 +43,11 @@ __all__ = [
     "load_policy",
     "make_exploration",
     "plot_learning_curve",
+    "CountedOfflineToOnlineReplayBuffer",
+    "O3FSelectorHook",
+    "PolicyWithSelector",
+    "offline_to_online_buffer",
+    "select_online_keys",
     "save_checkpoint",
     "save_policy",
 ]
