@@ -65,11 +65,14 @@ def _free_bytes(folder: Path) -> int | None:
 def _human(n: int | None) -> str:
     if n is None:
         return "unknown"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
+    units = ("B", "KiB", "MiB", "GiB")
+    value, unit = float(n), "TiB"
+    for u in units:
+        if value < 1024:
+            unit = u
+            break
+        value /= 1024
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def disk_full_error(err: BaseException, path: str | os.PathLike) -> DiskFullError | None:

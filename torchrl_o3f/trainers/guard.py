@@ -163,7 +163,7 @@ def _first_non_finite(items: Iterable, tensors: list) -> str | None:
     for name, t in items:
         if not bool(torch.isfinite(t.detach()).all()):
             return str(name)
-    return None  # pragma: no cover
+    return "a tensor"  # non-finite in the stacked check only: report it generically
 
 
 def _leaves(obj: Any, prefix: str = ""):
