@@ -322,15 +322,16 @@ def test_the_guard_names_the_first_non_finite_term():
         guard.check(bad, phase="offline", step=7)
     assert "learning rate" in str(err.value) and "1e+30" in str(err.value)
     net[1].weight.grad[0, 2] = float("nan")
-    with pytest.raises(NonFiniteError, match="gradient of 1.weight"):
+    # gradients: every second check (this is the second: the failed one does not count)
+    with pytest.raises(NonFiniteError, match="online update 8: the gradient of 1.weight"):
         guard.check(out, phase="online", step=8)
     net.zero_grad()
     with torch.no_grad():
         net[0].bias[1] = float("inf")
     guard = NonFiniteGuard(net, check_state_every=2)
-    guard.check(out, phase="online", step=9)  # parameters and buffers: every second check
-    with pytest.raises(NonFiniteError, match="online update 10: 0.bias holds a NaN"):
-        guard.check(out, phase="online", step=10)
+    guard.check(out, phase="online", step=10)  # parameters and buffers: every second check
+    with pytest.raises(NonFiniteError, match="online update 11: 0.bias holds a NaN"):
+        guard.check(out, phase="online", step=11)
     with pytest.raises(NonFiniteError, match="loss.w is non-finite"):
         check_finite_state({"loss": {"w": torch.tensor([0.0, float("-inf")])}})
 

@@ -1,12 +1,15 @@
 """The non-finite guard: training stops at the first NaN or infinity, and says why.
 
-:class:`NonFiniteGuard` is called on the output of every update. It checks, in one fused
-``torch.isfinite`` over a stacked tensor, every ``loss_*`` term of the update and the total
-norm of the gradients the update left (a NaN or an infinity anywhere in a gradient makes the
-norm non-finite), and every ``check_state_every`` updates all parameters and buffers of the
-loss (targets included). A failure raises :class:`NonFiniteError` naming the first non-finite
-term, the phase and update, and the likely causes. :func:`check_finite_state` checks a state
-before it is written, so a checkpoint never holds a non-finite state.
+:class:`NonFiniteGuard` is called on the output of every update. It checks every ``loss_*``
+term of the update in one fused ``torch.isfinite`` over the stacked terms, and every
+``check_state_every`` updates the total norm of the gradients the update left (a NaN or an
+infinity anywhere in a gradient makes it non-finite) and all parameters and buffers of the
+loss (targets included). A non-finite gradient turns the parameters it updates non-finite
+(Adam), and a non-finite parameter the loss reads makes the next loss non-finite, so the run
+stops within one update of either; within ``check_state_every`` for what the loss never reads.
+A failure raises :class:`NonFiniteError` naming the first non-finite term, the phase and
+update, and the likely causes. :func:`check_finite_state` checks a state before it is written,
+so a checkpoint never holds a non-finite state.
 """
 
 from __future__ import annotations
@@ -52,11 +55,11 @@ class NonFiniteGuard:
     Args:
         loss: the loss module being trained (its parameters' gradients and its state are
             checked).
-        check_state_every: check every parameter and buffer (targets, normalisation
-            statistics) every this many updates; losses and gradients are checked at every
-            update. A non-finite parameter used by the loss makes the next loss non-finite,
-            so this only bounds the delay for the rest (at most ``check_state_every``
-            updates), and :func:`check_finite_state` runs before every checkpoint.
+        check_state_every: check the gradients and every parameter and buffer (targets,
+            normalisation statistics) every this many updates; the loss terms are checked at
+            every update. A non-finite gradient or parameter used by the loss makes the next
+            loss non-finite, so this only bounds the delay for the rest, and
+            :func:`check_finite_state` runs before every checkpoint.
         context: what the error message quotes as likely causes: ``lr``, ``rewards``
             (``(min, max)`` of the data's rewards), ``batch_size``.
 
@@ -97,7 +100,7 @@ class NonFiniteGuard:
         )
 
     def check(self, out: TensorDictBase | Mapping, *, phase: str, step: int) -> None:
-        """Check one update's output (its ``loss_*`` terms) and the gradients it left.
+        """Check one update's output (its ``loss_*`` terms); now and then, gradients and state.
 
         Args:
             out: the update's loss tensordict (or mapping of scalar tensors).
@@ -105,23 +108,31 @@ class NonFiniteGuard:
             step: the update's number in its phase (quoted in the message).
 
         Raises:
-            NonFiniteError: a loss term, a gradient or (every ``check_state_every`` checks)
-                a parameter or buffer is NaN or infinite.
+            NonFiniteError: a loss term or (every ``check_state_every`` checks) a gradient,
+                a parameter or a buffer is NaN or infinite.
         """
         names, values = [], []
         for k, v in out.items():
             if isinstance(k, str) and k.startswith("loss_"):
                 names.append(k)
                 values.append(v.reshape(()) if v.numel() == 1 else v.sum())
-        grads = [p.grad for _, p in self._params if p.grad is not None]
-        if grads:
-            norm = torch.nn.utils.get_total_norm(grads)
-            values.append(norm.to(values[0].device) if values else norm)
         if values and not bool(torch.isfinite(torch.stack(values)).all()):
             self._explain(names, values, phase, step)
         self.num_checks += 1
         if self.num_checks % self.check_state_every == 0:
+            self.check_gradients(phase=phase, step=step)
             self.check_state(phase=phase, step=step)
+
+    def check_gradients(self, *, phase: str, step: int) -> None:
+        """Check the gradients the last update left (one fused norm).
+
+        Raises:
+            NonFiniteError: a gradient is NaN or infinite, or their norm overflows (squares
+                beyond float32's range: Adam's second moments would be infinite).
+        """
+        grads = [p.grad for _, p in self._params if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+            self._explain([], [], phase, step)
 
     def _explain(self, names: list, values: list, phase: str, step: int) -> None:
         bad = [(n, float(v)) for n, v in zip(names, values) if not torch.isfinite(v)]
@@ -155,15 +166,18 @@ class NonFiniteGuard:
 
 
 def _first_non_finite(items: Iterable, tensors: list) -> str | None:
+    """The name of the first non-finite tensor, or ``None``; one fused norm when all are fine."""
     if not tensors:
         return None
-    flags = torch.stack([torch.isfinite(t.detach()).all() for t in tensors])
-    if bool(flags.all()):
-        return None
-    for name, t in items:
-        if not bool(torch.isfinite(t.detach()).all()):
-            return str(name)
-    return "a tensor"  # non-finite in the stacked check only: report it generically
+    with torch.no_grad():
+        detached = [t.detach() for t in tensors]
+        if bool(torch.isfinite(torch.nn.utils.get_total_norm(detached))):
+            return None
+        # the norm is NaN or inf: find the tensor (a norm can also overflow on finite values)
+        for name, t in items:
+            if not bool(torch.isfinite(t.detach()).all()):
+                return str(name)
+    return None
 
 
 def _leaves(obj: Any, prefix: str = ""):
@@ -200,5 +214,5 @@ def check_finite_state(state: Mapping[str, Any], *, what: str = "state") -> None
     if first is not None:
         raise NonFiniteError(
             f"refusing to checkpoint {what}: {first} is non-finite (NaN or infinity); the "
-            "previous checkpoint is kept. " + _causes({})
+            "previous checkpoint is kept. " + _causes({}).strip()
         )
