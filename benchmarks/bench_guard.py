@@ -1,8 +1,8 @@
 """Cost of the non-finite guard per update: the trainer's Agent with and without it.
 
 The guard (`torchrl_o3f.trainers.guard.NonFiniteGuard`) runs after every update: one fused
-`torch.isfinite` over the stacked loss terms and the total gradient norm, and every
-`check_state_every` updates a check of all parameters and buffers. Timed here as the trainer
+`torch.isfinite` over the stacked loss terms, and every `check_state_every` updates the total
+gradient norm and a check of all parameters and buffers. Timed here as the trainer
 runs it: `Agent.update(batch)` then `guard.check(out)`, against `Agent.update(batch)` alone, on
 the same agent (HalfCheetah shapes, IQL with m = 5 critics of 2x256 and batch 256, LAPO with
 3x256 networks and batch 512; LAPO's critic-only update is what its UTD-20 online phase runs),
@@ -111,6 +111,7 @@ def main():
             if r:
                 checks[name].append((time.perf_counter() - t0) / args.steps)
             t0 = time.perf_counter()
+            guard.check_gradients(phase="offline", step=0)
             guard.check_state(phase="offline", step=0)
             _sync(device)
             if r:
@@ -119,8 +120,8 @@ def main():
     print(f"\n{dev}; {args.rounds} rounds of {args.steps} updates, medians\n")
     every = NonFiniteGuard.__init__.__kwdefaults__["check_state_every"]
     print(
-        "| update | ms/update | with the guard | check (ms) | state check (ms, every "
-        f"{every}) | cost per update |"
+        "| update | ms/update | with the guard | check (ms) | gradients + state check (ms, "
+        f"every {every}) | cost per update |"
     )
     print("|---|---|---|---|---|---|")
     for name, *_ in cases:

@@ -516,7 +516,7 @@ class OfflineOnlineTrainer:
                     self._apply_anneal()
                 for u in range(utd):
                     out = self.agent.update(self.buffer.sample(), update_actor=u >= utd - actor_utd)
-                    self.guard.check(out, phase="online", step=self.agent.num_updates)
+                    self.guard.check(out, phase="online", step=(frames - 1) * utd + u + 1)
                 if self.exploration is not None and hasattr(self.exploration, "step"):
                     self.exploration.step(1)
                 bar.update(batch.numel())
