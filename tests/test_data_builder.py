@@ -240,6 +240,9 @@ def test_command_line_build(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "built o3f/hopper/random-n30-seed4-v0: 30 steps" in out
     assert len(load_offline_dataset("o3f/hopper/random-n30-seed4-v0", root=tmp_path)) == 30
-    with pytest.raises(FileExistsError):
-        main([*argv, "--no-progress"])
+    # an existing dataset: one line with the exact command, no traceback
+    assert main([*argv, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert f"build hopper-random --size 30 --seed 4 --root {tmp_path} --overwrite" in err
     assert main([*argv, "--no-progress", "--overwrite"]) == 0

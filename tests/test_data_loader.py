@@ -283,7 +283,7 @@ def test_cache_round_trip_and_invalidation(tmp_path):
     ref = load_offline_dataset(dataset_id, root=tmp_path, cache=False)
     assert not cache.exists()
     first = load_offline_dataset(dataset_id, root=tmp_path)
-    assert (cache / "stamp.json").exists()
+    assert (cache / "manifest.json").exists()
     second = load_offline_dataset(dataset_id, root=tmp_path)
     assert (first == ref).all() and (second == ref).all()
     # the result is a copy: changing it in place leaves the cache intact

@@ -75,7 +75,7 @@ def test_load_policy_acts_as_the_trained_policy(tmp_path, dataset_root, algo):
 def test_load_policy_refuses_foreign_files(tmp_path):
     foreign = tmp_path / "tensor.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    with pytest.raises(CheckpointError, match="policy file"):
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
         torchrl_o3f.load_policy(foreign)
 
 

@@ -20,6 +20,7 @@ from torchrl_o3f.trainers import (
     TrainerConfig,
     load_checkpoint,
 )
+from torchrl_o3f.trainers.checkpoint import EXIT_RESUMABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "hopper-random"  # buildable without a behaviour policy, cheap env
@@ -233,7 +234,7 @@ def test_sigterm_after_offline_then_resume_matches_uninterrupted(tmp_path, datas
     assert boundary.exists(), "the offline phase never ended"
     os.kill(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == EXIT_RESUMABLE, err[-3000:]
     assert "resume with" in out
     assert not (run / "checkpoints" / "final.pt").exists()
     stopped = load_checkpoint(run / "checkpoints" / "latest.pt")["counters"]

@@ -7,7 +7,30 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m torchrl_o3f.data``."""
+    """Entry point of ``python -m torchrl_o3f.data``.
+
+    The package's own errors (a dataset that exists or disagrees, a damaged file, a full disk,
+    a task that cannot be built) end with their one-line message on stderr and status 1, not
+    a traceback; the messages carry the exact command to run next.
+    """
+    from torchrl_o3f._atomic import DiskFullError
+    from torchrl_o3f.data.builder import DatasetMismatchError
+    from torchrl_o3f.data.loader import DatasetFormatError, DatasetNotFoundError
+
+    try:
+        return _run(argv)
+    except (
+        DatasetMismatchError,
+        DatasetFormatError,
+        DatasetNotFoundError,
+        DiskFullError,
+        FileExistsError,
+    ) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torchrl_o3f.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build a task's dataset locally (Minari format)")

@@ -15,7 +15,9 @@ measured on the same env and mujoco version, an eval env spec, and an ``o3f_buil
 (task, size, seed, policy, versions) that :func:`ensure_dataset` checks before reusing it.
 
 A build writes into a temporary folder under the root and renames the finished dataset into
-place, so an interrupted build leaves nothing that loads as a dataset.
+place, so an interrupted build leaves nothing that loads as a dataset; the next build or
+:func:`ensure_dataset` under that root removes the temporary folders of killed builds. The
+``o3f_build`` record holds the sha256 of the data files, which the loader verifies.
 """
 
 from __future__ import annotations
@@ -32,9 +34,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torchrl_o3f._atomic import (
+    disk_full_error,
+    file_sha256,
+    remove_stale_temporaries,
+    temporary_tag,
+)
 from torchrl_o3f.data.loader import (
     DatasetNotFoundError,
     _missing_message,
+    build_command,
     dataset_path,
     minari_root,
     read_metadata,
@@ -331,8 +340,8 @@ def build_dataset(
     final = dataset_path(dataset_id, root)
     if final.exists() and not overwrite:
         raise FileExistsError(
-            f"dataset {dataset_id!r} already exists at {final}; pass overwrite=True (CLI: "
-            "--overwrite) to rebuild it"
+            f"dataset {dataset_id!r} already exists at {final}; pass overwrite=True to rebuild "
+            f"it (`{build_command(task, dataset_id, root, overwrite=True)}`)"
         )
     start = time.time()
     env = _make_env(task)
@@ -373,7 +382,8 @@ def build_dataset(
     spec = _eval_spec(task)
     with minari_root(root) as base:
         base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".o3f-build-", dir=base))
+        remove_stale_temporaries(base, prefixes=(".o3f-build-",))
+        tmp = Path(tempfile.mkdtemp(prefix=f".o3f-build-{temporary_tag()}", dir=base))
         try:
             with minari_root(tmp):
                 import warnings
@@ -399,6 +409,11 @@ def build_dataset(
             meta_file = tmp / dataset_id / "data" / "metadata.json"
             meta = json.loads(meta_file.read_text())
             build["build_seconds"] = round(time.time() - start, 1)
+            build["sha256"] = {
+                f.name: file_sha256(f)
+                for f in sorted(meta_file.parent.iterdir())
+                if f.is_file() and f.name != "metadata.json"
+            }
             meta["o3f_build"] = build
             meta_file.write_text(json.dumps(meta))
             namespace = dataset_id.rpartition("/")[0]
@@ -410,6 +425,11 @@ def build_dataset(
                 shutil.rmtree(final)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp / dataset_id, final)
+        except OSError as err:
+            full = disk_full_error(err, tmp / dataset_id)
+            if full is None:
+                raise
+            raise full from err
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dataset_id
@@ -456,27 +476,28 @@ def ensure_dataset(
     if not task.buildable:
         if not (dataset_path(task.dataset_id, root) / "data").is_dir():
             raise DatasetNotFoundError(
-                _missing_message(task.dataset_id, task, dataset_path(task.dataset_id, root))
+                _missing_message(task.dataset_id, task, dataset_path(task.dataset_id, root), root)
             )
         return task.dataset_id
     size = DEFAULT_SIZE if size is None else int(size)
     dataset_id = dataset_id_for(task, size, seed)
+    with minari_root(root) as base:
+        remove_stale_temporaries(base, prefixes=(".o3f-build-",))
     if (dataset_path(dataset_id, root) / "data").is_dir():
         record = read_metadata(dataset_id, root=root).get("o3f_build")
+        rebuild = build_command(task, dataset_id, root, overwrite=True)
         if record is None:
             raise DatasetMismatchError(
                 f"dataset {dataset_id!r} exists but was not built by this package (no "
                 "o3f_build record), so its size and seed are unknown; move it away or rebuild "
-                f"it with `python -m torchrl_o3f.data build {task.name} --size {size} --seed "
-                f"{seed} --overwrite`"
+                f"it with `{rebuild}`"
             )
         wanted = {"task": task.name, "size": size, "seed": seed}
         got = {k: record.get(k) for k in wanted}
         if got != wanted:
             raise DatasetMismatchError(
                 f"dataset {dataset_id!r} was built with {got}, not {wanted}; rebuild it with "
-                f"`python -m torchrl_o3f.data build {task.name} --size {size} --seed {seed} "
-                "--overwrite`"
+                f"`{rebuild}`"
             )
         return dataset_id
     return build_dataset(task, size=size, seed=seed, root=root, progress=progress)

@@ -21,7 +21,12 @@ key                         shape / dtype      content
 The first load reads Minari's files (episode by episode, straight into the preallocated
 tensors, so the peak memory stays near the result's size), checks them, and keeps the TED
 tensors as memory-mapped files in ``<dataset folder>/o3f_cache``; later loads copy from there
-(several times faster), until the dataset's files change.
+(several times faster), until the dataset's files change. The cache records the sha256 of
+every file it holds, verified at each load: a damaged cache is reported (a warning naming the
+file) and replaced by a fresh read of the dataset. Datasets built by this package record the
+sha256 of their data file, verified when it is read. On every path, the values are checked as
+they will be used (float32, after the cast): NaN, infinity or a magnitude above
+:data:`MAX_ABS_VALUE` is an error naming the field and the episode.
 
 torchrl 0.14.1's ``MinariExperienceReplay`` is not used: for a local dataset it returns
 all-zero tensors (it fills a tensordict, then ``memmap_like`` allocates an empty copy of it;
@@ -31,9 +36,11 @@ all-zero tensors (it fills a tensordict, then ``memmap_like`` allocates an empty
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +48,12 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from torchrl_o3f._atomic import (
+    disk_full_error,
+    file_sha256,
+    remove_stale_temporaries,
+    temporary_tag,
+)
 from torchrl_o3f.envs import Task, flatten_observation, list_tasks
 
 __all__ = [
@@ -51,7 +64,16 @@ __all__ = [
     "dataset_path",
     "minari_root",
     "read_metadata",
+    "build_command",
+    "MAX_ABS_VALUE",
 ]
+
+MAX_ABS_VALUE = 1e15
+"""Largest magnitude accepted in observations, actions and rewards.
+
+Nothing physical comes near it; past it a value is a unit or conversion error, and it breaks
+training: a reward of 1e17 makes Q-values of 1e19 at a discount of 0.99, whose squared errors
+overflow float32 (3.4e38)."""
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -168,31 +190,52 @@ def read_metadata(name: str | Task, *, root: str | os.PathLike | None = None) ->
     dataset_id, task = resolve_dataset(name)
     data = dataset_path(dataset_id, root) / "data"
     if not data.is_dir():
-        raise DatasetNotFoundError(_missing_message(dataset_id, task, data.parent))
+        raise DatasetNotFoundError(_missing_message(dataset_id, task, data.parent, root))
     try:
         return json.loads((data / "metadata.json").read_text())
     except (OSError, ValueError) as err:
         raise DatasetFormatError(
             f"dataset {dataset_id!r} at {data.parent} has an unreadable metadata.json ({err}); "
-            f"{_fix_hint(dataset_id, task)}"
+            f"{_fix_hint(dataset_id, task, root)}"
         ) from err
 
 
-def _build_command(task: Task) -> str:
-    return f"`python -m torchrl_o3f.data build {task.name}`"
+def build_command(
+    task: Task, dataset_id: str | None = None, root=None, *, overwrite: bool = False
+) -> str:
+    """The exact command that builds ``dataset_id`` (default: the task's own) again.
+
+    The size and seed come from the id (:func:`~torchrl_o3f.data.dataset_id_for`), so
+    following it rebuilds the very same dataset id, under ``root`` when one is given.
+
+    Example:
+        >>> from torchrl_o3f.envs import get_task
+        >>> build_command(get_task("hopper-random"), "o3f/hopper/random-n300-seed3-v0",
+        ...               overwrite=True)
+        'python -m torchrl_o3f.data build hopper-random --size 300 --seed 3 --overwrite'
+    """
+    from torchrl_o3f.data.builder import DEFAULT_SIZE
+
+    m = _DERIVED.match(dataset_id or task.dataset_id)
+    size = int(m["size"]) if m and m["size"] else DEFAULT_SIZE
+    seed = int(m["seed"]) if m and m["seed"] else 0
+    cmd = f"python -m torchrl_o3f.data build {task.name} --size {size} --seed {seed}"
+    if root is not None:
+        cmd += f" --root {os.fspath(root)}"
+    return cmd + (" --overwrite" if overwrite else "")
 
 
-def _fix_hint(dataset_id: str, task: Task | None) -> str:
+def _fix_hint(dataset_id: str, task: Task | None, root=None) -> str:
     if task is not None and task.buildable:
-        return f"delete the folder and rebuild it with {_build_command(task)}"
+        return f"rebuild it with `{build_command(task, dataset_id, root, overwrite=True)}`"
     return "delete the folder and download it again (load_offline_dataset(..., download=True))"
 
 
-def _missing_message(dataset_id: str, task: Task | None, where: Path) -> str:
+def _missing_message(dataset_id: str, task: Task | None, where: Path, root=None) -> str:
     msg = f"dataset {dataset_id!r} is not on disk (looked in {where}). "
     if task is not None and task.buildable:
         msg += (
-            f"Build it with {_build_command(task)} (or call "
+            f"Build it with `{build_command(task, dataset_id, root)}` (or call "
             f"torchrl_o3f.data.ensure_dataset({task.name!r}))"
         )
         if task.hub_dataset_id:
@@ -277,25 +320,23 @@ def load_offline_dataset(
     folder = dataset_path(dataset_id, root)
     if not (folder / "data").is_dir():
         if not download:
-            raise DatasetNotFoundError(_missing_message(dataset_id, task, folder))
+            raise DatasetNotFoundError(_missing_message(dataset_id, task, folder, root))
         with minari_root(root):
             try:
                 minari.download_dataset(dataset_id)
             except Exception as err:  # network, auth, unknown remote id: all end here
                 raise DatasetNotFoundError(
                     f"could not download {dataset_id!r} from the Minari hub ({err}). "
-                    + _missing_message(dataset_id, task, folder)
+                    + _missing_message(dataset_id, task, folder, root)
                 ) from err
     stamp = _stamp(folder)
-    cached = _read_cache(folder, stamp) if cache else None
-    if cached is not None:
-        if memmap_prefix is None:
-            td = cached.apply(_read_into_ram)
-        else:
-            td = cached.memmap(memmap_prefix, copy_existing=True)
+    td = _read_cache(folder, stamp, dataset_id, memmap_prefix) if cache else None
+    if td is not None:
+        _check_cached_values(td, dataset_id, task, root)
         if check_env and task is not None:
             _check_shapes(td, dataset_id, task)
         return td
+    _verify_data_files(folder, dataset_id, task, root)
     try:
         with minari_root(root):
             dataset = minari.load_dataset(dataset_id)
@@ -318,19 +359,13 @@ def load_offline_dataset(
                     f"episode {index} of {dataset_id!r} is inconsistent: {len(obs)} "
                     f"observations, {steps} actions, {len(rew)} rewards, {len(term)} "
                     f"terminations, {len(trunc)} truncations (expected T+1 observations and "
-                    f"T of the rest); {_fix_hint(dataset_id, task)}"
+                    f"T of the rest); {_fix_hint(dataset_id, task, root)}"
                 )
             if offset + steps > total:
                 raise DatasetFormatError(
                     f"{dataset_id!r} holds more steps than its metadata's total_steps={total}; "
-                    f"{_fix_hint(dataset_id, task)}"
+                    f"{_fix_hint(dataset_id, task, root)}"
                 )
-            for field, value in (("observations", obs), ("actions", act), ("rewards", rew)):
-                if not np.isfinite(value).all():
-                    raise DatasetFormatError(
-                        f"{dataset_id!r} has NaN/inf {field} in episode {index}: clean or "
-                        "rebuild the dataset (a diverged policy or a bad conversion writes these)"
-                    )
             if td is None:
                 td = _allocate(total, obs.shape[-1], act.shape[-1], memmap_prefix)
                 # numpy views of the result: writes cast (e.g. float64 -> float32) in place
@@ -341,7 +376,7 @@ def load_offline_dataset(
                 raise DatasetFormatError(
                     f"episode {index} of {dataset_id!r} has observations of size "
                     f"{obs.shape[-1]} and actions of size {act.shape[-1]}, unlike episode 0; "
-                    f"{_fix_hint(dataset_id, task)}"
+                    f"{_fix_hint(dataset_id, task, root)}"
                 )
             sl = slice(offset, offset + steps)
             out["observation"][sl] = obs[:-1]
@@ -351,18 +386,26 @@ def load_offline_dataset(
             out["next", "terminated"][sl, 0] = term
             out["next", "truncated"][sl, 0] = trunc
             out["episode"][sl] = index
+            # checked as they will be used: float32, after the cast (1e40 -> inf)
+            for field, value in (
+                ("observations", out["observation"][sl]),
+                ("observations", out["next", "observation"][sl][-1:]),
+                ("actions", out["action"][sl]),
+                ("rewards", out["next", "reward"][sl]),
+            ):
+                _check_values(value, field, f"episode {index}", dataset_id, task, root)
             offset += steps
     except (DatasetFormatError, DatasetNotFoundError):
         raise
     except Exception as err:  # h5py/json/minari errors of a damaged folder
         raise DatasetFormatError(
             f"could not read dataset {dataset_id!r} at {folder}: the files are corrupt or "
-            f"truncated ({type(err).__name__}: {err}); {_fix_hint(dataset_id, task)}"
+            f"truncated ({type(err).__name__}: {err}); {_fix_hint(dataset_id, task, root)}"
         ) from err
     if td is None or offset != total:
         raise DatasetFormatError(
             f"{dataset_id!r} holds {offset} steps but its metadata says total_steps={total} "
-            f"(a truncated file or an interrupted write); {_fix_hint(dataset_id, task)}"
+            f"(a truncated file or an interrupted write); {_fix_hint(dataset_id, task, root)}"
         )
     td["next", "done"].copy_(td["next", "terminated"] | td["next", "truncated"])
     if check_env and task is not None:
@@ -372,8 +415,59 @@ def load_offline_dataset(
     return td
 
 
+def _check_values(value, field: str, where: str, dataset_id: str, task, root) -> None:
+    """Refuse NaN, infinity and magnitudes beyond MAX_ABS_VALUE (numpy or torch arrays)."""
+    value = value.numpy() if isinstance(value, torch.Tensor) else value
+    if value.size == 0 or bool((np.abs(value) <= MAX_ABS_VALUE).all()):
+        return
+    if np.isnan(value).any():
+        what = f"NaN/inf {field} in {where} (NaN)"
+    elif np.isinf(value).any():
+        what = (
+            f"NaN/inf {field} in {where} (inf in float32: float64 values beyond 3.4e38 become "
+            "inf when cast)"
+        )
+    else:
+        peak = float(np.abs(value).max())
+        what = (
+            f"overflowing {field} in {where} (|value| up to {peak:.3g}, beyond {MAX_ABS_VALUE:g}: "
+            "float32 arithmetic of the losses overflows)"
+        )
+    raise DatasetFormatError(
+        f"{dataset_id!r} has {what}: clean or rebuild the dataset (a diverged policy, a unit "
+        f"error or a bad conversion writes these); {_fix_hint(dataset_id, task, root)}"
+    )
+
+
+def _check_cached_values(td: TensorDict, dataset_id: str, task, root) -> None:
+    for field, key in (
+        ("observations", "observation"),
+        ("observations", ("next", "observation")),
+        ("actions", "action"),
+        ("rewards", ("next", "reward")),
+    ):
+        _check_values(td[key], field, "the load cache", dataset_id, task, root)
+
+
+def _verify_data_files(folder: Path, dataset_id: str, task, root) -> None:
+    """Check the data files against the sha256 the package's builder recorded, if any."""
+    try:
+        record = json.loads((folder / "data" / "metadata.json").read_text()).get("o3f_build")
+    except (OSError, ValueError):
+        return  # minari reports an unreadable metadata file itself
+    for name, digest in ((record or {}).get("sha256") or {}).items():
+        path = folder / "data" / name
+        got = file_sha256(path) if path.exists() else "missing"
+        if got != digest:
+            raise DatasetFormatError(
+                f"{path} is {'missing' if got == 'missing' else 'corrupt or truncated'}: it "
+                f"does not match the sha256 recorded when {dataset_id!r} was built; "
+                f"{_fix_hint(dataset_id, task, root)}"
+            )
+
+
 _CACHE_DIR = "o3f_cache"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: a manifest with the sha256 of every file
 
 
 def _stamp(folder: Path) -> dict:
@@ -388,44 +482,99 @@ def _stamp(folder: Path) -> dict:
     return out
 
 
-def _read_cache(folder: Path, stamp: dict) -> TensorDict | None:
+class _DamagedCache(Exception):
+    pass
+
+
+def _read_cache(folder: Path, stamp: dict, dataset_id: str, memmap_prefix) -> TensorDict | None:
+    """The cached tensors (a RAM copy, or a copy into ``memmap_prefix``), or ``None``.
+
+    ``None`` when there is no cache or it is stale (the dataset's files changed); a damaged
+    one (a file missing, truncated or not matching its recorded sha256) is also ``None``,
+    with a warning naming the file.
+    """
     path = folder / _CACHE_DIR
+    remove_stale_temporaries(folder, prefixes=(".o3f-cache-",))
     try:
-        if json.loads((path / "stamp.json").read_text()) != stamp:
-            return None
-        return TensorDict.load_memmap(path / "td")
-    except Exception:  # no cache, a stale or damaged one: read the dataset itself
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):  # no cache, or one of an older format
         return None
+    if manifest.get("stamp") != stamp:
+        return None
+    files: dict = manifest.get("files", {})
+    try:
+        found = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+        missing = sorted(set(files) - found)
+        if missing:
+            raise _DamagedCache(missing[0], "missing")
+        for rel, (size, digest) in files.items():
+            if rel.endswith(".memmap") and memmap_prefix is None:
+                continue  # hashed below, as it is read
+            full = path / rel
+            if full.stat().st_size != size:
+                raise _DamagedCache(rel, f"{full.stat().st_size} bytes, {size} written")
+            if file_sha256(full) != digest:
+                raise _DamagedCache(rel, "sha256 mismatch")
+        cached = TensorDict.load_memmap(path / "td")
+        if memmap_prefix is not None:
+            return cached.memmap(memmap_prefix, copy_existing=True)
+        return cached.apply(lambda t: _read_into_ram(t, path, files))
+    except _DamagedCache as err:
+        rel, why = err.args
+        warnings.warn(
+            f"the load cache of {dataset_id!r} is damaged ({path / rel}: {why}); reading the "
+            "dataset's own files instead and rewriting the cache",
+            stacklevel=3,
+        )
+    except Exception as err:  # an unreadable layout: read the dataset itself
+        warnings.warn(
+            f"the load cache of {dataset_id!r} in {path} is unreadable ({err}); reading the "
+            "dataset's own files instead and rewriting the cache",
+            stacklevel=3,
+        )
+    return None
 
 
-def _read_into_ram(t: torch.Tensor) -> torch.Tensor:
+def _read_into_ram(t: torch.Tensor, cache: Path, files: dict) -> torch.Tensor:
     # a plain read of the file: copying through the mapping would also count the mapped
-    # pages in the process's resident memory, doubling the peak
+    # pages in the process's resident memory, doubling the peak; the bytes read are hashed
     filename = getattr(t, "filename", None)
     if filename is None:
-        return t.clone()
+        raise _DamagedCache(str(t.shape), "a tensor without a file")
+    rel = Path(filename).resolve().relative_to(cache.resolve()).as_posix()
+    if rel not in files:
+        raise _DamagedCache(rel, "not in the manifest")
+    size, digest = files[rel]
     dtype = torch.empty(0, dtype=t.dtype).numpy().dtype
-    flat = np.fromfile(filename, dtype=dtype, count=t.numel())
-    if flat.size != t.numel():
-        return t.clone()
-    return torch.from_numpy(flat.reshape(tuple(t.shape)))
+    flat = np.fromfile(filename, dtype=np.uint8)
+    if flat.size != size or size != t.numel() * dtype.itemsize:
+        raise _DamagedCache(rel, f"{flat.size} bytes, {size} written")
+    if hashlib.sha256(memoryview(flat)).hexdigest() != digest:
+        raise _DamagedCache(rel, "sha256 mismatch")
+    return torch.from_numpy(flat.view(dtype).reshape(tuple(t.shape)))
 
 
 def _write_cache(folder: Path, stamp: dict, td: TensorDict) -> None:
     import shutil
     import tempfile
-    import warnings
 
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=".o3f-cache-", dir=folder))
+        tmp = Path(tempfile.mkdtemp(prefix=f".o3f-cache-{temporary_tag()}", dir=folder))
         try:
             td.memmap(tmp / "td", copy_existing=True)
-            (tmp / "stamp.json").write_text(json.dumps(stamp))
+            files = {
+                p.relative_to(tmp).as_posix(): [p.stat().st_size, file_sha256(p)]
+                for p in sorted((tmp / "td").rglob("*"))
+                if p.is_file()
+            }
+            manifest = {"stamp": stamp, "files": files}
+            (tmp / "manifest.json").write_text(json.dumps(manifest))
             shutil.rmtree(folder / _CACHE_DIR, ignore_errors=True)
             os.replace(tmp, folder / _CACHE_DIR)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as err:  # a read-only dataset folder: no cache, no harm
+    except OSError as err:  # a read-only dataset folder or a full disk: no cache, no harm
+        err = disk_full_error(err, folder / _CACHE_DIR) or err
         warnings.warn(f"could not cache the loaded dataset in {folder}: {err}", stacklevel=3)
 
 

@@ -102,7 +102,12 @@ def _resumed_config(config: TrainerConfig, overrides: list[str]) -> TrainerConfi
 
 
 def run_recipe(cfg) -> dict[str, Any]:
-    """Run the trainer from a hydra config and print the one-line summary."""
+    """Run the trainer from a hydra config and print the one-line summary.
+
+    A run stopped by a signal prints how to resume it and exits with
+    :data:`~torchrl_o3f.trainers.checkpoint.EXIT_RESUMABLE` (1 if it stopped before its first
+    checkpoint).
+    """
     from hydra.core.hydra_config import HydraConfig
 
     from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, method_name
@@ -116,11 +121,18 @@ def run_recipe(cfg) -> dict[str, Any]:
         config.output_dir = HydraConfig.get().runtime.output_dir
     summary = OfflineOnlineTrainer(config).train()
     if summary.get("stopped"):
-        print(
-            f"stopped at offline step {summary['step']} / online frame {summary['frames']}; "
-            f"resume with: resume={config.output_dir}"
-        )
-        return summary
+        import sys
+
+        from torchrl_o3f.trainers.checkpoint import EXIT_RESUMABLE
+
+        if summary.get("resumable", True):
+            print(
+                f"stopped at offline step {summary['step']} / online frame {summary['frames']}; "
+                f"resume with: resume={config.output_dir}"
+            )
+            sys.exit(EXIT_RESUMABLE)  # not 0: the run is not finished, but it can go on
+        print("stopped before any checkpoint was written: nothing to resume", file=sys.stderr)
+        sys.exit(1)
     print(
         f"[{summary['task']}] {method_name(config)}: normalised score "
         f"{summary['score_after_offline']:.1f} +- {summary['score_std_after_offline']:.1f} after "

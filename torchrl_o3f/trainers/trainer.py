@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,10 @@ from torchrl_o3f.envs import get_task, make_env
 from torchrl_o3f.trainers.agents import Agent, build_agent, switch_agent
 from torchrl_o3f.trainers.checkpoint import (
     CheckpointError,
+    StopNow,
+    StopSignals,
     copy_checkpoint,
+    copy_state,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -31,6 +34,7 @@ from torchrl_o3f.trainers.checkpoint import (
 )
 from torchrl_o3f.trainers.config import ConfigError, TrainerConfig
 from torchrl_o3f.trainers.evaluation import evaluate
+from torchrl_o3f.trainers.guard import NonFiniteError, NonFiniteGuard, check_finite_state
 
 __all__ = ["OfflineOnlineTrainer", "make_exploration", "resolve_device", "TED_KEYS"]
 
@@ -113,7 +117,9 @@ def method_name(cfg: TrainerConfig) -> str:
 
 
 class _StopRequested(Exception):
-    pass
+    def __init__(self, counters: dict):
+        super().__init__()
+        self.counters = counters  # those of the checkpoint written to resume from
 
 
 class OfflineOnlineTrainer:
@@ -140,15 +146,19 @@ class OfflineOnlineTrainer:
     uses, library versions), ``logs/`` (torchrl logger, CSV by default), ``metrics.jsonl``
     (every logged row, one JSON object a line), ``evaluations.csv``, ``learning_curve.png``,
     ``summary.json`` and ``checkpoints/`` (``latest.pt``, ``offline.pt`` at the phase boundary,
-    ``final.pt``), all written atomically.
+    ``final.pt``, with ``latest.prev.pt`` the previous ``latest.pt``), all written
+    atomically; checkpoints are verified on load and never hold a non-finite state.
 
     Resuming: ``resume=<run dir or checkpoint>`` continues where the run stopped. Offline
     checkpoints are exact at any step; online checkpoints are taken at episode ends (the env
     is reseeded from the run seed and the episode index at every episode end), so a resumed
     run reproduces the uninterrupted one. ``offline_checkpoint=<path>`` starts a fresh online
     phase from a phase-boundary checkpoint, e.g. to compare exploration modes fairly.
-    SIGINT/SIGTERM: the offline phase checkpoints at once; the online phase finishes the
-    current episode, checkpoints and exits.
+    SIGINT/SIGTERM: the offline phase checkpoints after the current update; the online phase
+    stops after the current frame's updates, discards the partial episode and writes the state
+    of the last episode end (a resumed run redoes those frames exactly); a second signal stops
+    at once. A NaN or infinity in a loss, gradient or parameter stops the run with
+    :class:`~torchrl_o3f.trainers.guard.NonFiniteError` (see docs/reliability.md).
 
     Example:
         >>> from torchrl_o3f.trainers import OfflineOnlineTrainer, TrainerConfig, BUDGETS
@@ -167,9 +177,15 @@ class OfflineOnlineTrainer:
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
-        self._stop = False
-        self._signal_handlers: dict[int, Any] = {}
+        self._signals = StopSignals(message="stopping after the current update")
+        self._episode_end: dict[str, Any] | None = None  # online: state at the last episode end
+        self._saved_state: dict[str, Any] | None = None
+        self._writing = False
         self._check_resume_compatible()
+
+    @property
+    def _stop(self) -> bool:
+        return self._signals.requested
 
     # ------------------------------------------------------------------ set-up
     def _check_resume_compatible(self) -> None:
@@ -282,6 +298,7 @@ class OfflineOnlineTrainer:
                     f" loss has no such hyper-parameter; see its yaml's loosening entry"
                 )
         batch_size = cfg.algo.batch_size
+        self._make_guard()
         online = cfg.budget.online_frames
         if cfg.offline_fraction is None:
             self.buffer = ReplayBuffer(
@@ -329,6 +346,18 @@ class OfflineOnlineTrainer:
             policy if self.exploration is None else TensorDictSequential(policy, self.exploration)
         )
 
+    def _make_guard(self) -> None:
+        """The non-finite guard on the current agent's loss (rebuilt after a switch)."""
+        rewards = self.data["next", "reward"]
+        self.guard = NonFiniteGuard(
+            self.agent.loss,
+            context={
+                "lr": dict(self.agent.cfg.lr),
+                "batch_size": self.agent.cfg.batch_size,
+                "rewards": (float(rewards.min()), float(rewards.max())),
+            },
+        )
+
     def _switch(self, *, copy: bool) -> None:
         """Replace the offline agent by the online algorithm's (``copy``: from the offline one)."""
         online = self._online_agent
@@ -349,6 +378,7 @@ class OfflineOnlineTrainer:
         self.agent = online
         self.switched = True
         self._make_behaviour()
+        self._make_guard()
 
     def resolved_config(self) -> dict[str, Any]:
         """Every number the run uses (see :mod:`torchrl_o3f.trainers.record`)."""
@@ -413,7 +443,7 @@ class OfflineOnlineTrainer:
 
     # ------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
-        online = self.online_data[: self.counters["frames"]].clone()
+        online = self.online_data[: self.counters["frames"]]  # save_checkpoint copies the rows
         return {
             "meta": {
                 "task": self.task.name,
@@ -431,11 +461,19 @@ class OfflineOnlineTrainer:
             "anneal_start": dict(self.anneal_start),
         }
 
-    def save(self, name: str = "latest") -> Path:
-        """Write ``checkpoints/<name>.pt`` (and ``latest.pt``) atomically."""
-        path = save_checkpoint(self._state(), self.ckpt_dir / f"{name}.pt")
+    def save(self, name: str = "latest", state: dict[str, Any] | None = None) -> Path:
+        """Write ``checkpoints/<name>.pt`` (and ``latest.pt``) atomically.
+
+        ``state`` defaults to the current one; a non-finite one is refused
+        (:class:`~torchrl_o3f.trainers.guard.NonFiniteError`), the previous file kept.
+        """
+        state = self._state() if state is None else state
+        check_finite_state(state["agent"], what="the agent")
+        self._writing = True
+        path = save_checkpoint(state, self.ckpt_dir / f"{name}.pt", keep_previous=name == "latest")
         if name != "latest":
-            copy_checkpoint(path, self.ckpt_dir / "latest.pt")
+            copy_checkpoint(path, self.ckpt_dir / "latest.pt", keep_previous=True)
+        self._writing, self._saved_state = False, state
         return path
 
     def _restore(self, state: dict[str, Any], *, fresh_online: bool) -> None:
@@ -463,19 +501,34 @@ class OfflineOnlineTrainer:
 
     # --------------------------------------------------------------- signals
     def _install_signals(self) -> None:
-        def handler(signum, frame):
-            self._stop = True
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._signal_handlers[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread
-                pass
+        self._signals.install()
 
     def _restore_signals(self) -> None:
-        for sig, h in self._signal_handlers.items():
-            signal.signal(sig, h)
-        self._signal_handlers.clear()
+        self._signals.restore()
+
+    def _stop_online(self) -> None:
+        """Write the state of the last episode end (the partial episode is discarded), stop."""
+        state = self._episode_end
+        lost = self.counters["frames"] - state["counters"]["frames"]
+        if lost:
+            print(
+                f"discarding the partial episode ({lost} frames since frame "
+                f"{state['counters']['frames']}, the last episode end): a resumed run redoes "
+                "them exactly",
+                file=sys.stderr,
+            )
+        if self._saved_state is not state:
+            self.save(state=state)
+        raise _StopRequested(dict(state["counters"]))
+
+    def _stopped_at_once(self) -> dict[str, Any]:
+        """After a second signal: write the last episode end unless a write was cut short."""
+        self._signals.restore()  # a third signal ends the process
+        state = self._episode_end
+        if state is not None and not self._writing and self._saved_state is not state:
+            self.save(state=state)
+        saved = self._saved_state if self._saved_state is not None else self._resume_state
+        return dict(saved["counters"]) if saved is not None else {"resumable": False}
 
     # ------------------------------------------------------------------ phases
     def _evaluate(self, phase: str, step: int) -> dict[str, Any]:
@@ -532,6 +585,7 @@ class OfflineOnlineTrainer:
         for step in range(start, b.offline_steps):
             self.agent.set_offline_progress(step, b.offline_steps)
             out = self.agent.update(self.buffer.sample(batch_size))
+            self.guard.check(out, phase="offline", step=step + 1)
             self.counters["step"] = step + 1
             bar.update(1)
             if (step + 1) % b.log_every == 0:
@@ -546,7 +600,7 @@ class OfflineOnlineTrainer:
                 self.save()
             if self._stop:
                 bar.close()
-                raise _StopRequested
+                raise _StopRequested(dict(self.counters))
         bar.close()
         self.counters["phase"] = "online"
         ev = self._evaluate("offline", self.counters["step"])
@@ -617,6 +671,7 @@ class OfflineOnlineTrainer:
         self.agent.set_offline_progress(None, b.offline_steps)
         self._anneal = self.cfg.anneal_target()
         ep_start = self.counters["frames"]
+        self._episode_end = copy_state(self._state(), share=("online_data",))
         bar = tqdm(
             total=b.online_frames,
             initial=self.counters["frames"],
@@ -644,6 +699,7 @@ class OfflineOnlineTrainer:
                     out = self.agent.update(
                         self.buffer.sample(batch_size), update_actor=u >= utd - actor_utd
                     )
+                    self.guard.check(out, phase="online", step=(frames - 1) * utd + u + 1)
                 if self.exploration is not None and hasattr(self.exploration, "step"):
                     self.exploration.step(1)
                 bar.update(batch.numel())
@@ -670,10 +726,11 @@ class OfflineOnlineTrainer:
                     collector.reset()
                     ep_len = self.cfg.max_episode_steps()
                     due = self.counters["episodes"] % max(1, b.checkpoint_every // ep_len)
-                    if self._stop or due == 0:
-                        self.save()
-                    if self._stop:
-                        raise _StopRequested
+                    self._episode_end = copy_state(self._state(), share=("online_data",))
+                    if due == 0:
+                        self.save(state=self._episode_end)
+                if self._stop:
+                    self._stop_online()
         finally:
             bar.close()
             collector.shutdown()
@@ -692,16 +749,23 @@ class OfflineOnlineTrainer:
                     self._evaluate("offline", 0)
                 self._offline_phase()
             self._online_phase()
-        except _StopRequested:
+        except _StopRequested as stop:
             _LOG.info(
                 "stopped by a signal at offline step %d / online frame %d; resume with "
                 "resume=%s",
-                self.counters["step"],
-                self.counters["frames"],
+                stop.counters["step"],
+                stop.counters["frames"],
                 self.out,
             )
             self._close()
-            return {"stopped": True, **self.counters}
+            return {"stopped": True, **stop.counters}
+        except StopNow:
+            counters = self._stopped_at_once()
+            self._close()
+            return {"stopped": True, "at_once": True, **counters}
+        except NonFiniteError:
+            self._close()
+            raise
         finally:
             self._restore_signals()
         last = self.evaluations[-1] if self.evaluations else None
