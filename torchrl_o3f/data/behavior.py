@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
 from torch import nn
 
 from torchrl_o3f.envs import Task, get_task, make_gym_env

@@ -124,21 +124,22 @@ class AWACLoss(ActorCriticLoss):
             raise ValueError(f"lam must be a finite number > 0, got {value}")
         self._lam.fill_(value)
 
-    def _log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return self._dist(obs).log_prob(act).unsqueeze(-1)
+    def _advantage(self, obs: torch.Tensor, pred: torch.Tensor, params) -> torch.Tensor:
+        """``A(s, a)`` from ``pred`` = the online ``Q_i(s, a)`` ``[m, *B, 1]``, no gradient.
 
-    def _advantage(self, obs: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        """``A(s, a)`` from ``pred`` = the online ``Q_i(s, a)`` ``[m, *B, 1]``, no gradient."""
+        ``params``: the actor's distribution parameters at ``obs``.
+        """
         with torch.no_grad():
-            action, _ = self._sample(obs, self.n_action_samples)  # [*B, n, A]
+            action, _ = self._sample(obs, self.n_action_samples, params=params.detach())
             q_pi = self.qvalue_network.values(obs.unsqueeze(-2), action).min(0).values
             return pred.min(0).values - q_pi.mean(-2)
 
     def _actor_terms(self, obs, act, pred):
-        advantage = self._advantage(obs, pred)
+        params = self._policy_params(obs)  # one actor call: the log-likelihood and V(s)'s samples
+        advantage = self._advantage(obs, pred, params)
         weight = torch.softmax(advantage.reshape(-1) / self._lam, 0).reshape(advantage.shape)
         weight = weight * advantage.numel()
-        log_prob = self._log_prob(obs, act)
+        log_prob = self._dist(obs, params=params).log_prob(act).unsqueeze(-1)
         loss_actor = -(weight * log_prob).mean()
         diagnostics = {
             "advantage_mean": advantage.mean(),

@@ -192,15 +192,20 @@ class ActorCriticLoss(TransitionLossMixin, LossModule):
         )
 
     # ----------------------------------------------------------------- policy and critic
-    def _dist(self, obs: torch.Tensor, num_samples: int | None = None):
-        """The policy's distribution at ``obs`` (``[*B]``), or repeated ``[*B, num_samples]``.
-
-        The actor network runs once per observation; repeated samples share its output.
-        """
+    def _policy_params(self, obs: torch.Tensor) -> TensorDictBase:
+        """The actor's distribution parameters at ``obs`` (one actor network call)."""
         key = self.actor_network.in_keys[0]
-        params = self.actor_network.get_dist_params(
+        return self.actor_network.get_dist_params(
             TensorDict({key: obs}, batch_size=obs.shape[:-1])
         )
+
+    def _dist(self, obs: torch.Tensor, num_samples: int | None = None, *, params=None):
+        """The policy's distribution at ``obs`` (``[*B]``), or repeated ``[*B, num_samples]``.
+
+        The actor network runs once per observation (or not at all when its output ``params``
+        is given); repeated samples share its output.
+        """
+        params = self._policy_params(obs) if params is None else params
         if num_samples is not None:
             params = params.unsqueeze(-1).expand(*params.batch_size, num_samples)
         return self.actor_network.build_dist_from_params(params)
@@ -209,14 +214,14 @@ class ActorCriticLoss(TransitionLossMixin, LossModule):
         """Onto the action bounds, as the acting policy does (a no-op for TanhNormal samples)."""
         return torch.clamp(action, self.action_low, self.action_high)
 
-    def _sample(self, obs: torch.Tensor, num_samples: int | None = None):
+    def _sample(self, obs: torch.Tensor, num_samples: int | None = None, *, params=None):
         """``(action, log_prob)`` drawn (reparameterised) from the policy at ``obs``.
 
         Shapes ``[*B, A]`` and ``[*B, 1]``, or ``[*B, num_samples, A]`` / ``[*B, num_samples,
         1]``. The log-probability scores the drawn pre-squashing value (exact for TanhNormal).
         """
         with set_exploration_type(ExplorationType.RANDOM):
-            dist = self._dist(obs, num_samples)
+            dist = self._dist(obs, num_samples, params=params)
             if hasattr(dist, "rsample_and_log_prob"):
                 action, log_prob = dist.rsample_and_log_prob()
             else:
@@ -239,7 +244,9 @@ class ActorCriticLoss(TransitionLossMixin, LossModule):
                 m = self.qvalue_network.num_members
                 members = torch.randperm(m, device="cpu")[: self.subset_size].to(obs.device)
                 return self.qvalue_network.values(obs, act, params, members=members).min(0).values
-            return ensemble_reduce(self.qvalue_network.values(obs, act, params), self.qvalue_reduction)
+            return ensemble_reduce(
+                self.qvalue_network.values(obs, act, params), self.qvalue_reduction
+            )
 
     def _entropy_coefficient(self) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no entropy coefficient")
