@@ -12,8 +12,13 @@ from torchrl.data import TensorSpec
 
 from torchrl_o3f.modules.actors import make_iql_actor
 from torchrl_o3f.modules.ensemble import QEnsemble
-from torchrl_o3f.objectives.registry import AlgoConfig, register_algorithm
-from torchrl_o3f.objectives.sac import ActorCriticLoss, make_ensemble
+from torchrl_o3f.objectives.registry import register_algorithm
+from torchrl_o3f.objectives.sac import (
+    ActorCriticConfig,
+    ActorCriticLoss,
+    actor_critic_kwargs,
+    make_actor_critic_loss,
+)
 
 __all__ = ["AWACConfig", "AWACLoss", "build_awac", "make_awac_loss"]
 
@@ -198,23 +203,24 @@ def make_awac_loss(
         log_std_max=log_std_max,
         device=device,
     )
-    qvalue = make_ensemble(
+    return make_actor_critic_loss(
+        AWACLoss,
+        actor,
         observation_dim,
         action_spec,
         num_qvalue=num_qvalue,
         num_cells=num_cells,
         depth=depth,
         layer_norm=layer_norm,
+        gamma=gamma,
         device=device,
+        **loss_kwargs,
     )
-    loss = AWACLoss(actor, qvalue, action_spec=action_spec, **loss_kwargs)
-    loss.make_value_estimator(gamma=gamma)
-    return loss
 
 
 # ------------------------------------------------------------------------------ registration
 @dataclass
-class AWACConfig(AlgoConfig):
+class AWACConfig(ActorCriticConfig):
     """AWAC's own hyper-parameters (values: ``config/algo/awac.yaml``).
 
     Attributes:
@@ -223,11 +229,6 @@ class AWACConfig(AlgoConfig):
         actor_depth: hidden layers of the actor (``depth`` is the critics').
         log_std_min: lower clamp of the actor's log std.
         log_std_max: upper clamp of the actor's log std.
-        backup: ``"sampled"`` or ``"mean"`` (the action of the critic target).
-        qvalue_reduction: ``"min"``, ``"mean"`` or ``"subset_min"`` over the target ensemble.
-        subset_size: members of the random subset for ``"subset_min"``.
-        reward_scale: multiplies rewards, after the shift.
-        reward_shift: added to rewards before scaling (antmaze: -1).
 
     Example:
         >>> from torchrl_o3f.objectives.registry import algo_config
@@ -241,11 +242,6 @@ class AWACConfig(AlgoConfig):
     actor_depth: int = MISSING
     log_std_min: float = MISSING
     log_std_max: float = MISSING
-    backup: str = MISSING
-    qvalue_reduction: str = MISSING
-    subset_size: int = MISSING
-    reward_scale: float = MISSING
-    reward_shift: float = MISSING
 
 
 @register_algorithm(
@@ -275,20 +271,11 @@ def build_awac(
     return make_awac_loss(
         observation_dim,
         action_spec,
-        num_qvalue=cfg.num_qvalue,
-        num_cells=cfg.num_cells,
-        depth=cfg.depth,
+        device=device,
         actor_depth=cfg.actor_depth,
-        layer_norm=cfg.layer_norm,
         log_std_min=cfg.log_std_min,
         log_std_max=cfg.log_std_max,
-        gamma=cfg.gamma,
-        device=device,
         lam=cfg.lam,
         n_action_samples=cfg.n_action_samples,
-        backup=cfg.backup,
-        qvalue_reduction=cfg.qvalue_reduction,
-        subset_size=cfg.subset_size,
-        reward_scale=cfg.reward_scale,
-        reward_shift=cfg.reward_shift,
+        **actor_critic_kwargs(cfg),
     )

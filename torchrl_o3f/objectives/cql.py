@@ -15,7 +15,13 @@ from torchrl.data import TensorSpec
 from torchrl_o3f.modules.actors import make_sac_actor
 from torchrl_o3f.modules.ensemble import QEnsemble
 from torchrl_o3f.objectives.registry import register_algorithm
-from torchrl_o3f.objectives.sac import SACConfig, SACLoss, make_ensemble, sac_loss_kwargs
+from torchrl_o3f.objectives.sac import (
+    SACConfig,
+    SACLoss,
+    actor_critic_kwargs,
+    entropy_kwargs,
+    make_actor_critic_loss,
+)
 
 __all__ = ["CQLConfig", "CQLLoss", "build_cql", "make_cql_loss"]
 
@@ -250,18 +256,19 @@ def make_cql_loss(
     actor = make_sac_actor(
         observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
     )
-    qvalue = make_ensemble(
+    return make_actor_critic_loss(
+        CQLLoss,
+        actor,
         observation_dim,
         action_spec,
         num_qvalue=num_qvalue,
         num_cells=num_cells,
         depth=depth,
         layer_norm=layer_norm,
+        gamma=gamma,
         device=device,
+        **loss_kwargs,
     )
-    loss = CQLLoss(actor, qvalue, action_spec=action_spec, **loss_kwargs)
-    loss.make_value_estimator(gamma=gamma)
-    return loss
 
 
 # ------------------------------------------------------------------------------ registration
@@ -317,16 +324,12 @@ def build_cql(
     return make_cql_loss(
         observation_dim,
         action_spec,
-        num_qvalue=cfg.num_qvalue,
-        num_cells=cfg.num_cells,
-        depth=cfg.depth,
-        layer_norm=cfg.layer_norm,
-        gamma=cfg.gamma,
         device=device,
         cql_weight=cfg.cql_weight,
         lagrange=cfg.lagrange,
         lagrange_threshold=cfg.lagrange_threshold,
         alpha_prime_init=cfg.alpha_prime_init,
         n_action_samples=cfg.n_action_samples,
-        **sac_loss_kwargs(cfg, action_spec),
+        **actor_critic_kwargs(cfg),
+        **entropy_kwargs(cfg, action_spec),
     )

@@ -9,6 +9,7 @@ actor loss by advantage-weighted regression.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -32,7 +33,17 @@ from torchrl_o3f.objectives.common import (
 )
 from torchrl_o3f.objectives.registry import AlgoConfig, register_algorithm
 
-__all__ = ["ActorCriticLoss", "SACConfig", "SACLoss", "build_sac", "make_sac_loss"]
+__all__ = [
+    "ActorCriticConfig",
+    "ActorCriticLoss",
+    "SACConfig",
+    "SACLoss",
+    "actor_critic_kwargs",
+    "build_sac",
+    "entropy_kwargs",
+    "make_actor_critic_loss",
+    "make_sac_loss",
+]
 
 _REDUCTIONS = ("min", "mean", "subset_min")
 
@@ -195,9 +206,7 @@ class ActorCriticLoss(TransitionLossMixin, LossModule):
     def _policy_params(self, obs: torch.Tensor) -> TensorDictBase:
         """The actor's distribution parameters at ``obs`` (one actor network call)."""
         key = self.actor_network.in_keys[0]
-        return self.actor_network.get_dist_params(
-            TensorDict({key: obs}, batch_size=obs.shape[:-1])
-        )
+        return self.actor_network.get_dist_params(TensorDict({key: obs}, batch_size=obs.shape[:-1]))
 
     def _dist(self, obs: torch.Tensor, num_samples: int | None = None, *, params=None):
         """The policy's distribution at ``obs`` (``[*B]``), or repeated ``[*B, num_samples]``.
@@ -438,7 +447,9 @@ class SACLoss(ActorCriticLoss):
         return {"loss_actor": loss_actor, "loss_alpha": loss_alpha}, diagnostics
 
 
-def make_ensemble(
+def make_actor_critic_loss(
+    loss_class: type[ActorCriticLoss],
+    actor: ProbabilisticTensorDictSequential,
     observation_dim: int,
     action_spec: TensorSpec,
     *,
@@ -446,19 +457,28 @@ def make_ensemble(
     num_cells: int,
     depth: int,
     layer_norm: bool,
+    gamma: float,
     device: torch.device | str | None = None,
-) -> QEnsemble:
-    """The critic of the actor-critic baselines: a ``QEnsemble`` for ``action_spec``'s actions.
+    **loss_kwargs,
+) -> ActorCriticLoss:
+    """The loss ``loss_class(actor, QEnsemble(...), **loss_kwargs)``, discounting by ``gamma``.
+
+    The shared assembly of the SAC, CQL and AWAC factories: the critic is a ``QEnsemble`` of
+    ``num_qvalue`` members of ``depth`` hidden layers of ``num_cells`` for ``action_spec``'s
+    actions.
 
     Example:
         >>> from torchrl.data import Bounded
-        >>> q = make_ensemble(3, Bounded(-1.0, 1.0, shape=(2,)), num_qvalue=2, num_cells=8,
-        ...                   depth=1, layer_norm=False)
-        >>> q.num_members, q.action_dim
-        (2, 2)
+        >>> from torchrl_o3f.modules.actors import make_sac_actor
+        >>> spec = Bounded(-1.0, 1.0, shape=(2,))
+        >>> loss = make_actor_critic_loss(SACLoss, make_sac_actor(3, spec, num_cells=8), 3, spec,
+        ...                               num_qvalue=2, num_cells=8, depth=1, layer_norm=False,
+        ...                               gamma=0.9)
+        >>> loss.qvalue_network.num_members, round(float(loss.gamma), 2)
+        (2, 0.9)
     """
     low, _ = action_bounds(action_spec)
-    return QEnsemble(
+    qvalue = QEnsemble(
         observation_dim,
         low.numel(),
         num_members=num_qvalue,
@@ -467,6 +487,9 @@ def make_ensemble(
         layer_norm=layer_norm,
         device=device,
     )
+    loss = loss_class(actor, qvalue, action_spec=action_spec, **loss_kwargs)
+    loss.make_value_estimator(gamma=gamma)
+    return loss
 
 
 def make_sac_loss(
@@ -505,34 +528,69 @@ def make_sac_loss(
     actor = make_sac_actor(
         observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
     )
-    qvalue = make_ensemble(
+    return make_actor_critic_loss(
+        SACLoss,
+        actor,
         observation_dim,
         action_spec,
         num_qvalue=num_qvalue,
         num_cells=num_cells,
         depth=depth,
         layer_norm=layer_norm,
+        gamma=gamma,
         device=device,
+        **loss_kwargs,
     )
-    loss = SACLoss(actor, qvalue, action_spec=action_spec, **loss_kwargs)
-    loss.make_value_estimator(gamma=gamma)
-    return loss
 
 
 # ------------------------------------------------------------------------------ registration
 @dataclass
-class SACConfig(AlgoConfig):
+class ActorCriticConfig(AlgoConfig):
+    """What the SAC, CQL and AWAC configs share: the critic target and the rewards.
+
+    Attributes:
+        backup: ``"soft"`` (SAC and CQL only), ``"sampled"`` or ``"mean"`` (see
+            :class:`ActorCriticLoss`).
+        qvalue_reduction: ``"min"``, ``"mean"`` or ``"subset_min"`` over the target ensemble.
+        subset_size: members of the random subset for ``"subset_min"``.
+        reward_scale: multiplies rewards, after the shift.
+        reward_shift: added to rewards before scaling.
+
+    Example:
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> isinstance(algo_config("awac"), ActorCriticConfig)
+        True
+    """
+
+    backup: str = MISSING
+    qvalue_reduction: str = MISSING
+    subset_size: int = MISSING
+    reward_scale: float = MISSING
+    reward_shift: float = MISSING
+
+
+def actor_critic_kwargs(cfg: ActorCriticConfig) -> dict:
+    """The factory arguments every actor-critic config holds: networks, discount, target, rewards.
+
+    Example:
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> actor_critic_kwargs(algo_config("sac"))["num_qvalue"]
+        2
+    """
+    networks = ("num_qvalue", "num_cells", "depth", "layer_norm", "gamma")
+    base = {f.name for f in dataclasses.fields(AlgoConfig)}
+    own = tuple(f.name for f in dataclasses.fields(ActorCriticConfig) if f.name not in base)
+    return {name: getattr(cfg, name) for name in networks + own}
+
+
+@dataclass
+class SACConfig(ActorCriticConfig):
     """SAC's own hyper-parameters (values: ``config/algo/sac.yaml``).
 
     Attributes:
         alpha_init: initial entropy coefficient.
         target_entropy_per_dim: the entropy target per action dimension (SAC: -1, i.e.
             ``-|A|``).
-        backup: ``"soft"``, ``"sampled"`` or ``"mean"`` (see :class:`ActorCriticLoss`).
-        qvalue_reduction: ``"min"``, ``"mean"`` or ``"subset_min"`` over the target ensemble.
-        subset_size: members of the random subset for ``"subset_min"``.
-        reward_scale: multiplies rewards, after the shift.
-        reward_shift: added to rewards before scaling.
 
     Example:
         >>> from torchrl_o3f.objectives.registry import algo_config
@@ -543,32 +601,20 @@ class SACConfig(AlgoConfig):
 
     alpha_init: float = MISSING
     target_entropy_per_dim: float = MISSING
-    backup: str = MISSING
-    qvalue_reduction: str = MISSING
-    subset_size: int = MISSING
-    reward_scale: float = MISSING
-    reward_shift: float = MISSING
 
 
-def sac_loss_kwargs(cfg: SACConfig, action_spec: TensorSpec) -> dict:
-    """The :class:`SACLoss` keyword arguments ``cfg`` holds (shared by SAC and CQL builders).
+def entropy_kwargs(cfg: SACConfig, action_spec: TensorSpec) -> dict:
+    """The entropy arguments of :class:`SACLoss` ``cfg`` holds (shared by SAC and CQL).
 
     Example:
         >>> from torchrl.data import Bounded
         >>> from torchrl_o3f.objectives.registry import algo_config
-        >>> sac_loss_kwargs(algo_config("sac"), Bounded(-1.0, 1.0, shape=(3,)))["target_entropy"]
+        >>> entropy_kwargs(algo_config("sac"), Bounded(-1.0, 1.0, shape=(3,)))["target_entropy"]
         -3.0
     """
     low, _ = action_bounds(action_spec)
-    return {
-        "alpha_init": cfg.alpha_init,
-        "target_entropy": cfg.target_entropy_per_dim * low.numel(),
-        "backup": cfg.backup,
-        "qvalue_reduction": cfg.qvalue_reduction,
-        "subset_size": cfg.subset_size,
-        "reward_scale": cfg.reward_scale,
-        "reward_shift": cfg.reward_shift,
-    }
+    target_entropy = cfg.target_entropy_per_dim * low.numel()
+    return {"alpha_init": cfg.alpha_init, "target_entropy": target_entropy}
 
 
 @register_algorithm(
@@ -598,11 +644,7 @@ def build_sac(
     return make_sac_loss(
         observation_dim,
         action_spec,
-        num_qvalue=cfg.num_qvalue,
-        num_cells=cfg.num_cells,
-        depth=cfg.depth,
-        layer_norm=cfg.layer_norm,
-        gamma=cfg.gamma,
         device=device,
-        **sac_loss_kwargs(cfg, action_spec),
+        **actor_critic_kwargs(cfg),
+        **entropy_kwargs(cfg, action_spec),
     )
