@@ -182,6 +182,13 @@ class GaussianPolicy(nn.Module):
     def log_prob(self, obs, act):
         return self.dist(obs).log_prob(act).sum(-1, keepdim=True)
 
+    def load_from(self, actor) -> None:
+        """Copy the weights of a ``make_iql_actor`` actor (its ``TanhMeanGaussianNet``)."""
+        head = actor.module[0].module
+        with torch.no_grad():
+            self.net.load_state_dict(head.net.state_dict())
+            self.log_std.copy_(head.log_std)
+
 
 def mlp(in_features, out_features=1, depth=DEPTH):
     layers = []
@@ -221,9 +228,7 @@ class PlainCORL:
             self.value.load_state_dict(
                 {k: v for k, v in ours.loss.value_network.module.state_dict().items()}
             )
-            actor_net = ours.loss.actor_network.module[0].module
-            self.policy.net.load_state_dict(actor_net.net.state_dict())
-            self.policy.log_std.copy_(actor_net.log_std)
+        self.policy.load_from(ours.loss.actor_network)
         for p in self.targets.parameters():
             p.requires_grad_(False)
         self.opt_q = torch.optim.Adam(self.critics.parameters(), 3e-4)
@@ -430,10 +435,7 @@ class PlainAWAC:
         self.targets = copy.deepcopy(self.critics)
         copy_critics(ours.loss, self.critics, self.targets)
         self.policy = GaussianPolicy(AWAC_ACTOR_DEPTH, -6.0, 0.0)
-        actor_net = ours.loss.actor_network.module[0].module
-        with torch.no_grad():
-            self.policy.net.load_state_dict(actor_net.net.state_dict())
-            self.policy.log_std.copy_(actor_net.log_std)
+        self.policy.load_from(ours.loss.actor_network)
         for p in self.targets.parameters():
             p.requires_grad_(False)
         self.opt_q = torch.optim.Adam(self.critics.parameters(), 3e-4)
