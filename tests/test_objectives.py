@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from loss_harness import (
@@ -13,7 +12,10 @@ from loss_harness import (
     OBS_DIM,
     action_spec,
     groups_with_grad,
+    pendulum_dataset,
+    pendulum_return,
     ted_batch,
+    train_offline,
 )
 from tensordict import TensorDict
 from torchrl.data import Bounded
@@ -420,71 +422,16 @@ def test_lapo_bandit_cvae_keeps_both_modes_and_policy_picks_the_good_one(one_thr
     torch.testing.assert_close(action, modes[0], atol=0.2, rtol=0)  # the good one is chosen
 
 
-def _pendulum_controller(obs: np.ndarray) -> float:
-    """A swing-up + PD controller (about -145 return; a random policy gets about -1200)."""
-    c, s, thdot = obs
-    if c > 0.85:
-        return float(np.clip(-(10.0 * np.arctan2(s, c) + 2.0 * thdot), -2, 2))
-    energy = thdot**2 / 6 + 5 * (c - 1)
-    return 2.0 * float(np.sign(thdot or 1.0)) * (1.0 if energy < 0 else -0.5)
-
-
 @pytest.mark.slow
 def test_iql_short_offline_run_improves_the_return(one_thread):
-    import gymnasium as gym
     from torchrl.envs import GymEnv
 
-    rng = np.random.default_rng(0)
-    env = gym.make("Pendulum-v1")
-    rows = {"observation": [], "action": [], "reward": [], "next_observation": []}
-    for episode in range(10):
-        obs, _ = env.reset(seed=episode)
-        for _ in range(200):
-            act = np.clip(_pendulum_controller(obs) + 0.3 * rng.standard_normal(), -2, 2)
-            nxt, rew, *_ = env.step(np.array([act], dtype=np.float32))
-            for k, v in zip(rows, (obs, [act], [rew], nxt)):
-                rows[k].append(np.asarray(v, dtype=np.float32))
-            obs = nxt
-    t = {k: torch.as_tensor(np.stack(v)) for k, v in rows.items()}
-    n = t["reward"].shape[0]
-    false = torch.zeros(n, 1, dtype=torch.bool)
-    data = TensorDict(
-        {
-            "observation": t["observation"],
-            "action": t["action"],
-            "next": {
-                "observation": t["next_observation"],
-                "reward": t["reward"],
-                "done": false,
-                "terminated": false,
-            },
-        },
-        batch_size=[n],
-    )
+    data = pendulum_dataset()
     eval_env = GymEnv("Pendulum-v1")
     loss = make_iql_loss(3, eval_env.action_spec, num_cells=64, gamma=0.9)
-
-    def evaluate() -> float:
-        returns = []
-        for seed in range(3):
-            eval_env.set_seed(100 + seed)
-            with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-                rollout = eval_env.rollout(200, loss.policy)
-            returns.append(rollout["next", "reward"].sum().item())
-        return float(np.mean(returns))
-
-    initial = evaluate()
-    updater = SoftUpdate(loss, tau=0.005)
-    opts = [torch.optim.Adam(p, 1e-3) for p in loss.parameter_groups().values()]
-    for _ in range(600):
-        out = loss(data[torch.randint(0, n, (256,))])
-        for o in opts:
-            o.zero_grad()
-        (out["loss_actor"] + out["loss_qvalue"] + out["loss_value"]).backward()
-        for o in opts:
-            o.step()
-        updater.step()
-    final = evaluate()
+    initial = pendulum_return(loss.policy, eval_env)
+    train_offline(loss, data, 600)
+    final = pendulum_return(loss.policy, eval_env)
     assert final > initial + 400, (initial, final)
 
 

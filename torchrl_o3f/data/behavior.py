@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
 from torch import nn
 
 from torchrl_o3f.envs import Task, get_task, make_gym_env
@@ -113,8 +112,8 @@ def build_sac_actor(
         depth: number of hidden layers.
 
     Returns:
-        A :class:`torchrl.modules.ProbabilisticActor` reading ``observation`` and writing
-        ``action`` (and ``loc``/``scale``); its MLP is ``actor.module[0].module``.
+        :func:`torchrl_o3f.modules.actors.make_sac_actor`'s actor, reading ``observation`` and
+        writing ``action`` (and ``loc``/``scale``); its MLP is ``actor.module[0].module``.
 
     Example:
         >>> import torch
@@ -123,24 +122,14 @@ def build_sac_actor(
         >>> actor(TensorDict({"observation": torch.zeros(4, 3)}, [4]))["action"].shape
         torch.Size([4, 2])
     """
-    from tensordict.nn import NormalParamExtractor
-    from torchrl.modules import ProbabilisticActor, TanhNormal
+    from torchrl.data import Bounded
 
-    net = nn.Sequential(
-        build_mlp(observation_dim, 2 * action_dim, num_cells=num_cells, depth=depth),
-        NormalParamExtractor(),
-    )
-    module = TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"])
+    from torchrl_o3f.modules.actors import make_sac_actor
+
     low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim).clone()
     high = torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim).clone()
-    return ProbabilisticActor(
-        module,
-        in_keys=["loc", "scale"],
-        out_keys=["action"],
-        distribution_class=TanhNormal,
-        distribution_kwargs={"low": low, "high": high},
-        return_log_prob=False,
-    )
+    spec = Bounded(low, high, shape=(action_dim,))
+    return make_sac_actor(observation_dim, spec, num_cells=num_cells, depth=depth)
 
 
 class BehaviorPolicy:

@@ -262,3 +262,67 @@ def make_value_network(
         device=device,
     )
     return ValueOperator(net, in_keys=list(in_keys), out_keys=list(out_keys))
+
+
+def make_sac_actor(
+    observation_dim: int,
+    action_spec: TensorSpec,
+    *,
+    num_cells: int = 256,
+    depth: int = 2,
+    observation_key: str = "observation",
+    action_key: str = "action",
+    device: torch.device | str | None = None,
+) -> ProbabilisticActor:
+    """SAC's policy: MLP -> (loc, state-dependent scale) -> TanhNormal within the action bounds.
+
+    The MLP outputs ``2 * action_dim`` numbers that
+    :class:`~tensordict.nn.NormalParamExtractor` splits into ``loc`` and a positive ``scale``
+    (biased softplus); the action is ``center + half_range * tanh(loc + scale * eps)``, so
+    samples lie inside the bounds without projection. Under ``ExplorationType.RANDOM`` the
+    actor samples; under ``DETERMINISTIC`` it returns ``center + half_range * tanh(loc)``
+    (TanhNormal has no analytical mode: evaluate under ``DETERMINISTIC``, not ``MODE``).
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_spec: a bounded action spec (a batched env's spec stands for one env's bounds).
+        num_cells: width of the hidden layers.
+        depth: number of hidden layers.
+        observation_key: the key read.
+        action_key: the key written (plus ``loc``/``scale``).
+        device: device of the parameters.
+
+    Returns:
+        A :class:`~torchrl.modules.ProbabilisticActor`; its MLP is ``actor.module[0].module[0]``.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.envs.utils import ExplorationType, set_exploration_type
+        >>> actor = make_sac_actor(3, Bounded(-2.0, 2.0, shape=(1,)), num_cells=16)
+        >>> td = TensorDict({"observation": torch.randn(4, 3)}, batch_size=[4])
+        >>> with set_exploration_type(ExplorationType.RANDOM):
+        ...     a = actor(td)["action"]
+        >>> a.shape, bool((a.abs() <= 2).all())
+        (torch.Size([4, 1]), True)
+    """
+    from tensordict.nn import NormalParamExtractor
+    from torchrl.modules import TanhNormal
+
+    low, high = action_bounds(action_spec)
+    action_dim = low.numel()
+    net = nn.Sequential(
+        build_mlp(observation_dim, 2 * action_dim, num_cells=num_cells, depth=depth, device=device),
+        NormalParamExtractor(),
+    )
+    module = TensorDictModule(net, in_keys=[observation_key], out_keys=["loc", "scale"])
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        out_keys=[action_key],
+        spec=Bounded(low, high, shape=low.shape).to(device or "cpu"),
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": low.to(device or "cpu"), "high": high.to(device or "cpu")},
+        return_log_prob=False,
+    )

@@ -1,15 +1,18 @@
 """Loss modules on the shared :class:`~torchrl_o3f.modules.QEnsemble`, and their registry.
 
-Each loss file registers its algorithm (:func:`~torchrl_o3f.objectives.registry.
-register_algorithm`); its numbers live in ``torchrl_o3f/config/algo/<name>.yaml``.
+IQL, LAPO, SAC, CQL and AWAC. Each loss file registers its algorithm
+(:func:`~torchrl_o3f.objectives.registry.register_algorithm`); its numbers live in
+``torchrl_o3f/config/algo/<name>.yaml``.
 """
 
+from torchrl_o3f.objectives.awac import AWACLoss, make_awac_loss
 from torchrl_o3f.objectives.common import (
     episode_returns,
     expectile_loss,
     make_target_params,
     module_params,
 )
+from torchrl_o3f.objectives.cql import CQLLoss, make_cql_loss
 from torchrl_o3f.objectives.iql import IQLConfig, IQLLoss, build_iql, make_iql_loss
 from torchrl_o3f.objectives.lapo import (
     LAPOConfig,
@@ -27,14 +30,18 @@ from torchrl_o3f.objectives.registry import (
     list_algorithms,
     register_algorithm,
 )
+from torchrl_o3f.objectives.sac import SACLoss, make_sac_loss
 
 __all__ = [
+    "AWACLoss",
     "AlgoConfig",
     "Algorithm",
+    "CQLLoss",
     "IQLConfig",
     "IQLLoss",
     "LAPOConfig",
     "LAPOLoss",
+    "SACLoss",
     "UnknownAlgorithmError",
     "algo_config",
     "build_iql",
@@ -44,8 +51,11 @@ __all__ = [
     "get_algorithm",
     "lapo_reward_config",
     "list_algorithms",
+    "make_awac_loss",
+    "make_cql_loss",
     "make_iql_loss",
     "make_lapo_loss",
+    "make_sac_loss",
     "make_target_params",
     "module_params",
     "register_algorithm",
