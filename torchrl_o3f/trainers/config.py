@@ -7,6 +7,7 @@ The algorithms' own numbers are not here: each lives in its yaml
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 from dataclasses import dataclass, field
@@ -31,6 +32,11 @@ EXPLORATION_MODES = ("o3f", "gaussian", "none")
 ANNEAL_MODES = ("none", "abrupt", "linear")
 LOGGER_BACKENDS = ("csv", "tensorboard", "wandb", "none")
 WANDB_MODES = ("online", "offline", "disabled")
+
+
+CARRIED_OVER = ("num_qvalue", "num_cells", "depth", "layer_norm", "reward_scale", "reward_shift")
+"""What an objective switch keeps from the offline algorithm's config (the critic it hands over
+was trained with these networks and this reward transform)."""
 
 
 class ConfigError(ValueError):
@@ -191,10 +197,23 @@ class TrainerConfig:
 
     # ------------------------------------------------------------------ resolution
     def online_config(self) -> AlgoConfig:
-        """The online phase's algorithm config (``algo`` itself when there is no switch)."""
+        """The online phase's algorithm config (``algo`` itself when there is no switch).
+
+        A switched-to algorithm carries over what the networks and their targets depend on
+        (:data:`CARRIED_OVER`: the network shapes and the reward transform the critic was
+        trained with) from ``algo``; ``online_overrides`` change anything on top.
+        """
         if not self.switches():
             return self.algo
-        return algo_config(self.online_algo, task=self.task, overrides=self.online_overrides)
+        fields = dataclasses.fields(get_algorithm(self.online_algo).config_class)
+        names = {f.name for f in fields}
+        carried = {
+            k: getattr(self.algo, k)
+            for k in CARRIED_OVER
+            if k in names and hasattr(self.algo, k)
+        }
+        overrides = {**carried, **self.online_overrides}
+        return algo_config(self.online_algo, task=self.task, overrides=overrides)
 
     def switches(self) -> bool:
         """Whether the objective changes at the phase boundary."""

@@ -297,14 +297,12 @@ class OfflineOnlineTrainer:
                     f"anneal.param={target[0]!r}: the {(self._online_agent or self.agent).cfg.name}"
                     f" loss has no such hyper-parameter; see its yaml's loosening entry"
                 )
-        batch_size = cfg.algo.batch_size
         self._make_guard()
         online = cfg.budget.online_frames
         if cfg.offline_fraction is None:
             self.buffer = ReplayBuffer(
                 storage=LazyTensorStorage(self.num_offline + max(online, 1), device=self.device),
                 sampler=RandomSampler(),
-                batch_size=batch_size,
             )
             self.buffer.extend(data)
         else:
@@ -317,7 +315,6 @@ class OfflineOnlineTrainer:
                 offline_rb,
                 online_storage=LazyTensorStorage(max(online, 1), device=self.device),
                 offline_fraction=cfg.offline_fraction,
-                batch_size=batch_size,
             )
         # every online transition, preallocated on the CPU (checkpoints save the filled part)
         self.online_data = torch.zeros_like(data[:1].cpu()).expand(max(online, 1)).clone()
