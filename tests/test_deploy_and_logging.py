@@ -162,3 +162,19 @@ def test_learning_curve_has_one_x_unit_per_panel(tmp_path):
     h2, w2 = mpimg.imread(both).shape[:2]
     h1, w1 = mpimg.imread(offline).shape[:2]
     assert w2 > 1.5 * w1 and h1 == h2  # two panels (steps | frames) against one
+
+
+def test_checkpoints_are_not_duplicated_and_follow_the_umask(tmp_path, dataset_root):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        OfflineOnlineTrainer(_cfg(tmp_path, dataset_root)).train()
+    finally:
+        os.umask(old)
+    ckpt = tmp_path / "checkpoints"
+    assert os.path.samefile(ckpt / "final.pt", ckpt / "latest.pt")  # one file on disk
+    for name in ("summary.json", "config.yaml", "policy.pt", "checkpoints/final.pt"):
+        mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
+        assert mode == 0o644, (name, oct(mode))

@@ -138,6 +138,7 @@ def write_atomic(
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 -> the user's umask
             os.fsync(f.fileno())
         if keep_previous and path.exists():
             os.replace(path, previous_path(path))
@@ -150,6 +151,45 @@ def write_atomic(
             raise full from err
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def link_atomic(
+    src: str | os.PathLike, dst: str | os.PathLike, *, keep_previous: bool = False
+) -> Path:
+    """Make ``dst`` the same file as ``src`` (a hard link, no second copy on disk), atomically.
+
+    Falls back to an atomic byte copy where the file system has no hard links (or ``dst`` is
+    on another device). A later :func:`write_atomic` of either name replaces that name only.
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> a = write_atomic(os.path.join(d, "a.pt"), lambda f: f.write(b"x"))
+        >>> b = link_atomic(a, os.path.join(d, "b.pt"))
+        >>> os.path.samefile(a, b)
+        True
+    """
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{temporary_tag()}.link.tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        with open(src, "rb") as source:
+            return write_atomic(
+                dst, lambda f: shutil.copyfileobj(source, f), keep_previous=keep_previous
+            )
+    if keep_previous and dst.exists():
+        os.replace(dst, previous_path(dst))
+    os.replace(tmp, dst)
+    return dst
 
 
 def previous_path(path: str | os.PathLike) -> Path:

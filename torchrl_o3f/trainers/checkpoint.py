@@ -15,7 +15,6 @@ import hashlib
 import os
 import random
 import re
-import shutil
 import signal
 import sys
 import warnings
@@ -28,6 +27,7 @@ import torch
 
 from torchrl_o3f._atomic import (
     DiskFullError,
+    link_atomic,
     previous_path,
     remove_stale_temporaries,
     write_atomic,
@@ -205,7 +205,9 @@ def save_checkpoint(
 def copy_checkpoint(
     src: str | os.PathLike, dst: str | os.PathLike, *, keep_previous: bool = False
 ) -> Path:
-    """Copy a checkpoint file atomically (a byte copy, not a second serialisation).
+    """Make ``dst`` the same checkpoint as ``src``, atomically, without a second copy on disk.
+
+    A hard link (e.g. ``latest.pt`` of ``final.pt``), a byte copy where links are not possible.
 
     Example:
         >>> import tempfile, os
@@ -214,10 +216,7 @@ def copy_checkpoint(
         >>> load_checkpoint(copy_checkpoint(p, os.path.join(d, "latest.pt")))["step"]
         3
     """
-    with open(src, "rb") as source:
-        return write_atomic(
-            dst, lambda f: shutil.copyfileobj(source, f), keep_previous=keep_previous
-        )
+    return link_atomic(src, dst, keep_previous=keep_previous)
 
 
 # ---------------------------------------------------------------------------- loading
