@@ -178,3 +178,16 @@ def test_checkpoints_are_not_duplicated_and_follow_the_umask(tmp_path, dataset_r
     for name in ("summary.json", "config.yaml", "policy.pt", "checkpoints/final.pt"):
         mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
         assert mode == 0o644, (name, oct(mode))
+
+
+def test_recipes_md_python_blocks_run(tmp_path, monkeypatch):
+    import re
+
+    text = (ROOT / "docs" / "recipes.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "docs_recipes"}
+    for block in blocks:
+        exec(compile(block, "docs/recipes.md", "exec"), namespace)
+    assert (tmp_path / "runs" / "demo" / "policy.pt").exists()
