@@ -31,6 +31,7 @@ def normalized_score(
       percent.
     - ``"tasks"`` (kitchen): episode returns, which count the sub-tasks completed (one reward
       per completed task); each episode scores ``100 * R / 4``.
+    - ``"raw"`` (a user's task without reference returns): the returns themselves, unscaled.
 
     Scores are per episode (same shape as ``returns``; a float for a scalar): average them
     over episodes for the usual D4RL number.
@@ -63,6 +64,8 @@ def normalized_score(
     if scale not in ("d4rl", "minari"):
         raise ValueError(f"scale must be 'd4rl' or 'minari', got {scale!r}")
     values = np.asarray(returns, dtype=np.float64)
+    if task.score == "raw":  # a task without reference returns: the return itself
+        return values if values.ndim else float(values)
     if task.score == "success":
         out = 100.0 * (values > 0)
     elif task.score == "tasks":

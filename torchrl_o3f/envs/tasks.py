@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 __all__ = ["Task", "get_task", "list_tasks", "register_task", "UnknownTaskError"]
 
-ScoreKind = Literal["return", "success", "tasks"]
+ScoreKind = Literal["return", "success", "tasks", "raw"]
 
 
 class UnknownTaskError(KeyError):
@@ -42,7 +42,8 @@ class Task:
         buildable: whether ``python -m torchrl_o3f.data build <task>`` can make the dataset here
             (random data; medium/expert where the behaviour policy is shipped).
         score: ``"return"`` (D4RL 0-100 scale from reference returns), ``"success"`` (success
-            rate in percent) or ``"tasks"`` (kitchen: tasks completed / 4, in percent).
+            rate in percent), ``"tasks"`` (kitchen: tasks completed / 4, in percent) or
+            ``"raw"`` (no normalisation: the return, for a user's task without references).
         ref_min_score: the D4RL random-policy return of the family (``score == "return"``).
         ref_max_score: the D4RL expert return of the family (``score == "return"``).
         sigma: the O3F candidate standard deviation (the paper: 0.2 on locomotion, 0.05 on

@@ -36,7 +36,14 @@ from torchrl_o3f.trainers.config import ConfigError, TrainerConfig
 from torchrl_o3f.trainers.evaluation import evaluate
 from torchrl_o3f.trainers.guard import NonFiniteError, NonFiniteGuard, check_finite_state
 
-__all__ = ["OfflineOnlineTrainer", "make_exploration", "resolve_device", "TED_KEYS"]
+__all__ = [
+    "OfflineOnlineTrainer",
+    "as_ted_dataset",
+    "make_env_from_id",
+    "make_exploration",
+    "resolve_device",
+    "TED_KEYS",
+]
 
 _LOG = logging.getLogger(__name__)  # hydra's job log (<recipe>.log) receives these lines
 
@@ -49,6 +56,74 @@ TED_KEYS = (
     ("next", "terminated"),
     ("next", "truncated"),
 )
+
+
+def as_ted_dataset(dataset, *, root=None) -> tuple[str, TensorDictBase]:
+    """``(dataset id, TED TensorDict)`` of a dataset given to the trainer.
+
+    Accepts a TED TensorDict (``observation``, ``action``, ``next/{observation, reward, done,
+    terminated}``, float32 observations and actions), the id of a Minari dataset on disk, or a
+    torchrl replay buffer holding such transitions.
+
+    Raises:
+        TypeError: for anything else.
+        KeyError: when a TED key is missing (naming it and what is there).
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> td = TensorDict({"observation": torch.zeros(4, 3), "action": torch.zeros(4, 1),
+        ...     "next": {"observation": torch.zeros(4, 3), "reward": torch.zeros(4, 1),
+        ...              "done": torch.zeros(4, 1, dtype=torch.bool),
+        ...              "terminated": torch.zeros(4, 1, dtype=torch.bool),
+        ...              "truncated": torch.zeros(4, 1, dtype=torch.bool)}}, [4])
+        >>> as_ted_dataset(td)[1].shape
+        torch.Size([4])
+    """
+    from torchrl_o3f.data import load_offline_dataset
+
+    if isinstance(dataset, str):
+        return dataset, load_offline_dataset(dataset, root=root)
+    if isinstance(dataset, ReplayBuffer):
+        if len(dataset) == 0:
+            raise ValueError("the replay buffer given as dataset is empty")
+        dataset = dataset.storage[: len(dataset)]
+        name = "replay-buffer"
+    elif isinstance(dataset, TensorDictBase):
+        name = "tensordict"
+    else:
+        raise TypeError(
+            "dataset must be a TED TensorDict, a Minari dataset id on disk or a torchrl "
+            f"ReplayBuffer, got {type(dataset).__name__}"
+        )
+    data = dataset.reshape(-1)
+    if ("next", "truncated") not in data.keys(True):
+        done, term = data["next", "done"], data["next", "terminated"]
+        data.set(("next", "truncated"), done.bool() & ~term.bool())
+    missing = [k for k in TED_KEYS if k not in data.keys(True)]
+    if missing:
+        raise KeyError(
+            f"the dataset lacks {missing}; a TED dataset has {list(TED_KEYS)} (it has "
+            f"{sorted(map(str, data.keys(True, True)))})"
+        )
+    for key in ("observation", "action", ("next", "observation"), ("next", "reward")):
+        value = data[key]
+        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            raise ValueError(f"dataset[{key!r}] must hold finite floating-point values")
+        data.set(key, value.float())
+    return name, data
+
+
+def make_env_from_id(env_id: str):
+    """A torchrl env of a gymnasium id with float32 observations (for ``env=<id>``).
+
+    Example:
+        >>> make_env_from_id("Pendulum-v1").action_spec.shape
+        torch.Size([1])
+    """
+    from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
+
+    return TransformedEnv(GymEnv(env_id), DoubleToFloat())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -169,7 +244,9 @@ class OfflineOnlineTrainer:
         >>> summary = OfflineOnlineTrainer(cfg).train()  # doctest: +SKIP
     """
 
-    def __init__(self, cfg: TrainerConfig):
+    def __init__(self, cfg: TrainerConfig, *, dataset=None, env=None):
+        self._dataset = dataset
+        self._env_fn = env
         self.cfg = cfg.validate()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -243,18 +320,21 @@ class OfflineOnlineTrainer:
         from torchrl_o3f.data import ensure_dataset, load_offline_dataset
 
         cfg, task = self.cfg, self.task
-        dataset_id = ensure_dataset(
-            task,
-            size=cfg.budget.dataset_size,
-            seed=cfg.dataset_seed,
-            root=cfg.dataset_root,
-            progress=cfg.progress,
-        )
-        data = load_offline_dataset(dataset_id, root=cfg.dataset_root)
+        if self._dataset is None:
+            dataset_id = ensure_dataset(
+                task,
+                size=cfg.budget.dataset_size,
+                seed=cfg.dataset_seed,
+                root=cfg.dataset_root,
+                progress=cfg.progress,
+            )
+            data = load_offline_dataset(dataset_id, root=cfg.dataset_root)
+        else:
+            dataset_id, data = as_ted_dataset(self._dataset, root=cfg.dataset_root)
         data = data.select(*TED_KEYS).to(self.device)
         env_kwargs = {"max_episode_steps": cfg.max_episode_steps()}
         self.env_kwargs = env_kwargs
-        probe = make_env(task, **env_kwargs)
+        probe = self._make_env()
         self.action_spec = probe.action_spec.to(self.device)
         obs_dim = probe.observation_spec["observation"].shape[-1]
         probe.close()
@@ -322,8 +402,19 @@ class OfflineOnlineTrainer:
         self.counters = {"phase": "offline", "step": 0, "frames": 0, "episodes": 0}
         self.evaluations: list[dict[str, Any]] = []
         self.anneal_start: dict[str, float] = {}
-        self.eval_env = make_env(task, seed=cfg.seed + 10_000, device=self.device, **env_kwargs)
+        self.eval_env = self._make_env(seed=cfg.seed + 10_000, device=self.device)
         self._make_logger()
+
+    def _make_env(self, *, seed: int | None = None, device=None):
+        """A new env of the run: the task's, or one from the ``env`` given to the trainer."""
+        if self._env_fn is None:
+            return make_env(self.task, seed=seed, device=device, **self.env_kwargs)
+        env = self._env_fn() if callable(self._env_fn) else make_env_from_id(self._env_fn)
+        if device is not None:
+            env = env.to(device)
+        if seed is not None:
+            env.set_seed(seed)
+        return env
 
     def _make_behaviour(self) -> None:
         """The exploration module on the current agent's critic, chained after its policy."""
@@ -646,7 +737,7 @@ class OfflineOnlineTrainer:
         if remaining <= 0:
             return
         rng = rng_state()
-        env = make_env(self.task, device=self.device, **self.env_kwargs)
+        env = self._make_env(device=self.device)
         collector = Collector(
             env,
             self.behaviour,
