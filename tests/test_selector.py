@@ -625,10 +625,10 @@ def test_ensemble_batch_broadcast_error():
 
 
 def test_selector_benchmark_peers_pick_the_same_candidates():
-    """benchmarks/bench_selector.py checks, before timing, that every method (the selector with
-    the kernel, in torch operations and scoring densely, the hand-written bmm, torchrl's IQLLoss
-    critic, the naive loop) picks the same candidate from the same draws; run one cell of it
-    with a tiny budget."""
+    """benchmarks/bench_selector.py checks, before timing, that every method (the selector on a
+    QEnsemble and on torchrl's IQLLoss critic through from_loss, the hand-written vmap over
+    IQLLoss's params, the naive loop) picks the same candidate from the same draws; run two
+    cells of it with a tiny budget."""
     import importlib.util
     import pathlib
 
@@ -636,10 +636,26 @@ def test_selector_benchmark_peers_pick_the_same_candidates():
     spec = importlib.util.spec_from_file_location("bench_selector", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    # m = 2: in torch operations one env is 200 (member, candidate) rows (dense), 4 envs 800
-    # (sparse layer)
-    methods = {"o3f", "o3f_torch", "o3f_dense", "o3f_generic", "torchrl_iql", "bmm", "naive"}
-    for n, b in ((100, 1), (100, 4)):
+    methods = {"o3f", "o3f from_loss", "torchrl IQLLoss vmap", "naive loop"}
+    for n, b in ((100, 1), (20, 4)):
         res = bench.measure_cell(n, 2, b, torch.device("cpu"), budget_s=0.01)
         assert set(res) == methods
         assert all(ms > 0 and calls >= 5 for ms, calls in res.values())
+
+
+def test_from_loss_on_the_packages_loss_reads_its_ensemble():
+    """The package's losses train their QEnsemble in place: from_loss scores with it directly,
+    and make_exploration builds the same selector from a loss or from its critic."""
+    from torchrl_o3f.objectives import make_iql_loss
+    from torchrl_o3f.trainers import make_exploration
+
+    loss = make_iql_loss(OBS, _spec(), num_cells=16)
+    sel = O3FActionSelector.from_loss(loss, _spec(), num_candidates=8)
+    assert sel.qvalue_network is loss.qvalue_network
+    for critic in (loss, loss.qvalue_network):
+        explore = make_exploration("o3f", critic, _spec(), sigma=0.3, num_candidates=8)
+        assert explore.qvalue_network is loss.qvalue_network and explore.diagnostics
+    _, _, sac, spec = _sac()
+    explore = make_exploration("o3f", sac, spec, sigma=0.3, num_candidates=8)
+    assert isinstance(explore.qvalue_network, StackedCritic)
+    assert explore.qvalue_network.params is sac.qvalue_network_params

@@ -176,11 +176,16 @@ class O3FActionSelector(TensorDictModuleBase):
         """A selector scoring with the critic a torchrl loss trains (SAC, TD3, REDQ, CQL, IQL).
 
         Reads ``loss.qvalue_network`` over ``loss.qvalue_network_params`` through
-        :class:`~torchrl_o3f.modules.StackedCritic`; ``kwargs`` are the constructor's.
+        :class:`~torchrl_o3f.modules.StackedCritic` (a :class:`QEnsemble` critic, as the
+        package's losses train in place, directly); ``kwargs`` are the constructor's.
+
+        Raises:
+            TypeError: when the loss has no ``qvalue_network`` and ``qvalue_network_params``.
         """
-        critic = StackedCritic.from_loss(
-            loss, observation_key=kwargs.get("observation_key", "observation")
-        )
+        if isinstance(getattr(loss, "qvalue_network", None), QEnsemble):
+            return cls(loss.qvalue_network, action_spec, **kwargs)
+        obs_key = kwargs.get("observation_key", "observation")
+        critic = StackedCritic.from_loss(loss, observation_key=obs_key)
         kwargs.setdefault("action_key", critic.action_key)
         return cls(critic, action_spec, **kwargs)
 
