@@ -266,6 +266,9 @@ def test_schedules_and_state_dict_round_trip():
     fixed = O3FActionSelector(q, _spec(), sigma=torch.tensor([0.1, 0.3]))
     fixed.step(10)
     assert torch.equal(fixed.sigma, torch.tensor([0.1, 0.3]))
+    fixed.sigma.copy_(torch.tensor([0.5, 0.6]))  # written in place by another schedule
+    fixed.step(1)
+    assert torch.equal(fixed.sigma, torch.tensor([0.5, 0.6]))
 
     state = sel.state_dict()
     assert set(state) == {"sigma", "omega", "frames", "low", "high"}  # no critic parameters

@@ -282,12 +282,16 @@ class O3FActionSelector(TensorDictModuleBase):
         return tensordict
 
     def step(self, frames: int = 1) -> None:
-        """Advance the frame count and the sigma anneal by ``frames`` frames."""
+        """Advance the frame count and the sigma anneal (if any) by ``frames`` frames.
+
+        Without ``sigma_end`` sigma is left as it is (also when written in place).
+        """
         if frames < 0:
             raise ValueError(f"frames must be >= 0, got {frames}")
         self.frames += frames
-        done = min(1.0, int(self.frames) / self.annealing_num_steps)
-        self.sigma.copy_(torch.lerp(self.sigma_init, self.sigma_end, done))
+        if not torch.equal(self.sigma_init, self.sigma_end):
+            done = min(1.0, int(self.frames) / self.annealing_num_steps)
+            self.sigma.copy_(torch.lerp(self.sigma_init, self.sigma_end, done))
 
     def extra_repr(self) -> str:  # noqa: D102
         return (
