@@ -15,7 +15,9 @@ argmax; HalfCheetah shapes: observation 17, action 6), for each cell ``N x m x e
 
 All hold the same weights and the script checks that they pick the same candidate from the
 same draws before timing. Calls run in rounds of one call per method in a fresh random order,
-so that machine drift hits all alike; each cell is the median over its calls.
+so that machine drift hits all alike; a run of a cell gives each method the median over its
+calls, and the cell is each method's fastest of ``--repeats`` runs (other processes' load
+slows a run, never speeds it up).
 
 Part 2, the recipe's online phase (O3F-IQL on halfcheetah-medium, the default recipe's
 networks: 2x256, m = 5, N = 100, batch 256, one update per frame): online frames/s including
@@ -200,7 +202,7 @@ def measure_cell(n: int, m: int, b: int, device, budget_s: float) -> dict:
 
 def online_frames_per_s(mode: str, frames: int, device: str, dataset_root, dataset_size) -> float:
     """One short O3F-IQL run of the default recipe's task and networks; its online frames/s
-    (mean over the logged windows after the first)."""
+    (median over the logged windows of 100 frames after the first)."""
     from torchrl_o3f.trainers import BUDGETS, OfflineOnlineTrainer, TrainerConfig
 
     budget = dataclasses.replace(
@@ -227,7 +229,7 @@ def online_frames_per_s(mode: str, frames: int, device: str, dataset_root, datas
         OfflineOnlineTrainer(cfg).train()
         rows = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
     rates = [r["online/frames_per_s"] for r in rows if "online/frames_per_s" in r]
-    return statistics.mean(rates[1:] or rates)
+    return statistics.median(rates[1:] or rates)
 
 
 def online_part(args) -> None:
@@ -247,6 +249,14 @@ def online_part(args) -> None:
     print(f"| {o3f:.1f} | {none:.1f} | {o3f / none:.2f} | {args.rounds} |")
 
 
+def load_average() -> str:
+    """The 1-minute load average (Linux), to tell an idle machine from a busy one."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "n/a"
+
+
 def main():
     """Run the benchmark and print markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -255,7 +265,10 @@ def main():
     parser.add_argument(
         "--cells", nargs="+", default=["100x5x1"], help="latency cells NxMxENVS, e.g. 100x5x16"
     )
-    parser.add_argument("--budget", type=float, default=2.0, help="seconds per method and cell")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per method and cell")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="latency: each cell's fastest of this many runs"
+    )
     parser.add_argument("--rounds", type=int, default=4, help="online runs per mode")
     parser.add_argument("--online-frames", type=int, default=400)
     parser.add_argument("--dataset-size", type=int, default=20_000)
@@ -267,7 +280,7 @@ def main():
     device = torch.device(args.device)
     print(
         f"{datetime.date.today().isoformat()}: torch {torch.__version__}, "
-        f"{args.threads} threads, device {device}"
+        f"{args.threads} threads, device {device}, load average {load_average()}"
     )
     if not args.skip_latency:
         print("\n### Selection latency per env step (ms, median)\n")
@@ -276,9 +289,9 @@ def main():
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
         for cell in args.cells:
             n, m, b = (int(x) for x in cell.split("x"))
-            res = measure_cell(n, m, b, device, args.budget)
-            ms = {k: v[0] for k, v in res.items()}
-            calls = [c for _, c in res.values()]
+            runs = [measure_cell(n, m, b, device, args.budget) for _ in range(args.repeats)]
+            ms = {k: min(r[k][0] for r in runs) for k in runs[0]}
+            calls = [sum(r[k][1] for r in runs) for k in runs[0]]
             o3f, trl, naive = ms["o3f"], ms["torchrl IQLLoss vmap"], ms["naive loop"]
             print(
                 f"| {n} | {m} | {b} | {o3f:.3f} | {ms['o3f from_loss']:.3f} | {trl:.3f} | "
@@ -288,6 +301,7 @@ def main():
             )
     if not args.skip_online:
         online_part(args)
+    print(f"\nload average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

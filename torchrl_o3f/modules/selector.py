@@ -63,6 +63,7 @@ class O3FActionSelector(TensorDictModuleBase):
         TypeError: for a bare TensorDictModule critic (its trained weights may live elsewhere:
             use :meth:`from_loss`), a non-callable critic or a discrete spec.
         ValueError: for a missing spec, action sizes that disagree, or invalid N, sigma, omega.
+        KeyError: for a ``Composite`` spec without ``action_key``.
 
     Example:
         >>> import torch
