@@ -264,16 +264,9 @@ class QEnsemble(TensorDictModuleBase):
         m = w0.shape[0]
         obs = (observation - self.observation_loc) / self.observation_scale
         act = (action - self.action_loc) / self.action_scale
-        d, a, hidden = self.observation_dim, self.action_dim, w0.shape[-1]
-        act = act.expand(*batch, a).reshape(1, -1, a)
-        if obs.shape[:-1] == batch:  # a row per observation (a training batch): [obs, act]
-            x = torch.cat([obs.reshape(1, -1, d), act], -1)
-            h = torch.baddbmm(b0, x.expand(m, -1, -1), w0)
-        else:  # observations shared by several actions (candidates): their part once each
-            h_obs = torch.baddbmm(b0, obs.reshape(1, -1, d).expand(m, -1, -1), w0[:, :d])
-            lead = (1,) * (len(batch) + 1 - obs.dim())
-            h = torch.bmm(act.expand(m, -1, -1), w0[:, d:]).view(m, *batch, hidden)
-            h = h.add_(h_obs.view(m, *lead, *obs.shape[:-1], hidden)).view(m, -1, hidden)
+        # first layer on [obs, act]: the observation is broadcast to the candidates sharing it
+        x = torch.cat([obs.expand(*batch, obs.shape[-1]), act.expand(*batch, act.shape[-1])], -1)
+        h = torch.baddbmm(b0, x.view(1, -1, x.shape[-1]).expand(m, -1, -1), w0)
         return self._hidden_layers(h, 1, params, members).view(m, *batch, 1)
 
     def _hidden_layers(self, h, start: int, params=None, members=None) -> torch.Tensor:
