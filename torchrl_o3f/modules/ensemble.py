@@ -71,6 +71,8 @@ def _check_dtype(dtype: torch.dtype, observation: torch.Tensor, action: torch.Te
 
 def _broadcast_batch(obs_batch: torch.Size, act_batch: torch.Size) -> torch.Size:
     """The broadcast of the observation's and the action's batch shapes, or a clear error."""
+    if obs_batch == act_batch or not obs_batch:  # training batches; one shared observation
+        return act_batch
     try:
         return torch.broadcast_shapes(obs_batch, act_batch)
     except RuntimeError:
