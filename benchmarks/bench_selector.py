@@ -1,60 +1,53 @@
-"""Speed of O3F action selection, against peers measured interleaved in the same run.
+"""Speed of O3F action selection and of the online phase it runs in, against peers, in one run.
 
-Latency per environment step of choosing one action (sample N candidates around the policy
-action, project them, score them with a m-member ensemble of 2x256 critics, take the argmax) for
-HalfCheetah shapes (observation 17, action 6), for every N in {10, 100, 1000}, m in {2, 5, 10}
-and env batch in {1, 16}:
+Part 1, selection latency per environment step (sample N candidates around the policy action,
+clamp them onto the spec, score them with an m-member ensemble of 2x256 critics, take the
+argmax; HalfCheetah shapes: observation 17, action 6), for each cell ``N x m x env batch``
+(default ``100x5x1``, the paper's setting with one env):
 
-* ``o3f``: ``O3FActionSelector(QEnsemble)``, the full ``forward`` on a tensordict;
-* ``o3f_torch``: the same selector with ``QEnsemble``'s compiled kernel off, so that
-  ``QEnsemble.candidate_values`` runs its torch operations (what a machine without a C
-  compiler gets);
-* ``o3f_dense``: the same selector scoring every candidate densely (``QEnsemble.values``), to
-  measure ``QEnsemble.candidate_values`` (the default), which sends only the hidden units the
-  candidates' offsets flip through the second layer;
-* ``bmm``: a hand-written batched-matmul ensemble (observation and candidate concatenated, one
-  ``baddbmm`` per layer over the stacked weights), the reference of the 0.8 ms goal;
-* ``o3f_generic``: the selector reading torchrl's ``IQLLoss`` critic through
-  ``qvalue_params=loss.qvalue_network_params`` (its generic, vmap path);
-* ``torchrl_iql``: what a torchrl user writes by hand: ``IQLLoss(num_qvalue_nets=m)``'s critic
-  evaluated over its stacked params with ``torch.vmap`` + ``TensorDict.to_module``;
-* ``naive``: a Python loop over candidates and members, each member a plain ``nn.Sequential``.
+* ``o3f``: ``O3FActionSelector(QEnsemble)``, its ``forward`` on a tensordict after the policy
+  wrote its action, as a collector calls it;
+* ``o3f from_loss``: ``O3FActionSelector.from_loss(IQLLoss)``, the selector on torchrl's
+  ``IQLLoss(num_qvalue_nets=m)`` critic through its stacked params (``StackedCritic``);
+* ``torchrl IQLLoss vmap``: what a torchrl user writes by hand: that critic evaluated over its
+  stacked params with ``torch.vmap`` + ``TensorDict.to_module``;
+* ``naive loop``: a Python loop over candidates and members, each member an ``nn.Sequential``.
 
-All hold the same weights (copied from the QEnsemble) and the script checks they pick the
-same candidate before timing. The calls run in rounds of one call per method, in a fresh random
-order each round, so that machine drift and cache effects hit all alike; each cell is the
-median over its calls. A freshly initialised critic is not what O3F scores with: pass
-``--checkpoint`` (a trainer checkpoint, e.g. the default recipe's ``final.pt``) to use its
-trained critic and actor, observations from its dataset and the actor's actions as the
-anchors (cells with m = 5 only).
+All hold the same weights and the script checks that they pick the same candidate from the
+same draws before timing. Calls run in rounds of one call per method in a fresh random order,
+so that machine drift hits all alike; a run of a cell gives each method the median over its
+calls, and the cell is each method's fastest of ``--repeats`` runs (other processes' load
+slows a run, never speeds it up).
 
-A second part measures a ``torchrl.collectors.Collector`` on HalfCheetah with the policy
-alone, with policy + selector, with policy + selector in torch operations (kernel off), with
-policy + selector scoring densely and with policy + selector given a free score (what the
-selector costs besides scoring; N=100, m=5), in alternating rounds; a third compares the spec
-projection (clamp against buffers vs ``TensorSpec.project``), and a fourth counts the page
-faults of scoring 16 envs at once.
+Part 2, the recipe's online phase (O3F-IQL on halfcheetah-medium, the default recipe's
+networks: 2x256, m = 5, N = 100, batch 256, one update per frame): online frames/s including
+the updates, from ``OfflineOnlineTrainer`` runs (a short offline phase first), alternating
+``exploration.mode=o3f`` and ``exploration.mode=none`` in one process; each run's rate is read
+from its ``metrics.jsonl`` (``online/frames_per_s``, the first logged window left out as
+warm-up).
 
 Run (2 threads, as everywhere in the project)::
 
-    python benchmarks/bench_selector.py            # full table, ~3 minutes on 2 CPU cores
-    python benchmarks/bench_selector.py --quick    # N=100, m=5 only
+    python benchmarks/bench_selector.py                     # both parts, ~2 minutes on 2 cores
+    python benchmarks/bench_selector.py --cells 10x5x1 100x5x1 1000x5x1 100x5x16 --skip-online
     python benchmarks/bench_selector.py --device cuda
-    python benchmarks/bench_selector.py --quick --checkpoint outputs/<run>/checkpoints/final.pt
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
+import datetime
+import json
 import random
 import statistics
-import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from tensordict import TensorDict
-from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
+from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -64,85 +57,6 @@ from torchrl.objectives import IQLLoss
 from torchrl_o3f.modules import O3FActionSelector, QEnsemble, build_mlp
 
 OBS, ACT, CELLS = 17, 6, 256
-
-
-@contextlib.contextmanager
-def kernel_off(q: QEnsemble):
-    """``q`` scores with torch operations only (its compiled kernel off) inside the block."""
-    old, q.use_kernel = q.use_kernel, False
-    try:
-        yield q
-    finally:
-        q.use_kernel = old
-
-
-class TorchScoring(O3FActionSelector):
-    """The selector with the ensemble's compiled kernel off (``candidate_values`` in torch
-    operations, the fallback where no C compiler is found)."""
-
-    def member_values(self, observation, candidates, anchor=None):  # noqa: D102
-        with kernel_off(self.qvalue_network):
-            return super().member_values(observation, candidates, anchor)
-
-
-class DenseScoring(O3FActionSelector):
-    """The selector scoring every candidate densely (``QEnsemble.values``, no anchor)."""
-
-    def member_values(self, observation, candidates, anchor=None):  # noqa: D102
-        return super().member_values(observation, candidates)
-
-
-class FreeScoring(O3FActionSelector):
-    """The selector with a free score (the sum of the candidate's entries, no critic): what its
-    sampling, projection, argmax and tensordict work cost a collector without the scoring."""
-
-    def member_values(self, observation, candidates, anchor=None):  # noqa: D102
-        return candidates.sum(-1, keepdim=True).unsqueeze(0)
-
-
-def load_trained(path: str, device) -> dict:
-    """A trainer checkpoint's critic (normalisation folded into its first layer, so every
-    peer holds the same plain weights), its actor and its dataset's observations."""
-    from torchrl_o3f.data import load_offline_dataset
-    from torchrl_o3f.modules.actors import make_iql_actor
-    from torchrl_o3f.trainers.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path)
-    loss = state["agent"]["loss"]
-    qs = {k.removeprefix("qvalue_network."): v for k, v in loss.items() if k.startswith("qvalue_")}
-    m, _, cells = qs["weights.0"].shape
-    q = QEnsemble(OBS, ACT, num_members=m, num_cells=cells)
-    q.load_state_dict(qs)
-    with torch.no_grad():
-        # (x - loc) / scale @ W + b == x @ (W / scale) + (b - (loc / scale) @ W)
-        loc = torch.cat([q.observation_loc, q.action_loc])
-        scale = torch.cat([q.observation_scale, q.action_scale])
-        q.biases[0].sub_(((loc / scale) @ q.weights[0]).unsqueeze(1))
-        q.weights[0].div_(scale[:, None])
-    q.set_input_normalization()  # identity: folded into the first layer
-    q = q.to(device)
-    spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
-    actor = make_iql_actor(OBS, spec, num_cells=CELLS).to(device)
-    actor.load_state_dict(
-        {k.removeprefix("actor_network."): v for k, v in loss.items() if k.startswith("actor_")}
-    )
-    data = load_offline_dataset(state["meta"]["dataset_id"])
-    return {"q": q, "actor": actor, "observations": data["observation"].to(device)}
-
-
-def bmm_select(q: QEnsemble, obs, action, sigma, num_candidates, low, high, generator):
-    """The reference of the 0.8 ms goal: a hand-written batched-matmul ensemble (inputs
-    concatenated, one ``baddbmm`` per layer over stacked weights), mean over members, argmax."""
-    noise = torch.randn((num_candidates, *action.shape), generator=generator, device=action.device)
-    cands = torch.clamp(action + sigma * noise, low, high)
-    x = torch.cat([obs.expand(*cands.shape[:-1], OBS), cands], -1).reshape(1, -1, OBS + ACT)
-    h = x.expand(q.num_members, -1, -1)
-    for i, (w, b) in enumerate(zip(q.weights, q.biases)):
-        h = torch.baddbmm(b, h, w)
-        if i < len(q.weights) - 1:
-            h = torch.relu(h)
-    index = h.mean(0).view(cands.shape[:-1]).argmax(0)
-    return cands.gather(0, index[None, ..., None].expand(1, *action.shape)).squeeze(0)
 
 
 def naive_members(q: QEnsemble) -> list[nn.Sequential]:
@@ -177,9 +91,8 @@ def naive_select(members, obs, action, sigma, num_candidates, low, high, generat
     return best
 
 
-def torchrl_iql_critic(q: QEnsemble):
+def torchrl_iql_loss(q: QEnsemble) -> IQLLoss:
     """IQLLoss(num_qvalue_nets=m) with the QEnsemble's weights copied into its stacked params."""
-    m = q.num_members
     actor = ProbabilisticActor(
         TensorDictModule(
             nn.Sequential(build_mlp(OBS, 2 * ACT, num_cells=32), NormalParamExtractor()),
@@ -194,11 +107,10 @@ def torchrl_iql_critic(q: QEnsemble):
         in_keys=["observation", "action"],
     )
     value = ValueOperator(MLP(OBS, 1, num_cells=[32, 32]), in_keys=["observation"])
-    loss = IQLLoss(actor, qnet, value, num_qvalue_nets=m).to(q.device)
+    loss = IQLLoss(actor, qnet, value, num_qvalue_nets=q.num_members).to(q.device)
     params = loss.qvalue_network_params
     linear_keys = sorted(
-        {k[:-1] for k in params.keys(True, True) if k[-1] == "weight"},
-        key=lambda k: int(k[-1]),
+        {k[:-1] for k in params.keys(True, True) if k[-1] == "weight"}, key=lambda k: int(k[-1])
     )
     with torch.no_grad():
         for key, w, b in zip(linear_keys, q.weights, q.biases):
@@ -224,357 +136,172 @@ def torchrl_select(loss, obs, action, sigma, num_candidates, low, high, generato
     return cands.gather(0, index[None, ..., None].expand(1, *action.shape)).squeeze(0)
 
 
-def interleaved(fns: dict, budget_s: float, min_calls: int, max_calls: int) -> dict:
-    """Rounds of one call per method, in a fresh random order each round (so that no method
-    always runs right after the same one, e.g. with the caches the naive loop left); each method
-    gets calls until its time budget; medians in ms."""
-    times = {k: [] for k in fns}
+def interleaved(fns: dict, budget_s: float, sync=None) -> dict:
+    """Rounds of one call per method in a fresh random order each round; each method gets
+    calls until its time budget (5 to 300); medians in ms and the number of calls."""
     for f in fns.values():  # warm-up
         f()
         f()
-    est = {}
+    calls = {}
     for k, f in fns.items():
         t0 = time.perf_counter()
         f()
-        est[k] = time.perf_counter() - t0
-    calls = {k: int(min(max_calls, max(min_calls, budget_s / max(est[k], 1e-6)))) for k in fns}
-    order = random.Random(0)
-    names = list(fns)
+        calls[k] = int(min(300, max(5, budget_s / max(time.perf_counter() - t0, 1e-6))))
+    times = {k: [] for k in fns}
+    order, names = random.Random(0), list(fns)
     for r in range(max(calls.values())):
         order.shuffle(names)
         for k in names:
-            f = fns[k]
             if r < calls[k]:
                 t0 = time.perf_counter()
-                f()
-                if device_sync is not None:
-                    device_sync()
+                fns[k]()
+                if sync is not None:
+                    sync()
                 times[k].append(time.perf_counter() - t0)
     return {k: (statistics.median(v) * 1e3, len(v)) for k, v in times.items()}
 
 
-device_sync = None
-
-
-def cell_inputs(m: int, shape: tuple, device, trained=None):
-    """``(critic, observations, policy actions)`` of a cell: a fresh m-member critic with random
-    inputs, or the checkpoint's critic, dataset observations and its actor's actions."""
-    torch.manual_seed(0)
-    if trained is None:
-        q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
-        obs = torch.randn(*shape, OBS, device=device)
-        return q, obs, torch.rand(*shape, ACT, device=device) * 2 - 1
-    pool = trained["observations"]
-    obs = pool[torch.randint(len(pool), shape, device=pool.device)]
-    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-        action = trained["actor"](TensorDict({"observation": obs}, shape))["action"]
-    return trained["q"], obs, action
-
-
-def measure_cell(n: int, m: int, b: int, device, budget_s: float, trained=None) -> dict:
-    """One cell of the grid: the methods on the same weights, interleaved."""
+def measure_cell(n: int, m: int, b: int, device, budget_s: float) -> dict:
+    """One latency cell: every method on the same weights, checked, then interleaved."""
     spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
     low, high = spec.space.low, spec.space.high
     shape = (b,) if b > 1 else ()
-    q, obs, action = cell_inputs(m, shape, device, trained)
-    sel = O3FActionSelector(
-        q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
-    )
-    sel_dense = DenseScoring(
-        q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
-    )
-    sel_torch = TorchScoring(
-        q, spec, num_candidates=n, sigma=0.2, generator=torch.Generator(device).manual_seed(0)
-    )
-    loss = torchrl_iql_critic(q)
-    sel_generic = O3FActionSelector(
-        loss.qvalue_network,
-        spec,
-        num_candidates=n,
-        sigma=0.2,
-        qvalue_params=loss.qvalue_network_params,
-        generator=torch.Generator(device).manual_seed(0),
-    )
+    torch.manual_seed(0)
+    q = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, device=device)
+    obs = torch.randn(*shape, OBS, device=device)
+    action = torch.rand(*shape, ACT, device=device) * 2 - 1
+    loss = torchrl_iql_loss(q)
+    kwargs = {"num_candidates": n, "sigma": 0.2}
+    sel = O3FActionSelector(q, spec, generator=torch.Generator(device), **kwargs)
+    sel_loss = O3FActionSelector.from_loss(loss, spec, generator=torch.Generator(device), **kwargs)
     members = naive_members(q)
     td = TensorDict({"observation": obs, "action": action}, shape)
     g = torch.Generator(device)
 
     def policy_then(selector):
-        # what a collector does: the policy writes its action, the selector overwrites it
-        td.set("action", action)
+        td.set("action", action)  # the policy writes its action, the selector overwrites it
         return selector(td)["action"]
 
     fns = {
         "o3f": lambda: policy_then(sel),
-        "o3f_torch": lambda: policy_then(sel_torch),
-        "o3f_dense": lambda: policy_then(sel_dense),
-        "o3f_generic": lambda: policy_then(sel_generic),
-        "torchrl_iql": lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
-        "bmm": lambda: bmm_select(q, obs, action, 0.2, n, low, high, g),
-        "naive": lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
+        "o3f from_loss": lambda: policy_then(sel_loss),
+        "torchrl IQLLoss vmap": lambda: torchrl_select(loss, obs, action, 0.2, n, low, high, g),
+        "naive loop": lambda: naive_select(members, obs, action, 0.2, n, low, high, g),
     }
     with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
-        # same draws -> every method must pick the same candidate
         outs = []
-        for f in fns.values():
-            gens = (sel, sel_torch, sel_dense, sel_generic)
-            for gen in (*(x.generator for x in gens), g):
+        for f in fns.values():  # same draws -> the same candidate
+            for gen in (sel.generator, sel_loss.generator, g):
                 gen.manual_seed(1)
             outs.append(f())
         for o in outs[1:]:
             torch.testing.assert_close(o, outs[0], atol=1e-5, rtol=1e-5)
-        return interleaved(fns, budget_s, min_calls=5, max_calls=300)
+        sync = torch.cuda.synchronize if device.type == "cuda" else None
+        return interleaved(fns, budget_s, sync)
 
 
-def latency_table(device, grid, budget_s, trained=None, repeats=1):
-    """The per-step selection latency grid, printed as markdown rows.
+def online_frames_per_s(mode: str, frames: int, device: str, dataset_root, dataset_size) -> float:
+    """One short O3F-IQL run of the default recipe's task and networks; its online frames/s
+    (median over the logged windows of 100 frames after the first)."""
+    from torchrl_o3f.trainers import BUDGETS, OfflineOnlineTrainer, TrainerConfig
 
-    With ``repeats`` > 1 the whole grid runs that many times (so that a slow phase of the
-    machine, which can last seconds, hits one repeat of a cell rather than all of it) and each
-    method's cell is the median of its per-repeat medians."""
-    runs = {cell: [] for cell in grid}
-    for r in range(repeats):
-        for cell in grid:
-            runs[cell].append(measure_cell(*cell, device, budget_s, trained))
-        if repeats > 1:
-            print(f"(repeat {r + 1}/{repeats} done)", file=sys.stderr, flush=True)
-    rows = []
-    for (n, m, b), results in runs.items():
-        res = {
-            k: (statistics.median(r[k][0] for r in results), sum(r[k][1] for r in results))
-            for k in results[0]
-        }
-        rows.append((n, m, b, res))
-        o3f = res["o3f"][0]
-        print(
-            f"| {n} | {m} | {b} | {o3f:.3f} | {res['o3f_torch'][0]:.3f} | "
-            f"{res['o3f_torch'][0] / o3f:.2f}x | {res['o3f_dense'][0]:.3f} | "
-            f"{res['o3f_dense'][0] / o3f:.2f}x | {res['bmm'][0]:.3f} | "
-            f"{res['o3f_generic'][0]:.3f} | "
-            f"{res['torchrl_iql'][0]:.3f} | {res['naive'][0]:.2f} | "
-            f"{res['torchrl_iql'][0] / o3f:.1f}x | {res['naive'][0] / o3f:.0f}x | "
-            f"{min(c for _, c in res.values())}-{max(c for _, c in res.values())} |",
-            flush=True,
+    budget = dataclasses.replace(
+        BUDGETS["cpu"],
+        offline_steps=20,
+        online_frames=frames,
+        eval_every=10**9,
+        eval_episodes=1,
+        checkpoint_every=10**9,
+        log_every=100,
+        dataset_size=dataset_size,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainerConfig(
+            task="halfcheetah-medium",
+            budget=budget,
+            output_dir=out,
+            dataset_root=dataset_root,
+            progress=False,
+            device=device,
         )
-    return rows
+        cfg.exploration.mode = mode
+        cfg.logger.backend = "none"
+        OfflineOnlineTrainer(cfg).train()
+        rows = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
+    rates = [r["online/frames_per_s"] for r in rows if "online/frames_per_s" in r]
+    return statistics.median(rates[1:] or rates)
 
 
-def collector_throughput(rounds: int, frames: int, device, trained=None, num_envs: int = 1):
-    """Frames/s of a Collector on HalfCheetah (``num_envs`` envs stepped as one batch): IQL
-    actor alone vs actor + selector (default, torch operations, dense and free scoring), with
-    the checkpoint's actor and critic when given."""
-    from torchrl.collectors import Collector
-
-    from torchrl_o3f.envs import make_env
-    from torchrl_o3f.modules.actors import make_iql_actor
-
-    def make(selector_cls):
-        env = make_env("halfcheetah-medium", seed=0, num_envs=num_envs)
-        # the policy O3F-IQL collects with: IQL's Gaussian actor, 2x256
-        if trained is None:
-            torch.manual_seed(0)
-            actor = make_iql_actor(OBS, env.action_spec, num_cells=CELLS)
-            q = QEnsemble(OBS, ACT, num_members=5, num_cells=CELLS)
-        else:
-            actor, q = trained["actor"], trained["q"]
-        policy = actor
-        if selector_cls is not None:
-            selector = selector_cls(q, env.action_spec, num_candidates=100, sigma=0.2)
-            policy = TensorDictSequential(actor, selector)
-        return Collector(
-            env,
-            policy,
-            frames_per_batch=frames,
-            total_frames=-1,
-            auto_register_policy_transforms=False,
-        )
-
-    collectors = {
-        "policy": make(None),
-        "policy+selector": make(O3FActionSelector),
-        "policy+selector (torch ops)": make(TorchScoring),
-        "policy+selector (dense)": make(DenseScoring),
-        "policy+selector (free scoring)": make(FreeScoring),
-    }
-    iters = {k: iter(c) for k, c in collectors.items()}
-    for it in iters.values():  # warm-up batch
-        next(it)
-    rates = {k: [] for k in collectors}
-    for _ in range(rounds):
-        for k, it in iters.items():
-            t0 = time.perf_counter()
-            next(it)
-            rates[k].append(frames / (time.perf_counter() - t0))
-    for c in collectors.values():
-        c.shutdown()
-    return {k: statistics.median(v) for k, v in rates.items()}
+def online_part(args) -> None:
+    """Alternating o3f / none runs (ABBA order), medians and the ratio."""
+    rates = {"o3f": [], "none": []}
+    for r in range(args.rounds):
+        for mode in ("o3f", "none") if r % 2 == 0 else ("none", "o3f"):
+            fps = online_frames_per_s(
+                mode, args.online_frames, args.device, args.dataset_root, args.dataset_size
+            )
+            rates[mode].append(fps)
+            print(f"(round {r + 1}: {mode} {fps:.1f} frames/s)", flush=True)
+    o3f, none = statistics.median(rates["o3f"]), statistics.median(rates["none"])
+    print("\n### Online phase of O3F-IQL on halfcheetah-medium (frames/s incl. updates)\n")
+    print("| exploration.mode=o3f | exploration.mode=none | o3f / none | runs per mode |")
+    print("|---|---|---|---|")
+    print(f"| {o3f:.1f} | {none:.1f} | {o3f / none:.2f} | {args.rounds} |")
 
 
-def projection(device, calls=2000):
-    """Clamp against buffers vs TensorSpec.project on [100, 6] candidates."""
-    spec = Bounded(-1.0, 1.0, shape=(ACT,), device=device)
-    low, high = spec.space.low, spec.space.high
-    x = torch.randn(100, ACT, device=device) * 2
-    fns = {"clamp": lambda: torch.clamp(x, low, high), "spec.project": lambda: spec.project(x)}
-    torch.testing.assert_close(fns["clamp"](), fns["spec.project"]())
-    res = interleaved(fns, budget_s=calls * 1e-5, min_calls=calls, max_calls=calls)
-    return {k: v[0] * 1e3 for k, v in res.items()}
-
-
-def page_faults(device, n=100, m=5, b=16, calls=30) -> dict:
-    """Median ms and minor page faults per call of one cell's scoring: the compiled kernel,
-    the torch sparse layer and the dense product.
-
-    With 16 envs the scoring makes temporaries of several MB; glibc returns such blocks to the
-    system when they are freed and takes fresh (faulting) pages for the next call unless its
-    thresholds are raised (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``)."""
-    import resource
-
-    q, obs, action = cell_inputs(m, (b,), device)
-    cands = (action + 0.2 * torch.randn(n, b, ACT, device=device)).clamp(-1, 1)
-
-    def torch_ops():
-        with kernel_off(q):
-            return q.candidate_values(obs, cands, action)
-
-    fns = {
-        "kernel": lambda: q.candidate_values(obs, cands, action),
-        "sparse": torch_ops,
-        "dense": lambda: q.values(obs, cands),
-    }
-    times = {k: [] for k in fns}
-    faults = {k: [] for k in fns}
-    with torch.no_grad():
-        for f in fns.values():  # warm-up
-            f()
-        for _ in range(calls):  # interleaved, one call each
-            for name, f in fns.items():
-                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                t0 = time.perf_counter()
-                f()
-                times[name].append(time.perf_counter() - t0)
-                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    return {k: (statistics.median(times[k]) * 1e3, statistics.median(faults[k])) for k in fns}
-
-
-def grouping(device, n=1000, m=5, b=16, calls=6, trained=None) -> dict:
-    """``QEnsemble.candidate_values`` in torch operations scoring b observations in groups of
-    ~4096 (member, candidate) rows (the default) against one pass over all of them, for the
-    sparse layer (a ReLU critic, the checkpoint's when given, its compiled kernel off) and the
-    dense product (the same critic with LayerNorm, which the sparse layer does not serve);
-    medians in ms, interleaved. (The kernel needs no groups for two-layer critics.)"""
-    relu, obs, action = cell_inputs(m, (b,), device, trained)
-    norm = QEnsemble(OBS, ACT, num_members=m, num_cells=CELLS, layer_norm=True, device=device)
-    cands = (action + 0.2 * torch.randn(n, b, ACT, device=device)).clamp(-1, 1)
-    one_pass = n * b * m
-    fns = {
-        "sparse, groups": lambda: relu.candidate_values(obs, cands, action),
-        "sparse, one pass": lambda: relu.candidate_values(obs, cands, action, chunk_rows=one_pass),
-        "dense, groups": lambda: norm.candidate_values(obs, cands, action),
-        "dense, one pass": lambda: norm.candidate_values(obs, cands, action, chunk_rows=one_pass),
-    }
-    with torch.no_grad(), kernel_off(relu):
-        return interleaved(fns, budget_s=0.0, min_calls=calls, max_calls=calls)
+def load_average() -> str:
+    """The 1-minute load average (Linux), to tell an idle machine from a busy one."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "n/a"
 
 
 def main():
     """Run the benchmark and print markdown tables."""
-    global device_sync
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="only N=100, m=5, batch 1 and 16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--budget", type=float, default=1.5, help="seconds per method and cell")
     parser.add_argument(
-        "--repeats", type=int, default=1, help="runs of the whole grid (median of the medians)"
+        "--cells", nargs="+", default=["100x5x1"], help="latency cells NxMxENVS, e.g. 100x5x16"
     )
-    parser.add_argument("--rounds", type=int, default=6, help="collector rounds")
-    parser.add_argument("--frames", type=int, default=400, help="frames per collector round")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per method and cell")
     parser.add_argument(
-        "--collector-envs",
-        type=int,
-        nargs="+",
-        default=[1],
-        help="env batch sizes of the collector part (e.g. 1 16)",
+        "--repeats", type=int, default=5, help="latency: each cell's fastest of this many runs"
     )
-    parser.add_argument("--skip-collector", action="store_true")
-    parser.add_argument("--collector-only", action="store_true")
-    parser.add_argument(
-        "--checkpoint", default=None, help="a trainer checkpoint: score with its trained critic"
-    )
+    parser.add_argument("--rounds", type=int, default=4, help="online runs per mode")
+    parser.add_argument("--online-frames", type=int, default=400)
+    parser.add_argument("--dataset-size", type=int, default=20_000)
+    parser.add_argument("--dataset-root", default=None, help="Minari root (default: Minari's)")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-online", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cuda":
-        device_sync = torch.cuda.synchronize
-    trained = load_trained(args.checkpoint, device) if args.checkpoint else None
-    critic = f"trained critic from {args.checkpoint}" if trained else "freshly initialised critic"
-    print(f"torch {torch.__version__}, {args.threads} threads, device {device}, {critic}")
-    if not args.collector_only:
-        latency_part(args, device, trained)
-    if not args.skip_collector and device.type == "cpu":
-        print("\n### Collector on HalfCheetah (frames/s, median of alternating rounds)\n")
-        print(
-            "| envs | policy alone | policy + selector (N=100, m=5) | ratio | "
-            "policy + selector, torch ops | ratio | policy + selector, dense scoring | ratio | "
-            "policy + selector, free scoring | ratio |\n|" + "---|" * 10
-        )
-        costs = []
-        for num_envs in args.collector_envs:
-            rates = collector_throughput(args.rounds, args.frames, device, trained, num_envs)
-            alone = rates["policy"]
-            row = [num_envs, alone]
-            for k in ("", " (torch ops)", " (dense)", " (free scoring)"):
-                row += [rates["policy+selector" + k], rates["policy+selector" + k] / alone]
-            cells = (" {:.0f} | {:.2f} |" * 4).format(*row[2:])
-            print("| {} | {:.0f} |".format(*row[:2]) + cells)
-            # per-frame cost of the selector over the policy alone, and of its scoring alone
-            per_frame = {k: 1e3 / v - 1e3 / alone for k, v in rates.items() if k != "policy"}
-            costs.append(
-                f"{num_envs} env(s): "
-                + ", ".join(f"{k.removeprefix('policy+')} {v:.3f}" for k, v in per_frame.items())
-                + f"; a 0.6 ratio allows {1e3 / alone * (1 / 0.6 - 1):.3f}"
-            )
-        print("\nper frame over the policy alone (ms):\n" + "\n".join(costs))
-
-
-def latency_part(args, device, trained=None):
-    """Projection and latency tables."""
-    print("\n### Projection onto the spec, [100, 6] candidates (us per call)\n")
-    proj = projection(device)
-    print("| clamp | spec.project |\n|---|---|")
-    print(f"| {proj['clamp']:.1f} | {proj['spec.project']:.1f} |")
-    if device.type == "cpu" and sys.platform.startswith("linux"):
-        faults = page_faults(device)
-        print("\n### Allocator: N=100, m=5, 16 envs (ms and page faults per call, median)\n")
-        print(
-            "| kernel (candidate_values) | faults | torch sparse layer (kernel off) | faults | "
-            "dense (values) | faults |\n|" + "---|" * 6
-        )
-        print("| " + " | ".join(f"{t:.2f} | {f:.0f}" for t, f in faults.values()) + " |")
-
-    if device.type == "cpu":
-        res = grouping(device, trained=trained)
-        print("\n### Groups of observations: N=1000, m=5, 16 envs (ms per call, median)\n")
-        print("| " + " | ".join(res) + " |\n|" + "---|" * len(res))
-        print("| " + " | ".join(f"{t:.1f}" for t, _ in res.values()) + " |")
-
-    grid = (
-        [(100, 5, 1), (100, 5, 16)]
-        if args.quick
-        else [(n, m, b) for b in (1, 16) for n in (10, 100, 1000) for m in (2, 5, 10)]
-    )
-    if trained is not None:
-        grid = [(n, m, b) for n, m, b in grid if m == trained["q"].num_members]
-    print("\n### Selection latency per env step (ms, median)\n")
     print(
-        "| N | m | env batch | o3f | o3f torch ops | torch ops / o3f | o3f dense scoring | "
-        "dense / o3f | hand-written bmm | "
-        "o3f generic (IQLLoss critic) | torchrl IQLLoss vmap | "
-        "naive loop | torchrl / o3f | naive / o3f | calls |"
+        f"{datetime.date.today().isoformat()}: torch {torch.__version__}, "
+        f"{args.threads} threads, device {device}, load average {load_average()}"
     )
-    print("|" + "---|" * 15)
-    latency_table(device, grid, args.budget, trained, args.repeats)
+    if not args.skip_latency:
+        print("\n### Selection latency per env step (ms, median)\n")
+        head = ["N", "m", "env batch", "o3f", "o3f from_loss", "torchrl IQLLoss vmap"]
+        head += ["naive loop", "torchrl / o3f", "naive / o3f", "calls"]
+        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+        for cell in args.cells:
+            n, m, b = (int(x) for x in cell.split("x"))
+            runs = [measure_cell(n, m, b, device, args.budget) for _ in range(args.repeats)]
+            ms = {k: min(r[k][0] for r in runs) for k in runs[0]}
+            calls = [sum(r[k][1] for r in runs) for k in runs[0]]
+            o3f, trl, naive = ms["o3f"], ms["torchrl IQLLoss vmap"], ms["naive loop"]
+            print(
+                f"| {n} | {m} | {b} | {o3f:.3f} | {ms['o3f from_loss']:.3f} | {trl:.3f} | "
+                f"{naive:.2f} | {trl / o3f:.1f}x | {naive / o3f:.0f}x | "
+                f"{min(calls)}-{max(calls)} |",
+                flush=True,
+            )
+    if not args.skip_online:
+        online_part(args)
+    print(f"\nload average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

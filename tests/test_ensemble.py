@@ -1,5 +1,3 @@
-import random
-
 import pytest
 import torch
 from tensordict import TensorDict
@@ -143,156 +141,12 @@ def test_members_subset_evaluates_only_those_members():
     torch.testing.assert_close(q.values(obs, act, params, members=idx), full[idx])
 
 
-def _trained_like(q: QEnsemble, obs_scale: float = 3.0) -> QEnsemble:
-    """Give the first layer large observation weights, so few units flip near an anchor (as
-    in a trained critic, whose first layer is dominated by the observation)."""
-    with torch.no_grad():
-        q.weights[0][:, : q.observation_dim] *= obs_scale
-    return q
-
-
-@pytest.mark.parametrize("kernel", [True, False])
-@pytest.mark.parametrize("batch", [(), (16,), (2, 3)])
-@pytest.mark.parametrize("sigma", [1e-6, 0.05, 0.3, 3.0])
-def test_candidate_values_equal_the_dense_values(batch, sigma, kernel):
-    torch.manual_seed(0)
-    q = _trained_like(QEnsemble(11, 4, num_members=5, num_cells=64, kernel=kernel))
-    q.set_input_normalization(
-        torch.randn(11), torch.rand(11) + 0.5, torch.randn(4) * 0.1, torch.rand(4) + 0.5
-    )
-    obs = torch.randn(*batch, 11)
-    anchor = torch.rand(*batch, 4) * 2 - 1
-    cands = (anchor + sigma * torch.randn(500, *batch, 4)).clamp(-1, 1)
-    with torch.no_grad():
-        fast = q.candidate_values(obs, cands, anchor)
-        dense = q.values(obs, cands)
-    assert fast.shape == dense.shape == (5, 500, *batch, 1)
-    torch.testing.assert_close(fast, dense, rtol=1e-5, atol=1e-5)
-
-
-def test_candidate_values_take_the_sparse_path_and_count_flips(monkeypatch):
-    """The torch fallback (no compiled kernel): near the anchor the dense path is not called;
-    far from it (most units flip) it is."""
-    torch.manual_seed(1)
-    q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64, depth=3, kernel=False))
-    obs, anchor = torch.randn(11), torch.rand(4) * 2 - 1
-    near = anchor + 0.05 * torch.randn(500, 4)
-    with torch.no_grad():
-        dense = q.values(obs, near)
-        calls = []
-        real = q.values
-        monkeypatch.setattr(q, "values", lambda *a, **k: calls.append(1) or real(*a, **k))
-        torch.testing.assert_close(q.candidate_values(obs, near, anchor), dense)
-        assert not calls  # exact sparse path (depth 3: the later layers run densely)
-        far = anchor + 50.0 * torch.randn(500, 4)
-        q.candidate_values(obs, near[:190], anchor)
-        assert calls  # too few rows (3 members x 190 < min_rows): dense
-        calls.clear()
-        q.candidate_values(obs.expand(8, 11), near[:50, None].expand(50, 8, 4), anchor.expand(8, 4))
-        assert calls  # 400 rows but too few candidates per observation (50 < 64): dense
-        calls.clear()
-        q.candidate_values(obs, far, anchor, max_active=0.05)
-        assert calls  # too many flipped units: dense
-
-
-def test_candidate_values_in_groups_of_observations(monkeypatch):
-    """Observations are scored in groups of about ``chunk_rows`` rows; with the torch fallback
-    each group picks its own path (here the first observation's anchor is far from its
-    candidates: its group is dense, the others sparse) and the values come back in the
-    caller's batch layout."""
-    torch.manual_seed(3)
-    q = _trained_like(QEnsemble(11, 4, num_members=3, num_cells=64, kernel=False))
-    obs = torch.randn(2, 3, 11)
-    anchor = torch.rand(2, 3, 4) * 2 - 1
-    cands = anchor + 0.05 * torch.randn(100, 2, 3, 4)
-    far = anchor.clone()
-    far[0, 0] += 40.0
-    with torch.no_grad():
-        dense = q.values(obs, cands)
-        calls = []
-        real = q.values
-        monkeypatch.setattr(q, "values", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
-        # 300 rows per observation, groups of 2 observations: [0, 1], [2, 3], [4, 5]
-        got = q.candidate_values(obs, cands, far, max_active=0.2, chunk_rows=600)
-        assert got.shape == dense.shape == (3, 100, 2, 3, 1)
-        torch.testing.assert_close(got, dense, rtol=1e-5, atol=1e-5)
-        assert calls == [torch.Size([100, 2, 4])]  # the first group only, densely
-        calls.clear()
-        torch.testing.assert_close(q.candidate_values(obs, cands, anchor, chunk_rows=1), dense)
-        assert not calls  # one observation per group, all sparse
-
-
-def test_candidate_values_match_an_anchor_far_from_the_candidates():
-    """Any anchor gives the same values (the decomposition is exact, not a linearisation)."""
-    torch.manual_seed(2)
-    q = QEnsemble(6, 3, num_members=2, num_cells=32)
-    obs = torch.randn(6)
-    cands = torch.rand(500, 3) * 2 - 1
-    with torch.no_grad():
-        dense = q.values(obs, cands)
-        for anchor in (cands[0], torch.zeros(3), torch.full((3,), 5.0)):
-            got = q.candidate_values(obs, cands, anchor, max_active=1.0)
-            torch.testing.assert_close(got, dense, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("kwargs", [{"layer_norm": True}, {"activation": "tanh"}, {"depth": 1}])
-def test_candidate_values_fall_back_for_other_critics(kwargs):
-    q = QEnsemble(6, 3, num_members=2, num_cells=32, **kwargs)
-    obs, anchor = torch.randn(4, 6), torch.rand(4, 3)
-    cands = anchor + 0.1 * torch.randn(100, 4, 3)
-    with torch.no_grad():
-        dense = q.values(obs, cands)
-        torch.testing.assert_close(q.candidate_values(obs, cands, anchor), dense)
-        # scored densely, one observation per group
-        torch.testing.assert_close(q.candidate_values(obs, cands, anchor, chunk_rows=1), dense)
-        # one observation with more rows than a group: one dense group
-        got = q.candidate_values(obs[0], cands[:, 0], anchor[0], chunk_rows=1)
-        torch.testing.assert_close(got, dense[:, :, 0])
-    # with autograd on, the dense path runs and gradients flow
-    q.candidate_values(obs, cands, anchor).sum().backward()
-    assert q.weights[0].grad is not None
-
-
-def test_candidate_values_reject_mismatched_action_sizes():
-    q = QEnsemble(6, 3, num_members=2, num_cells=16)
-    with pytest.raises(ValueError, match=r"candidates \[N, \*batch, 3\]"):
-        q.candidate_values(torch.randn(6), torch.rand(40, 2), torch.rand(2))
-
-
-@pytest.mark.parametrize("kernel", [True, False])
-def test_candidate_values_equal_the_dense_values_over_random_configurations(kernel):
-    """Sizes, depths, ensemble sizes, dtypes, spreads and thresholds drawn at random, with the
-    compiled kernel (where it serves the sizes) and with torch operations only."""
-    rnd = random.Random(0)
-    for _ in range(24):
-        d, a, m = rnd.randint(1, 30), rnd.randint(1, 8), rnd.randint(1, 7)
-        dtype = rnd.choice([torch.float32, torch.float64])
-        cells, depth = rnd.choice([4, 16, 64]), rnd.randint(2, 4)
-        q = QEnsemble(d, a, num_members=m, num_cells=cells, depth=depth, kernel=kernel).to(dtype)
-        batch = rnd.choice([(), (1,), (5,), (2, 3)])
-        obs = torch.randn(*batch, d, dtype=dtype)
-        anchor = torch.randn(*batch, a, dtype=dtype)
-        spread = rnd.choice([1e-4, 0.1, 1.0, 10.0])
-        cands = anchor + spread * torch.randn(rnd.choice([64, 400]), *batch, a, dtype=dtype)
-        with torch.no_grad():
-            chunk_rows = rnd.choice([1, 700, 4096])
-            fast = q.candidate_values(
-                obs, cands, anchor, max_active=1.0, min_rows=1, chunk_rows=chunk_rows
-            )
-            dense = q.values(obs, cands)
-        tol = 1e-5 if dtype == torch.float32 else 1e-10
-        torch.testing.assert_close(fast, dense, rtol=tol, atol=tol * float(dense.abs().max()))
-
-
 def test_inputs_of_another_dtype_are_a_clear_error():
     """A float64 env (gymnasium's MuJoCo observations) against float32 critics: the error names
-    the cast, on the dense and on the sparse path."""
+    the cast; a float64 ensemble takes float64 inputs."""
     q = QEnsemble(5, 2, num_members=3, num_cells=16)
     obs, act = torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
     with pytest.raises(TypeError, match="DoubleToFloat"):
         q.values(obs, act)
-    with torch.no_grad(), pytest.raises(TypeError, match="float64"):
-        q.candidate_values(obs, act + 0.1 * torch.randn(1000, 4, 2, dtype=torch.float64), act)
-    with torch.no_grad():
-        out = q.to(torch.float64).candidate_values(obs, act + torch.zeros(1000, 4, 2).double(), act)
+    out = q.to(torch.float64).values(obs, act + torch.zeros(100, 4, 2).double())
     assert out.dtype == torch.float64

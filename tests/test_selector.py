@@ -10,7 +10,7 @@ from torchrl.collectors import Collector
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_o3f.modules import O3FActionSelector, QEnsemble, build_mlp
+from torchrl_o3f.modules import O3FActionSelector, QEnsemble, StackedCritic, build_mlp
 
 OBS, ACT = 4, 2
 
@@ -72,24 +72,19 @@ def test_chosen_action_is_brute_force_argmax(batch, omega):
 
 
 @pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
-def test_brute_force_argmax_through_the_ensembles_sparse_path(batch, monkeypatch):
-    """600+ (member, candidate) rows around the policy action: QEnsemble.candidate_values
-    (exact, only the flipped units densely) picks what a loop over candidates and members
-    picks; with 6 observations x 300 candidates (5400 rows) it scores them in two groups."""
+def test_brute_force_argmax_with_many_candidates(batch):
+    """Hundreds of candidates close to the policy action on a wider critic: the dense batched
+    product picks what a loop over candidates and members picks."""
     n = {(): 400, (3,): 150, (2, 3): 300}[batch]
     torch.manual_seed(3)
     q = QEnsemble(OBS, ACT, num_members=3, num_cells=64)
-    with torch.no_grad():
-        q.weights[0][:, :OBS] *= 3.0  # observation-dominated first layer: few flips
     sel = O3FActionSelector(
         q, _spec(), num_candidates=n, sigma=0.1, omega=0.5, generator=torch.Generator()
     )
-    monkeypatch.setattr(q, "values", lambda *a, **k: pytest.fail("dense path taken"))
     obs, action = torch.randn(*batch, OBS), torch.rand(*batch, ACT) * 2 - 1
     td = TensorDict({"observation": obs, "action": action}, batch)
     sel.generator.manual_seed(11)
     out = sel(td.clone())
-    monkeypatch.undo()
     expected = _brute_force(q, obs, action, 0.1, 0.5, n, seed=11)
     torch.testing.assert_close(out["action"], expected)
 
@@ -221,12 +216,10 @@ def test_constructor_errors():
         O3FActionSelector(q, Composite(other=_spec()))
     with pytest.raises(TypeError, match="qvalue_network must be"):
         O3FActionSelector(object(), _spec())
-    with pytest.raises(ValueError, match="a QEnsemble already holds"):
-        O3FActionSelector(q, _spec(), qvalue_params=TensorDict.from_module(q))
-    with pytest.raises(TypeError, match="sigma_schedule"):
-        O3FActionSelector(q, _spec(), sigma_schedule=(0.2, 0.1))
-    with pytest.raises(ValueError, match="integer frames >= 1"):
-        O3FActionSelector(q, _spec(), omega_schedule=(1.0, 0.0, 0))
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
+        O3FActionSelector(q, _spec(), sigma_end=-1.0)
+    with pytest.raises(ValueError, match="annealing_num_steps must be an integer >= 1"):
+        O3FActionSelector(q, _spec(), sigma_end=0.1, annealing_num_steps=0)
     # composite and unbounded specs are accepted
     O3FActionSelector(q, Composite(action=_spec()))
     sel = O3FActionSelector(q, Unbounded(shape=(ACT,)), sigma=5.0)
@@ -254,21 +247,28 @@ def test_forward_errors():
 
 
 def test_schedules_and_state_dict_round_trip():
+    """sigma anneals linearly over annealing_num_steps frames of step() (torchrl's style), then
+    stays; omega (and sigma) can be written in place by any other schedule."""
     q = QEnsemble(OBS, ACT, num_members=2, num_cells=8)
-    sel = O3FActionSelector(
-        q, _spec(), sigma_schedule=(0.4, 0.1, 100), omega_schedule=lambda t: min(1.0, t / 50)
-    )
+    sel = O3FActionSelector(q, _spec(), sigma=0.4, sigma_end=0.1, annealing_num_steps=100)
     assert float(sel.sigma) == pytest.approx(0.4) and float(sel.omega) == 0.0
     sel.step(50)
+    sel.omega.fill_(1.0)  # the documented hook for other schedules
     assert float(sel.sigma) == pytest.approx(0.25) and float(sel.omega) == pytest.approx(1.0)
     sel.step(1000)
     assert float(sel.sigma) == pytest.approx(0.1) and int(sel.frames) == 1050
-    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
-        O3FActionSelector(q, _spec(), sigma_schedule=lambda t: 0.1 - t).step(1)
-    # a per-dimension sigma without schedule is untouched by step
+    # a per-dimension sigma annealing to a float; without sigma_end step leaves sigma alone
+    per_dim = O3FActionSelector(
+        q, _spec(), sigma=torch.tensor([0.2, 0.4]), sigma_end=0.0, annealing_num_steps=4
+    )
+    per_dim.step(1)
+    torch.testing.assert_close(per_dim.sigma, torch.tensor([0.15, 0.3]))
     fixed = O3FActionSelector(q, _spec(), sigma=torch.tensor([0.1, 0.3]))
     fixed.step(10)
     assert torch.equal(fixed.sigma, torch.tensor([0.1, 0.3]))
+    fixed.sigma.copy_(torch.tensor([0.5, 0.6]))  # written in place by another schedule
+    fixed.step(1)
+    assert torch.equal(fixed.sigma, torch.tensor([0.5, 0.6]))
 
     state = sel.state_dict()
     assert set(state) == {"sigma", "omega", "frames", "low", "high"}  # no critic parameters
@@ -370,11 +370,9 @@ def _sac(obs_dim=OBS, act_dim=ACT):
 
 
 def test_sac_critic_reuse_with_trained_params():
-    """A torchrl SAC critic: the selector scores with the params SACLoss trains."""
+    """A torchrl SAC critic: the selector from from_loss scores with the params SACLoss trains."""
     actor, critic, loss, spec = _sac()
-    sel = O3FActionSelector(
-        loss.qvalue_network, spec, qvalue_params=loss.qvalue_network_params, num_candidates=9
-    )
+    sel = O3FActionSelector.from_loss(loss, spec, num_candidates=9)
     obs, cands = torch.randn(3, OBS), torch.rand(9, 3, ACT) * 2 - 1
 
     def reference(params):
@@ -410,23 +408,96 @@ def test_sac_critic_reuse_with_trained_params():
         assert policy(TensorDict({"observation": obs}, [3]))["action"].shape == (3, ACT)
 
 
-def test_single_critic_module_without_params():
-    """A TensorDictModule returning one value per candidate is a one-member ensemble."""
-    net = TensorDictModule(
-        build_mlp(OBS + ACT, 1, num_cells=8),
-        in_keys=["observation", "action"],
-        out_keys=["state_action_value"],
-    )
-    # TensorDictModule concatenation: wrap so the MLP reads [obs, act]
-    critic = TensorDictModule(
-        lambda o, a: net.module(torch.cat([o, a], -1)),
-        in_keys=["observation", "action"],
-        out_keys=["state_action_value"],
-    )
+def test_a_bare_tensordict_module_critic_is_an_error_naming_from_loss():
+    """A loss's qvalue_network (or the module handed to SACLoss) alone holds weights nothing
+    trains: the selector refuses it and names the way that reads the trained ones."""
+    _, critic, loss, spec = _sac()
+    for module in (loss.qvalue_network, critic):
+        with pytest.raises(TypeError, match=r"from_loss\(loss, action_spec\)"):
+            O3FActionSelector(module, spec)
+    with pytest.raises(TypeError, match="no qvalue_network"):
+        O3FActionSelector.from_loss(torch.nn.Linear(2, 2), spec)
+    with pytest.raises(ValueError, match="leading member dimension"):
+        StackedCritic(critic, TensorDict.from_module(critic))  # one member's, not stacked
+
+
+@pytest.mark.parametrize("loss_name", ["td3", "redq", "cql"])
+def test_from_loss_reads_any_torchrl_loss_with_stacked_critics(loss_name):
+    """TD3, REDQ and CQL: from_loss scores with each member of qvalue_network_params."""
+    from torchrl.modules import ValueOperator
+    from torchrl.objectives import CQLLoss, REDQLoss, TD3Loss
+
+    actor, _, _, spec = _sac()
+    critic = ValueOperator(build_mlp(OBS + ACT, 1, num_cells=16), in_keys=["observation", "action"])
+    if loss_name == "td3":
+        det = TensorDictModule(
+            torch.nn.Sequential(build_mlp(OBS, ACT, num_cells=16), torch.nn.Tanh()),
+            in_keys=["observation"],
+            out_keys=["action"],
+        )
+        loss = TD3Loss(det, critic, action_spec=spec, num_qvalue_nets=2)
+    elif loss_name == "redq":
+        loss = REDQLoss(actor, critic, num_qvalue_nets=4)
+    else:
+        loss = CQLLoss(actor, critic)
+    sel = O3FActionSelector.from_loss(loss, spec, num_candidates=6)
+    params = loss.qvalue_network_params
+    obs, cands = torch.randn(3, OBS), torch.rand(6, 3, ACT) * 2 - 1
+    ref = []
+    for i in range(params.shape[0]):
+        with params[i].to_module(critic):
+            x = torch.cat([obs.expand(6, 3, OBS), cands], -1)
+            ref.append(critic.module(x))
+    torch.testing.assert_close(sel.score(obs, cands), torch.stack(ref).mean(0).squeeze(-1))
+    with set_exploration_type(ExplorationType.RANDOM):
+        td = sel(TensorDict({"observation": obs, "action": torch.zeros(3, ACT)}, [3]))
+    assert spec.is_in(td["action"])
+
+
+@pytest.mark.parametrize("layout", ["members_last_dim", "members_no_last_dim", "single"])
+def test_plain_callable_critics_of_every_documented_layout(layout):
+    """A callable returning [m, N, *batch, 1], [m, N, *batch] or a single critic's
+    [N, *batch, 1] (m = 1) is scored as the mean over its members."""
+    w = torch.randn(3, OBS + ACT)
+
+    def members(obs, act):  # [3, N, *batch]
+        x = torch.cat([obs.expand(*act.shape[:-1], OBS), act], -1)
+        return torch.einsum("...i,mi->m...", x, w)
+
+    critic = {
+        "members_last_dim": lambda o, a: members(o, a).unsqueeze(-1),
+        "members_no_last_dim": members,
+        "single": lambda o, a: members(o, a)[0].unsqueeze(-1),
+    }[layout]
+    sel = O3FActionSelector(critic, _spec(), num_candidates=5)
+    obs, cands = torch.randn(2, OBS), torch.rand(5, 2, ACT)
+    expected = members(obs, cands)[:1] if layout == "single" else members(obs, cands)
+    torch.testing.assert_close(sel.score(obs, cands), expected.mean(0))
+    td = TensorDict({"observation": obs, "action": torch.zeros(2, ACT)}, [2])
+    assert sel(td)["action"].shape == (2, ACT)
+
+
+def test_stacked_critic_of_one_member_and_its_device():
+    """StackedCritic on a module's own parameters (one member) equals the module itself."""
+    net = build_mlp(OBS + ACT, 1, num_cells=8)
+
+    class Critic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, obs, act):
+            return self.net(torch.cat([obs, act], -1))
+
+    from torchrl.modules import ValueOperator
+
+    module = ValueOperator(Critic(), in_keys=["observation", "action"])
+    critic = StackedCritic(module, TensorDict.from_module(module).unsqueeze(0))
+    assert critic.device == torch.device("cpu")
     sel = O3FActionSelector(critic, _spec(), num_candidates=5)
     obs, cands = torch.randn(OBS), torch.rand(5, ACT)
     torch.testing.assert_close(
-        sel.score(obs, cands), net.module(torch.cat([obs.expand(5, OBS), cands], -1)).squeeze(-1)
+        sel.score(obs, cands), net(torch.cat([obs.expand(5, OBS), cands], -1)).squeeze(-1)
     )
 
 
@@ -481,14 +552,20 @@ def test_collector_stores_the_selected_actions(num_envs):
 
 @pytest.mark.gpu
 def test_device_follows_ensemble():
+    """Buffers are made on the critic's device and follow .to(); forward moves nothing."""
     q = QEnsemble(OBS, ACT, num_members=2, num_cells=8, device="cuda")
     sel = O3FActionSelector(q, _spec(), generator=torch.Generator("cuda").manual_seed(0))
     assert sel.sigma.device.type == "cuda" and sel.low.device.type == "cuda"
     td = TensorDict({"observation": torch.randn(3, OBS), "action": torch.zeros(3, ACT)}, [3])
-    out = sel(td)
-    assert out["action"].device.type == "cpu"  # written back where the policy put it
+    out = sel(td.to("cuda"))
+    assert out["action"].device.type == "cuda"
     with pytest.raises(ValueError, match="generator is on"):
         O3FActionSelector(q, _spec(), generator=torch.Generator())
+    q.to("cpu")
+    sel.to("cpu")
+    sel.generator = None
+    assert sel.sigma.device.type == "cpu" and sel.low.device.type == "cpu"
+    assert sel(td)["action"].device.type == "cpu"
 
 
 def test_docs_examples_run():
@@ -551,10 +628,10 @@ def test_ensemble_batch_broadcast_error():
 
 
 def test_selector_benchmark_peers_pick_the_same_candidates():
-    """benchmarks/bench_selector.py checks, before timing, that every method (the selector with
-    the kernel, in torch operations and scoring densely, the hand-written bmm, torchrl's IQLLoss
-    critic, the naive loop) picks the same candidate from the same draws; run one cell of it
-    with a tiny budget."""
+    """benchmarks/bench_selector.py checks, before timing, that every method (the selector on a
+    QEnsemble and on torchrl's IQLLoss critic through from_loss, the hand-written vmap over
+    IQLLoss's params, the naive loop) picks the same candidate from the same draws; run two
+    cells of it with a tiny budget."""
     import importlib.util
     import pathlib
 
@@ -562,10 +639,26 @@ def test_selector_benchmark_peers_pick_the_same_candidates():
     spec = importlib.util.spec_from_file_location("bench_selector", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    # m = 2: in torch operations one env is 200 (member, candidate) rows (dense), 4 envs 800
-    # (sparse layer)
-    methods = {"o3f", "o3f_torch", "o3f_dense", "o3f_generic", "torchrl_iql", "bmm", "naive"}
-    for n, b in ((100, 1), (100, 4)):
+    methods = {"o3f", "o3f from_loss", "torchrl IQLLoss vmap", "naive loop"}
+    for n, b in ((100, 1), (20, 4)):
         res = bench.measure_cell(n, 2, b, torch.device("cpu"), budget_s=0.01)
         assert set(res) == methods
         assert all(ms > 0 and calls >= 5 for ms, calls in res.values())
+
+
+def test_from_loss_on_the_packages_loss_reads_its_ensemble():
+    """The package's losses train their QEnsemble in place: from_loss scores with it directly,
+    and make_exploration builds the same selector from a loss or from its critic."""
+    from torchrl_o3f.objectives import make_iql_loss
+    from torchrl_o3f.trainers import make_exploration
+
+    loss = make_iql_loss(OBS, _spec(), num_cells=16)
+    sel = O3FActionSelector.from_loss(loss, _spec(), num_candidates=8)
+    assert sel.qvalue_network is loss.qvalue_network
+    for critic in (loss, loss.qvalue_network):
+        explore = make_exploration("o3f", critic, _spec(), sigma=0.3, num_candidates=8)
+        assert explore.qvalue_network is loss.qvalue_network and explore.diagnostics
+    _, _, sac, spec = _sac()
+    explore = make_exploration("o3f", sac, spec, sigma=0.3, num_candidates=8)
+    assert isinstance(explore.qvalue_network, StackedCritic)
+    assert explore.qvalue_network.params is sac.qvalue_network_params

@@ -73,9 +73,7 @@ def make_sac(env, num_cells=32):
 
 def make_selector(loss, spec, **kwargs):
     # scores with the loss's trained stacked critics, not with the module given to SACLoss
-    return O3FActionSelector(
-        loss.qvalue_network, spec, qvalue_params=loss.qvalue_network_params, **kwargs
-    )
+    return O3FActionSelector.from_loss(loss, spec, **kwargs)
 
 
 def make_trainer(env, policy, loss, rb, total_frames, frames_per_batch=50, **kwargs):
@@ -195,7 +193,7 @@ def test_offline_to_online_trainer_runs_o3f_with_the_trained_critics(dataset):
         optim.step()
         updater.step()
     selector = make_selector(loss, env.action_spec, num_candidates=32, sigma=0.2, diagnostics=True)
-    assert selector.qvalue_params is loss.qvalue_network_params
+    assert selector.qvalue_network.params is loss.qvalue_network_params
     trainer = make_trainer(
         env,
         PolicyWithSelector(actor, selector),

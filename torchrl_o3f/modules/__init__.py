@@ -1,4 +1,4 @@
-"""TensorDict modules: the Q ensemble, the O3F action selector, network builders."""
+"""TensorDict modules: the Q ensemble, the O3F action selector and its critics, networks."""
 
 from torchrl_o3f.modules.actors import (
     TanhMeanGaussianNet,
@@ -6,12 +6,20 @@ from torchrl_o3f.modules.actors import (
     make_iql_actor,
     make_value_network,
 )
+from torchrl_o3f.modules.critics import StackedCritic
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor, LatentDecoder
 from torchrl_o3f.modules.networks import build_mlp, get_activation
 from torchrl_o3f.modules.selector import O3FActionSelector
 
-__all__ = ["O3FActionSelector", "QEnsemble", "build_mlp", "ensemble_reduce", "get_activation"]
+__all__ = [
+    "O3FActionSelector",
+    "QEnsemble",
+    "StackedCritic",
+    "build_mlp",
+    "ensemble_reduce",
+    "get_activation",
+]
 __all__ += [
     "LAPOCVAE",
     "LAPOPolicy",

@@ -28,7 +28,7 @@ stand between it and an O3F run; this module handles them:
 :class:`O3FSelectorHook` advances the selector's schedules by the frames collected and logs
 its diagnostics. The O3F-compatible loss is torchrl's :class:`~torchrl.objectives.SACLoss`
 with ``num_qvalue_nets=5``: its ``qvalue_network_params`` are the trained stacked critics, and
-the selector scores with them (``qvalue_params=loss.qvalue_network_params``), never with the
+the selector scores with them (``O3FActionSelector.from_loss(loss, spec)``), never with the
 module given to the loss (the loss copies it). ``tests/test_torchrl_trainer.py`` keeps
 ``xfail(strict=True)`` checks of both torchrl defects: when one of them passes, torchrl fixed it
 and the matching workaround can go.

@@ -148,23 +148,34 @@ def make_exploration(
 ) -> TensorDictModuleBase | None:
     """The post-policy exploration module of an exploration mode.
 
-    ``"o3f"``: :class:`~torchrl_o3f.modules.O3FActionSelector` on the trained ensemble;
-    ``"gaussian"``: torchrl's ``AdditiveGaussianModule`` with the same constant sigma,
-    projected onto the action spec (the paper's ablation); ``"none"``: ``None`` (the policy's
-    own sampling).
+    ``"o3f"``: :class:`~torchrl_o3f.modules.O3FActionSelector` (with diagnostics) on the
+    trained critic: ``qvalue_network`` is a critic the selector accepts (a ``QEnsemble``, a
+    ``StackedCritic``, a callable) or a torchrl loss, read through
+    :meth:`~torchrl_o3f.modules.O3FActionSelector.from_loss`; ``"gaussian"``: torchrl's
+    ``AdditiveGaussianModule`` with the same constant sigma, projected onto the action spec
+    (the paper's ablation); ``"none"``: ``None`` (the policy's own sampling). The module is
+    moved to ``device`` when given.
+
+    Raises:
+        ConfigError: for an unknown mode.
     """
     if mode == "o3f":
+        from torchrl.objectives import LossModule
+
         from torchrl_o3f.modules import O3FActionSelector
 
-        return O3FActionSelector(
-            qvalue_network,
-            action_spec,
-            num_candidates=num_candidates,
-            sigma=sigma,
-            omega=omega,
-            include_policy_action=include_policy_action,
-            diagnostics=True,
-        )
+        kwargs = {
+            "num_candidates": num_candidates,
+            "sigma": sigma,
+            "omega": omega,
+            "include_policy_action": include_policy_action,
+            "diagnostics": True,
+        }
+        if isinstance(qvalue_network, LossModule):
+            selector = O3FActionSelector.from_loss(qvalue_network, action_spec, **kwargs)
+        else:
+            selector = O3FActionSelector(qvalue_network, action_spec, **kwargs)
+        return selector if device is None else selector.to(device)
     if mode == "gaussian":
         from torchrl.modules import AdditiveGaussianModule
 
