@@ -241,12 +241,16 @@ def test_offline_to_online_trainer_runs_o3f_with_the_trained_critics(dataset):
 def test_selector_hook_state_round_trip():
     env = make_env(TASK)
     _, _, loss = make_sac(env, num_cells=8)
-    selector = make_selector(loss, env.action_spec, sigma_schedule=(0.3, 0.1, 100))
+    selector = make_selector(
+        loss, env.action_spec, sigma=0.3, sigma_end=0.1, annealing_num_steps=100
+    )
     hook = O3FSelectorHook(selector)
     hook(TensorDict({"observation": torch.zeros(50, 11)}, [50]))
     assert hook.last["o3f_sigma"] == pytest.approx(0.2)
     state = hook.state_dict()
-    other = make_selector(loss, env.action_spec, sigma_schedule=(0.3, 0.1, 100))
+    other = make_selector(
+        loss, env.action_spec, sigma=0.3, sigma_end=0.1, annealing_num_steps=100
+    )
     O3FSelectorHook(other).load_state_dict(state)
     assert int(other.frames) == 50 and float(other.sigma) == pytest.approx(0.2)
     with pytest.raises(TypeError, match="step"):
