@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,9 @@ def run_sweep(cfg) -> dict[str, Any]:
 
     hydra_cfg = HydraConfig.get()
     config = config_from_hydra(cfg)
-    config.output_dir = hydra_cfg.runtime.output_dir
+    out = Path(hydra_cfg.runtime.output_dir)
+    # relative to where the sweep runs, as the study root is: the record names no machine path
+    config.output_dir = os.path.relpath(out) if out.is_relative_to(Path.cwd()) else str(out)
     if not config.threads:
         config.threads = threads_per_job(OmegaConf.to_container(hydra_cfg.launcher))
     root = Path(cfg.study_root) / hydra_cfg.runtime.choices.get("budget", "custom")
