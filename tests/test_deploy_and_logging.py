@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -10,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_harness import smoke_config
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 import torchrl_o3f
 from torchrl_o3f.trainers import (
-    BUDGETS,
     CheckpointError,
     ConfigError,
     DeployedPolicy,
@@ -33,22 +32,7 @@ def dataset_root(tmp_path_factory):
 
 
 def _cfg(out, dataset_root, algo="iql", **kw) -> TrainerConfig:
-    cfg = TrainerConfig(
-        task=TASK,
-        algo=algo,
-        budget=dataclasses.replace(BUDGETS["smoke"]),
-        output_dir=str(out),
-        dataset_root=dataset_root,
-        progress=False,
-        device="cpu",
-        **kw,
-    )
-    cfg.algo.num_cells = 32
-    cfg.algo.batch_size = 64
-    cfg.algo.utd_ratio = min(cfg.algo.utd_ratio, 2)
-    cfg.exploration.num_candidates = 16
-    return cfg
-
+    return smoke_config(out, dataset_root, algo, **kw)
 
 @pytest.mark.parametrize("algo", ["iql", "lapo"])
 def test_load_policy_acts_as_the_trained_policy(tmp_path, dataset_root, algo):

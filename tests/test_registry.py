@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue
+from run_harness import smoke_config
 
 from torchrl_o3f.envs import UnknownTaskError, make_env
 from torchrl_o3f.objectives import (
@@ -42,27 +43,7 @@ def dataset_root(tmp_path_factory):
 
 
 def _cfg(out, dataset_root, algo="iql", **kw) -> TrainerConfig:
-    cfg = TrainerConfig(
-        task=kw.pop("task", TASK),
-        algo=algo,
-        budget=dataclasses.replace(BUDGETS["smoke"]),
-        output_dir=str(out),
-        dataset_root=dataset_root,
-        progress=False,
-        device="cpu",
-    )
-    cfg.algo.num_cells = 32
-    cfg.algo.batch_size = 64
-    cfg.algo.utd_ratio = min(cfg.algo.utd_ratio, 2)
-    cfg.exploration.num_candidates = 16
-    for k, v in kw.items():
-        obj = cfg
-        *path, last = k.split(".")
-        for p in path:
-            obj = getattr(obj, p)
-        setattr(obj, last, v)
-    return cfg
-
+    return smoke_config(out, dataset_root, algo, **kw)
 
 # ------------------------------------------------------------------------------ registry
 def test_registered_algorithms_resolve_for_every_family():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -13,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_harness import smoke_config
 
 from torchrl_o3f.trainers import (
-    BUDGETS,
     OfflineOnlineTrainer,
     TrainerConfig,
     load_checkpoint,
@@ -31,22 +30,8 @@ def dataset_root(tmp_path_factory):
     return str(tmp_path_factory.mktemp("datasets"))
 
 
-def _cfg(out, dataset_root, algo, **kw) -> TrainerConfig:
-    cfg = TrainerConfig(
-        task=TASK,
-        algo=algo,
-        budget=dataclasses.replace(BUDGETS["smoke"]),
-        output_dir=str(out),
-        dataset_root=dataset_root,
-        progress=False,
-        device="cpu",
-        **kw,
-    )
-    cfg.algo.num_cells = 32
-    cfg.algo.batch_size = 64
-    cfg.exploration.num_candidates = 16
-    return cfg
-
+def _cfg(out, dataset_root, algo="iql", **kw) -> TrainerConfig:
+    return smoke_config(out, dataset_root, algo, **kw)
 
 @pytest.mark.parametrize("algo", ["sac", "cql", "awac"])
 @pytest.mark.parametrize("mode", ["none", "o3f"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_harness import smoke_config
 
 from torchrl_o3f.envs import UnknownTaskError
 from torchrl_o3f.objectives import UnknownAlgorithmError
@@ -31,30 +32,8 @@ def dataset_root(tmp_path_factory):
     return str(tmp_path_factory.mktemp("datasets"))
 
 
-def _cfg(out, dataset_root, **kw) -> TrainerConfig:
-    import dataclasses
-
-    cfg = TrainerConfig(
-        task=kw.pop("task", TASK),
-        algo=kw.pop("algo", "iql"),
-        budget=dataclasses.replace(BUDGETS["smoke"]),
-        output_dir=str(out),
-        dataset_root=dataset_root,
-        progress=False,
-        device="cpu",
-    )
-    cfg.algo.num_cells = 32
-    cfg.algo.batch_size = 64
-    cfg.algo.utd_ratio = min(cfg.algo.utd_ratio, 2)
-    cfg.exploration.num_candidates = 16
-    for k, v in kw.items():
-        obj = cfg
-        *path, last = k.split(".")
-        for p in path:
-            obj = getattr(obj, p)
-        setattr(obj, last, v)
-    return cfg
-
+def _cfg(out, dataset_root, algo="iql", **kw) -> TrainerConfig:
+    return smoke_config(out, dataset_root, algo, **kw)
 
 def _final_params(out) -> dict:
     state = load_checkpoint(Path(out) / "checkpoints" / "final.pt")
