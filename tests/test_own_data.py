@@ -83,6 +83,10 @@ def test_bad_own_data_is_a_clear_error(tmp_path, pendulum_task):
     bad["next", "reward"][0] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         as_ted_dataset(bad)
+    huge = _data().apply(lambda x: x.double() if x.is_floating_point() else x)
+    huge["next", "reward"][0] = 1e40  # finite in float64, inf in float32
+    with pytest.raises(ValueError, match="float32"):
+        as_ted_dataset(huge)
 
 
 def test_raw_scores_are_returns(pendulum_task):

@@ -106,11 +106,18 @@ def as_ted_dataset(dataset, *, root=None) -> tuple[str, TensorDictBase]:
             f"the dataset lacks {missing}; a TED dataset has {list(TED_KEYS)} (it has "
             f"{sorted(map(str, data.keys(True, True)))})"
         )
+    from torchrl_o3f.data.loader import MAX_ABS_VALUE  # the loader's bound, on every load path
+
     for key in ("observation", "action", ("next", "observation"), ("next", "reward")):
-        value = data[key]
-        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
-            raise ValueError(f"dataset[{key!r}] must hold finite floating-point values")
-        data.set(key, value.float())
+        if not data[key].is_floating_point():
+            raise ValueError(f"dataset[{key!r}] must hold floating-point values")
+        value = data[key].float()  # checked as it will be used: after the float32 cast
+        if not bool((torch.isfinite(value) & (value.abs() <= MAX_ABS_VALUE)).all()):
+            raise ValueError(
+                f"dataset[{key!r}] must hold finite values of magnitude <= {MAX_ABS_VALUE:g} "
+                "in float32 (NaN, infinity or an overflow found)"
+            )
+        data.set(key, value)
     return name, data
 
 
