@@ -276,6 +276,15 @@ def test_resume_conflicts_ignore_safe_keys():
     assert resume_conflicts(cfg, stored) == []
 
 
+def test_a_record_from_before_a_key_existed_resumes_with_its_old_value():
+    cfg = TrainerConfig(task="hopper-medium", algo="iql")
+    stored = static_record(cfg)
+    del stored["budget"]["warmup_frames"], stored["offline_data"]  # an older record
+    assert resume_conflicts(cfg, stored) == []
+    cfg.budget.warmup_frames = 10  # not what that run did
+    assert [k for k, *_ in resume_conflicts(cfg, stored)] == ["budget.warmup_frames"]
+
+
 @pytest.mark.slow
 def test_recipe_resume_reloads_the_recorded_config(tmp_path, dataset_root):
     """`resume=<dir>` without repeating budget=smoke continues the smoke run, not a cpu run."""

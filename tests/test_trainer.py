@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from torchrl_o3f.trainers import (
     AnnealConfig,
     CheckpointError,
     ConfigError,
+    ExplorationConfig,
     OfflineOnlineTrainer,
     TrainerConfig,
     load_checkpoint,
@@ -127,6 +129,79 @@ def test_bad_configs_fail_before_training(tmp_path, dataset_root):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable"):
         OfflineOnlineTrainer(_cfg(tmp_path / "z", dataset_root, resume=str(bad)))
+
+
+def _online_only(out, **kw) -> TrainerConfig:
+    budget = dataclasses.replace(
+        BUDGETS["smoke"], offline_steps=0, online_frames=80, warmup_frames=30, eval_every=40
+    )
+    cfg = TrainerConfig(
+        task=TASK,
+        algo="sac",
+        offline_data=False,
+        budget=budget,
+        output_dir=str(out),
+        progress=False,
+        device="cpu",
+        **kw,
+    )
+    cfg.algo.num_cells, cfg.algo.batch_size = 16, 16
+    return cfg
+
+
+def test_an_online_only_run_starts_from_scratch_with_a_random_warm_up(tmp_path, one_thread):
+    rows = []
+    trainer = OfflineOnlineTrainer(
+        _online_only(tmp_path, **{"exploration": ExplorationConfig(mode="o3f")}),
+        on_evaluation=lambda t, row: rows.append(row) and False,
+    )
+    summary = trainer.train()
+    assert summary["offline_steps"] == 0 and summary["online_frames"] == 80
+    assert not list(tmp_path.glob("**/*.hdf5")) and trainer.num_offline == 0
+    # one evaluation before any update, then every eval_every frames and at the end
+    assert [(r["phase"], r["frames"]) for r in rows] == [
+        ("offline", 0),
+        ("online", 40),
+        ("online", 80),
+    ]
+    # no update in the warm-up, one per frame after it; the buffer holds the online data only
+    assert trainer.agent.num_updates == 80 - 30 and len(trainer.buffer) == 80
+    record = json.loads(json.dumps(trainer.config_record))
+    assert record["offline_data"] is False and record["budget"]["warmup_frames"] == 30
+    assert record["derived"]["dataset_id"] == "none"
+
+
+def test_on_evaluation_ends_an_online_run_as_finished(tmp_path, one_thread):
+    trainer = OfflineOnlineTrainer(
+        _online_only(tmp_path), on_evaluation=lambda t, row: row["frames"] >= 40
+    )
+    summary = trainer.train()
+    assert summary["online_frames"] == 40 and not summary.get("stopped")
+    assert load_checkpoint(tmp_path / "checkpoints" / "final.pt")["counters"]["frames"] == 40
+    assert (tmp_path / "policy.pt").exists()
+
+
+def test_online_only_configs_fail_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="budget.offline_steps=0"):
+        cfg = _online_only(tmp_path)
+        cfg.budget.offline_steps = 5
+        cfg.validate()
+    with pytest.raises(ConfigError, match="warmup_frames >= 1"):
+        cfg = _online_only(tmp_path)
+        cfg.budget.warmup_frames = 0
+        cfg.validate()
+    with pytest.raises(ConfigError, match="budget.warmup_frames"):
+        cfg = _online_only(tmp_path)
+        cfg.budget.warmup_frames = 81
+        cfg.validate()
+    budget = _online_only(tmp_path).budget
+    with pytest.raises(ConfigError, match="algo=lapo needs offline data"):
+        TrainerConfig(task=TASK, algo="lapo", offline_data=False, budget=budget).validate()
+    with pytest.raises(ConfigError, match="offline_fraction"):
+        _online_only(tmp_path, offline_fraction=0.5).validate()
+    with pytest.raises(ConfigError, match="a dataset was given"):
+        OfflineOnlineTrainer(_online_only(tmp_path), dataset="o3f/hopper/random-n1000-v0")
+    assert not list(tmp_path.iterdir())
 
 
 def test_hydra_rejects_misspelt_keys_and_unknown_presets():

@@ -13,9 +13,12 @@ def main(argv: list[str] | None = None) -> int:
     a task that cannot be built) end with their one-line message on stderr and status 1, not
     a traceback; the messages carry the exact command to run next.
     """
+    from omegaconf.errors import OmegaConfBaseException
+
     from torchrl_o3f._atomic import DiskFullError
     from torchrl_o3f.data.builder import DatasetMismatchError
     from torchrl_o3f.data.loader import DatasetFormatError, DatasetNotFoundError
+    from torchrl_o3f.trainers.config import ConfigError
 
     try:
         return _run(argv)
@@ -25,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         DatasetNotFoundError,
         DiskFullError,
         FileExistsError,
+        ConfigError,
+        OmegaConfBaseException,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -42,21 +47,45 @@ def _run(argv: list[str] | None) -> int:
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--threads", type=int, default=1, help="torch threads of the rollout")
     ip = sub.add_parser("install-policy", help="measure a training checkpoint and ship it")
-    ip.add_argument("checkpoint", help="a checkpoint written by train-behavior --checkpoint-dir")
+    ip.add_argument(
+        "checkpoint", help="a snapshot of train-behavior (<run-dir>/behavior/<name>-step<N>)"
+    )
     ip.add_argument("--name", default=None, help="installed name (default: the checkpoint's)")
     ip.add_argument("--episodes", type=int, default=10)
     ip.add_argument("--out-dir", default=None, help="default: the package's policies folder")
-    tb = sub.add_parser("train-behavior", help="train a SAC behaviour policy (e.g. medium)")
+    tb = sub.add_parser(
+        "train-behavior",
+        help="train a SAC behaviour policy (e.g. medium) with the trainer",
+        description="Trains the registered SAC online from scratch and keeps the actor whose "
+        "evaluation return is closest to the target. Writes <out-dir>/<family>-<quality>.pt; "
+        "the shipped policies are only replaced with --overwrite.",
+    )
     tb.add_argument("family", help="halfcheetah, hopper or walker2d")
     tb.add_argument("--quality", default="medium")
     tb.add_argument("--target-return", type=float, default=None)
     tb.add_argument("--tolerance", type=float, default=0.1)
     tb.add_argument("--max-steps", type=int, default=150_000)
     tb.add_argument("--eval-every", type=int, default=5_000)
+    tb.add_argument("--eval-episodes", type=int, default=5)
+    tb.add_argument("--final-episodes", type=int, default=10)
     tb.add_argument("--warmup-steps", type=int, default=5_000)
     tb.add_argument("--seed", type=int, default=0)
-    tb.add_argument("--out-dir", default=None, help="default: the package's policies folder")
-    tb.add_argument("--checkpoint-dir", default=None, help="also keep every evaluated actor here")
+    tb.add_argument(
+        "--out-dir",
+        default=None,
+        help="where to write the policy (required unless --overwrite replaces a shipped one)",
+    )
+    tb.add_argument("--overwrite", action="store_true", help="replace an existing policy")
+    tb.add_argument(
+        "--run-dir", default=None, help="the trainer's run (default runs/behavior/<name>-seed<k>)"
+    )
+    tb.add_argument(
+        "--sac",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the SAC config (its yaml's keys), e.g. --sac num_cells=64",
+    )
     tb.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a busy CPU)")
     args = parser.parse_args(argv)
     if args.command == "build":
@@ -95,11 +124,17 @@ def _run(argv: list[str] | None) -> int:
         info = load_policy(pt.stem, pt.parent).info
         print(f"installed {pt} (step {info.train_steps}): {info.returns}")
     elif args.command == "train-behavior":
-        import torch
+        import yaml
 
         from torchrl_o3f.data.behavior import train_behavior
+        from torchrl_o3f.trainers.checkpoint import EXIT_RESUMABLE
 
-        torch.set_num_threads(args.threads)
+        overrides = {}
+        for item in args.sac:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                parser.error(f"--sac {item!r}: expected KEY=VALUE, e.g. --sac num_cells=64")
+            overrides[key] = yaml.safe_load(value)
         path = train_behavior(
             args.family,
             quality=args.quality,
@@ -107,12 +142,19 @@ def _run(argv: list[str] | None) -> int:
             tolerance=args.tolerance,
             max_steps=args.max_steps,
             eval_every=args.eval_every,
+            eval_episodes=args.eval_episodes,
+            final_episodes=args.final_episodes,
             warmup_steps=args.warmup_steps,
             seed=args.seed,
             out_dir=args.out_dir,
-            checkpoint_dir=args.checkpoint_dir,
+            overwrite=args.overwrite,
+            run_dir=args.run_dir,
+            algo_overrides=overrides,
+            threads=args.threads,
             log=lambda s: print(s, flush=True),
         )
+        if path is None:
+            return EXIT_RESUMABLE
         print(f"wrote {path}")
     return 0
 

@@ -1,8 +1,9 @@
-"""Behaviour policies: SAC training (torchrl's ``SACLoss``) and the shipped actor checkpoints.
+"""Behaviour policies: SAC training through the trainer, and the shipped actor checkpoints.
 
 D4RL made its locomotion datasets by rolling out SAC policies stopped at a given return
-(``medium``: about a third of an expert's). This module trains such a policy with torchrl's
-:class:`~torchrl.objectives.SACLoss`, checkpoints the actor with its measured returns, and
+(``medium``: about a third of an expert's). This module trains such a policy with the
+registered SAC (an online-only run of :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer`),
+keeps the actor with its measured returns, and
 loads the checkpoints shipped in ``torchrl_o3f/data/policies`` as :class:`BehaviorPolicy`
 objects that the dataset builder rolls out.
 
@@ -23,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tensordict import TensorDict
 from torch import nn
 
 from torchrl_o3f.envs import Task, get_task, make_gym_env
@@ -117,8 +117,7 @@ def build_sac_actor(
 
     Example:
         >>> import torch
-        >>> from tensordict import TensorDict
-        >>> actor = build_sac_actor(3, 2, num_cells=16)
+        >>>         >>> actor = build_sac_actor(3, 2, num_cells=16)
         >>> actor(TensorDict({"observation": torch.zeros(4, 3)}, [4]))["action"].shape
         torch.Size([4, 2])
     """
@@ -348,213 +347,201 @@ def train_behavior(
     tolerance: float = 0.1,
     max_steps: int = 150_000,
     warmup_steps: int = 5_000,
-    batch_size: int = 256,
     eval_every: int = 5_000,
     eval_episodes: int = 5,
     final_episodes: int = 10,
-    num_cells: int = 256,
-    depth: int = 2,
-    lr: float = 3e-4,
-    gamma: float = 0.99,
-    tau: float = 0.005,
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    run_dir: str | os.PathLike | None = None,
+    algo_overrides: dict[str, Any] | None = None,
+    threads: int = 0,
+    progress: bool = False,
     log: Callable[[str], None] | None = print,
-) -> Path:
-    """Train SAC (torchrl's ``SACLoss``) on a locomotion family and keep a behaviour actor.
+) -> Path | None:
+    """Train a behaviour actor with the registered SAC, as an online-only run of the trainer.
 
-    One gradient step per environment step after ``warmup_steps`` of uniform random actions.
-    Every ``eval_every`` steps the deterministic policy is evaluated; the checkpoint whose
-    return is closest to ``target_return`` is kept, and training stops as soon as an
-    evaluation falls within ``target_return * (1 +- tolerance)`` (or at ``max_steps``). The
-    kept actor is then measured over ``final_episodes`` deterministic and stochastic episodes
-    and written as ``<out_dir>/<family>-<quality>.{pt,json}``.
+    The run is :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer` with ``algo="sac"`` (its
+    yaml's numbers, changed by ``algo_overrides``), no offline data, ``warmup_steps`` frames of
+    uniform random actions, then one update per env step. After every evaluation (every
+    ``eval_every`` env steps, ``eval_episodes`` deterministic episodes) the actor is written to
+    ``<run_dir>/behavior/<family>-<quality>-step<N>.{pt,json}`` with its return; the run stops
+    as soon as an evaluation after the warm-up is within ``target_return * (1 +- tolerance)``
+    (or at ``max_steps``). The snapshot closest to the target is then measured over
+    ``final_episodes`` deterministic and stochastic episodes and written as
+    ``<out_dir>/<family>-<quality>.{pt,json}``.
+
+    A run stopped by SIGINT/SIGTERM leaves its checkpoint in ``run_dir``: the same call resumes
+    it (the trainer's exact resume) and returns ``None`` meanwhile. A finished ``run_dir`` is
+    not trained again: its snapshots are selected from anew.
 
     Args:
         family: ``"halfcheetah"``, ``"hopper"`` or ``"walker2d"``.
         quality: checkpoint name suffix (``"medium"``; ``"expert"`` with a high target).
         target_return: the deterministic return to stop at (default: :data:`MEDIUM_TARGETS`).
         tolerance: relative half-width of the stopping band.
-        max_steps: hard cap on environment steps.
+        max_steps: environment steps of the run at most.
         warmup_steps: random-action steps before learning starts.
-        batch_size: SAC batch size.
         eval_every: environment steps between evaluations.
-        eval_episodes: episodes per intermediate evaluation.
+        eval_episodes: episodes per evaluation.
         final_episodes: episodes of each final measurement.
-        num_cells: hidden width of actor and critics.
-        depth: hidden layers of actor and critics.
-        lr: Adam learning rate (actor, critics and alpha).
-        gamma: discount.
-        tau: target soft-update rate.
-        seed: training seed.
-        out_dir: where to write the checkpoint (default: the package's policy folder).
-        checkpoint_dir: if given, every intermediate evaluation also writes the actor there as
-            ``<family>-<quality>-step<N>.{pt,json}`` with its evaluation return, so a run cut
-            short still leaves usable actors.
+        seed: the run's seed.
+        out_dir: where to write the policy. ``None``: the package's shipped policies, which
+            are only replaced with ``overwrite=True``.
+        overwrite: replace an existing ``<out_dir>/<family>-<quality>`` policy.
+        run_dir: the trainer's run directory (default: ``runs/behavior/<name>-seed<k>``).
+        algo_overrides: SAC config changes, e.g. ``{"num_cells": 64}``.
+        threads: torch threads (0: torch's default).
+        progress: show the trainer's progress bar.
         log: progress printer (``None``: silent).
 
     Returns:
-        The path of the written ``.pt`` file.
+        The path of the written ``.pt`` file, or ``None`` when the run was stopped by a signal.
+
+    Raises:
+        ConfigError: (a ``ValueError``) for a family without a locomotion env, settings that
+            leave no evaluation after the warm-up, or a SAC override that does not fit its
+            config (raised before any training).
+        FileExistsError: the policy exists (or ``out_dir`` is the shipped folder) and
+            ``overwrite`` is false; raised before any training.
     """
-    from torchrl.data import Bounded
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
-    from torchrl.modules import ValueOperator
-    from torchrl.objectives import SACLoss, SoftUpdate
+    from torchrl_o3f.objectives.registry import algo_config
+    from torchrl_o3f.trainers import OfflineOnlineTrainer, TrainerConfig
+    from torchrl_o3f.trainers.config import (
+        BudgetConfig,
+        ConfigError,
+        ExplorationConfig,
+        LoggerConfig,
+    )
 
     if family not in MEDIUM_TARGETS:
-        raise ValueError(
+        raise ConfigError(
             f"train-behavior trains locomotion policies, one of {sorted(MEDIUM_TARGETS)}; got "
             f"{family!r} (pointmaze data come from a scripted controller, antmaze and kitchen "
             "cannot be rebuilt)"
+        )
+    if max_steps < warmup_steps + eval_every:
+        raise ConfigError(
+            f"no evaluation after the warm-up: max_steps={max_steps} must be at least "
+            f"warmup_steps={warmup_steps} + eval_every={eval_every}"
+        )
+    name = f"{family}-{quality}"
+    target = Path(out_dir if out_dir is not None else POLICY_DIR) / f"{name}.pt"
+    if not overwrite and (out_dir is None or target.exists()):
+        where = "a shipped policy" if out_dir is None else "a policy"
+        raise FileExistsError(
+            f"{target} would replace {where}: give another --out-dir, or pass --overwrite "
+            "(overwrite=True) to replace it"
+            if target.exists()
+            else f"writing into the shipped policies ({target.parent}) needs --overwrite "
+            "(overwrite=True); or give --out-dir"
         )
     task = get_task(f"{family}-random")  # every quality of a family shares its env
     if target_return is None:
         target_return = MEDIUM_TARGETS[family]
     log = log or (lambda s: None)
-    torch.manual_seed(seed)
-    env = make_gym_env(task)
-    obs_dim = env.observation_space.shape[0]
-    act_dim = env.action_space.shape[0]
-    low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
-    high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
-    env.action_space.seed(seed)
-
-    actor = build_sac_actor(
-        obs_dim, act_dim, action_low=low, action_high=high, num_cells=num_cells, depth=depth
+    if run_dir is None:
+        run_dir = Path("runs", "behavior", f"{name}-seed{seed}")
+    run_dir = Path(run_dir)
+    snapshots = run_dir / "behavior"
+    resume = run_dir / "checkpoints" / "latest.pt"
+    cfg = TrainerConfig(
+        task=task.name,
+        algo=algo_config("sac", task=task.name, overrides=algo_overrides or {}),
+        offline_data=False,
+        exploration=ExplorationConfig(mode="none"),
+        budget=BudgetConfig(
+            offline_steps=0,
+            online_frames=max_steps,
+            warmup_frames=warmup_steps,
+            eval_every=eval_every,
+            eval_episodes=eval_episodes,
+            checkpoint_every=eval_every,
+            log_every=min(1000, eval_every),
+            dataset_size=None,
+        ),
+        logger=LoggerConfig(backend="csv", exp_name=f"train-behavior-{name}"),
+        seed=seed,
+        output_dir=str(run_dir),
+        resume=str(run_dir) if resume.exists() else None,
+        threads=threads,
+        progress=progress,
+        method="train-behavior",
     )
-    qnet = ValueOperator(
-        build_mlp(obs_dim + act_dim, 1, num_cells=num_cells, depth=depth),
-        in_keys=["observation", "action"],
-    )
-    spec = Bounded(low, high, shape=(act_dim,), dtype=torch.float32)
-    loss = SACLoss(actor, qnet, num_qvalue_nets=2, loss_function="l2", action_spec=spec)
-    loss.make_value_estimator(gamma=gamma)
-    updater = SoftUpdate(loss, tau=tau)
-    opt_actor = torch.optim.Adam(loss.actor_network_params.values(True, True), lr=lr)
-    opt_q = torch.optim.Adam(loss.qvalue_network_params.values(True, True), lr=lr)
-    opt_alpha = torch.optim.Adam([loss.log_alpha], lr=lr)
-
-    storage = TensorDict(
-        {
-            "observation": torch.zeros(max_steps, obs_dim),
-            "action": torch.zeros(max_steps, act_dim),
-            "next": {
-                "observation": torch.zeros(max_steps, obs_dim),
-                "reward": torch.zeros(max_steps, 1),
-                "done": torch.zeros(max_steps, 1, dtype=torch.bool),
-                "terminated": torch.zeros(max_steps, 1, dtype=torch.bool),
-            },
-        },
-        [max_steps],
-    )
-    policy_net = actor.module[0].module  # the MLP + NormalParamExtractor
     info = PolicyInfo(
-        name=f"{family}-{quality}",
+        name=name,
         env_id=task.env_id,
-        observation_dim=obs_dim,
-        action_dim=act_dim,
-        action_low=low.tolist(),
-        action_high=high.tolist(),
-        num_cells=num_cells,
-        depth=depth,
+        observation_dim=0,
+        action_dim=0,
+        action_low=[],
+        action_high=[],
+        num_cells=cfg.algo.num_cells,
+        depth=cfg.algo.depth,
         seed=seed,
     )
-    sac_settings = {
-        "algorithm": "SAC (torchrl SACLoss, 2 Q nets, l2 loss, automatic alpha)",
-        "batch_size": batch_size,
-        "lr": lr,
-        "gamma": gamma,
-        "tau": tau,
-        "warmup_steps": warmup_steps,
-        "torch_threads": torch.get_num_threads(),
-    }
-    best: tuple[float, int, dict] | None = None
-    obs, _ = env.reset(seed=seed)
-    episode = 0
     start = time.time()
-    sampler = torch.Generator().manual_seed(seed)
-    for step in range(max_steps):
-        if step < warmup_steps:
-            action = env.action_space.sample()
-        else:
-            with torch.no_grad():
-                loc, scale = policy_net(torch.as_tensor(obs))
-                pre = loc + scale * torch.randn(loc.shape, generator=sampler)
-                action = (low + (high - low) * (torch.tanh(pre) + 1) / 2).numpy()
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        storage[step] = TensorDict(
-            {
-                "observation": torch.as_tensor(obs),
-                "action": torch.as_tensor(action, dtype=torch.float32),
-                "next": {
-                    "observation": torch.as_tensor(next_obs),
-                    "reward": torch.tensor([reward], dtype=torch.float32),
-                    "done": torch.tensor([terminated]),
-                    "terminated": torch.tensor([terminated]),
-                },
-            },
-            [],
+
+    def snapshot(trainer, row: dict) -> bool:
+        if row["phase"] != "online" or row["frames"] <= warmup_steps:
+            return False  # the untrained actor of the warm-up is not a candidate
+        spec = trainer.action_spec.space
+        snap = PolicyInfo(**{**asdict(info), "train_steps": int(row["frames"])})
+        snap.observation_dim = int(trainer.observation_dim)
+        snap.action_dim = int(spec.low.numel())
+        snap.action_low = spec.low.detach().cpu().reshape(-1).tolist()
+        snap.action_high = spec.high.detach().cpu().reshape(-1).tolist()
+        snap.returns = {
+            "deterministic": {
+                "mean": float(row["return"]),
+                "std": float(row.get("return_std", float("nan"))),
+                "episodes": int(row["eval_episodes"]),
+            }
+        }
+        snap.extra = {"wall_time_s": round(time.time() - start, 1)}
+        mlp = trainer.agent.policy.module[0].module[0]  # make_sac_actor's MLP
+        BehaviorPolicy.from_info(snap, mlp.state_dict()).save(
+            snapshots / f"{name}-step{row['frames']}"
         )
-        obs = next_obs
-        if terminated or truncated:
-            episode += 1
-            obs, _ = env.reset(seed=seed + 1000 * (episode + 1))
-        if step >= warmup_steps:
-            idx = torch.randint(0, step + 1, (batch_size,), generator=sampler)
-            batch = storage[idx]
-            with set_exploration_type(ExplorationType.RANDOM):
-                losses = loss(batch)
-            opt_q.zero_grad()
-            opt_actor.zero_grad()
-            opt_alpha.zero_grad()
-            (losses["loss_qvalue"] + losses["loss_actor"] + losses["loss_alpha"]).backward()
-            opt_q.step()
-            opt_actor.step()
-            opt_alpha.step()
-            updater.step()
-        if (step + 1) % eval_every == 0 and step >= warmup_steps:
-            probe = BehaviorPolicy(policy_net[0], info)  # shares the live MLP (no dropout/BN)
-            rets = evaluate_policy(
-                probe, task, num_episodes=eval_episodes, deterministic=True, seed=10_000 + step
-            )
-            mean = float(rets.mean())
-            log(
-                f"[train-behavior {family}] step {step + 1}: eval return {mean:.1f} "
-                f"+- {rets.std():.1f} ({time.time() - start:.0f}s)"
-            )
-            if checkpoint_dir is not None:
-                snap = PolicyInfo(**{**asdict(info), "train_steps": step + 1})
-                snap.extra = {**sac_settings, "wall_time_s": round(time.time() - start, 1)}
-                snap.returns = {"deterministic": _summary(rets)}
-                BehaviorPolicy.from_info(snap, policy_net[0].state_dict()).save(
-                    Path(checkpoint_dir) / f"{info.name}-step{step + 1}"
-                )
-            if best is None or abs(mean - target_return) < abs(best[0] - target_return):
-                state = {k: v.detach().clone() for k, v in policy_net[0].state_dict().items()}
-                best = (mean, step + 1, state)
-            if abs(mean - target_return) <= tolerance * abs(target_return):
-                break
-    env.close()
-    if best is None:
-        raise RuntimeError(
-            f"no evaluation happened: max_steps={max_steps} must exceed warmup_steps="
-            f"{warmup_steps} by at least eval_every={eval_every}"
+        log(
+            f"[train-behavior {family}] step {row['frames']}: eval return {row['return']:.1f} "
+            f"({time.time() - start:.0f}s)"
         )
-    info.train_steps = best[1]
-    info.extra = {
-        **sac_settings,
+        return abs(row["return"] - target_return) <= tolerance * abs(target_return)
+
+    if not (run_dir / "summary.json").exists():  # else the run is done: only select again
+        summary = OfflineOnlineTrainer(cfg, on_evaluation=snapshot).train()
+        if summary.get("stopped"):
+            log(f"[train-behavior {family}] stopped; the same command resumes it from {run_dir}")
+            return None
+    best = None
+    for js in sorted(snapshots.glob(f"{name}-step*.json")):
+        snap = PolicyInfo(**json.loads(js.read_text()))
+        if snap.train_steps <= warmup_steps:
+            continue
+        gap = abs(snap.returns["deterministic"]["mean"] - target_return)
+        if best is None or (gap, snap.train_steps) < best[:2]:
+            best = (gap, snap.train_steps, js.with_suffix(""))
+    policy = load_policy(best[2].name, best[2].parent)
+    sac = cfg.algo
+    policy.info.extra = {
+        "algorithm": "SAC (torchrl_o3f's registered sac, an online-only run of the trainer)",
+        "sac": {k: v for k, v in sac.hyperparameters().items()},
+        "batch_size": sac.batch_size,
+        "lr": dict(sac.lr),
+        "gamma": sac.gamma,
+        "tau": sac.tau,
+        "warmup_steps": warmup_steps,
         "target_return": target_return,
+        "torch_threads": torch.get_num_threads(),
         "wall_time_s": round(time.time() - start, 1),
     }
-    policy = BehaviorPolicy.from_info(info, best[2])
     measure_policy(policy, num_episodes=final_episodes)
-    det, sto = info.returns["deterministic"], info.returns["stochastic"]
+    det, sto = policy.info.returns["deterministic"], policy.info.returns["stochastic"]
     log(
-        f"[train-behavior {family}] kept step {best[1]}: deterministic "
+        f"[train-behavior {family}] kept step {policy.info.train_steps}: deterministic "
         f"{det['mean']:.1f} +- {det['std']:.1f}, stochastic {sto['mean']:.1f} +- {sto['std']:.1f}"
     )
-    pt, _ = policy.save(Path(out_dir or POLICY_DIR) / info.name)
+    pt, _ = policy.save(target.with_suffix(""))
     return pt
 
 
@@ -603,7 +590,7 @@ def install_policy(
 ) -> Path:
     """Measure a training checkpoint and install it as a behaviour policy.
 
-    Takes an intermediate checkpoint of :func:`train_behavior` (``checkpoint_dir``), e.g.
+    Takes a snapshot of :func:`train_behavior` (``<run_dir>/behavior/<name>-step<N>``), e.g.
     when a run had to stop before reaching its target, measures it with
     :func:`measure_policy` and writes it as ``<out_dir>/<name>.{pt,json}``.
 

@@ -82,7 +82,9 @@ class BudgetConfig:
     """How long each phase runs and how often the trainer evaluates and checkpoints.
 
     ``offline_steps`` gradient steps offline, ``online_frames`` env steps online (each followed
-    by ``algo.utd_ratio`` updates). ``dataset_size`` ``None``: the dataset's default size;
+    by ``algo.utd_ratio`` updates). ``warmup_frames``: the first online frames act uniformly at
+    random and make no update (SAC's warm-up, for a run that starts from scratch; 0: none, the
+    policy acts from the first frame). ``dataset_size`` ``None``: the dataset's default size;
     ``max_episode_steps`` ``None``: the task's episode cap. The run's ``config.yaml`` records
     the numbers used.
 
@@ -99,6 +101,7 @@ class BudgetConfig:
     log_every: int = 250
     dataset_size: int | None = 100_000
     max_episode_steps: int | None = None
+    warmup_frames: int = 0
 
 
 @dataclass
@@ -156,6 +159,10 @@ class TrainerConfig:
     Figure 2); its numbers come from its yaml for the task's family, changed by
     ``online_overrides`` (e.g. ``{"lr": {"actor": 1e-4}}``).
 
+    ``offline_data=False`` makes an online-only run from scratch (e.g. SAC training a behaviour
+    policy): no dataset is built or read, the replay buffer holds the online transitions only,
+    ``budget.offline_steps`` must be 0 and ``budget.warmup_frames`` at least 1.
+
     ``threads``: torch/OpenMP threads of the run (0: torch's default; sweeps set each job's
     share of the cores). ``method``: a label of the run's method for sweeps and analysis (e.g.
     ``o3f_iql``); it changes nothing in the run.
@@ -190,6 +197,7 @@ class TrainerConfig:
     extend: bool = False
     threads: int = 0
     method: str = ""
+    offline_data: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.algo, str):
@@ -208,9 +216,7 @@ class TrainerConfig:
         fields = dataclasses.fields(get_algorithm(self.online_algo).config_class)
         names = {f.name for f in fields}
         carried = {
-            k: getattr(self.algo, k)
-            for k in CARRIED_OVER
-            if k in names and hasattr(self.algo, k)
+            k: getattr(self.algo, k) for k in CARRIED_OVER if k in names and hasattr(self.algo, k)
         }
         overrides = {**carried, **self.online_overrides}
         return algo_config(self.online_algo, task=self.task, overrides=overrides)
@@ -322,7 +328,42 @@ class TrainerConfig:
             )
         if self.resume and self.offline_checkpoint:
             raise ConfigError("give either resume or offline_checkpoint, not both")
+        _require(
+            isinstance(self.offline_data, bool), "offline_data", self.offline_data, "true or false"
+        )
+        if not self.offline_data:
+            self._validate_online_only()
         return self
+
+    def _validate_online_only(self) -> None:
+        b = self.budget
+        for key, algo in (("algo", self.algo.name), ("online_algo", self.online_algo)):
+            if algo is not None and get_algorithm(algo).needs_data:
+                raise ConfigError(
+                    f"offline_data=false (an online-only run) but {key}={algo} needs offline "
+                    "data (its normalisation or reward statistics); use an algorithm that does "
+                    "not, e.g. algo=sac"
+                )
+        if b.offline_steps:
+            raise ConfigError(
+                f"offline_data=false (an online-only run) but budget.offline_steps="
+                f"{b.offline_steps}: there are no data to pre-train on; set budget.offline_steps=0"
+            )
+        if b.warmup_frames < 1:
+            raise ConfigError(
+                "offline_data=false (an online-only run) needs budget.warmup_frames >= 1: the "
+                "first updates sample the replay buffer, which starts empty (SAC: 5000)"
+            )
+        if self.offline_fraction is not None:
+            raise ConfigError(
+                "offline_fraction is set but offline_data=false: there are no offline data to "
+                "mix in; leave offline_fraction unset"
+            )
+        if self.offline_checkpoint:
+            raise ConfigError(
+                "offline_checkpoint is set but offline_data=false: an online-only run has no "
+                "offline phase to start from"
+            )
 
     def _validate_exploration(self) -> None:
         e = self.exploration
@@ -356,6 +397,12 @@ class TrainerConfig:
                 b.dataset_size,
                 "an int >= 1 (or null: the dataset's default size)",
             )
+        _require(
+            _integer(b.warmup_frames) and 0 <= b.warmup_frames <= b.online_frames,
+            "budget.warmup_frames",
+            b.warmup_frames,
+            f"an int in [0, budget.online_frames={b.online_frames}]",
+        )
         if b.max_episode_steps is not None:
             _require(
                 _integer(b.max_episode_steps) and b.max_episode_steps >= 1,

@@ -113,6 +113,10 @@ RESUME_SAFE_KEYS = (
 """Keys a resumed run may change: where and how it runs and logs, not what it computes
 (``offline_checkpoint`` only matters when a run starts; ``method`` is a label)."""
 
+ADDED_KEYS: dict[str, Any] = {"budget.warmup_frames": 0, "offline_data": True}
+"""Keys added after runs were first recorded, with the value every older run had: a record that
+lacks one of them ran with that value, so resuming it with that value is the same run."""
+
 EXTENDABLE_KEYS = ("budget.offline_steps", "budget.online_frames")
 """Keys a resumed run may raise with ``extend=true`` (to continue a finished run further)."""
 
@@ -149,6 +153,8 @@ def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[s
         if key.split(".")[0] in RESUME_SAFE_KEYS:
             continue
         a, b = _get(mine, key), _get(stored, key)
+        if key in ADDED_KEYS and b is None and a == ADDED_KEYS[key]:
+            continue  # recorded before the key existed, with the value it had then
         if key in EXTENDABLE_KEYS and cfg.extend:
             continue  # the trainer checks the budget against what the run has done
         conflicts.append((key, a, b))

@@ -209,6 +209,29 @@ def method_name(cfg: TrainerConfig) -> str:
     return f"{algo} + {cfg.exploration.mode}" if cfg.exploration.mode != "none" else algo
 
 
+class _WarmUp(TensorDictModuleBase):
+    """The behaviour module, whose action is replaced by a uniform random one while ``active``.
+
+    The behaviour still runs (its outputs keep their keys, so the collector's batches keep one
+    layout); only ``action`` is overwritten, by ``action_spec.rand()`` (the global generator,
+    checkpointed with the run).
+    """
+
+    def __init__(self, behaviour, action_spec):
+        super().__init__()
+        self.behaviour = behaviour
+        self.action_spec = action_spec
+        self.in_keys = list(behaviour.in_keys)
+        self.out_keys = list(behaviour.out_keys)
+        self.active = False
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict = self.behaviour(tensordict)
+        if self.active:
+            tensordict.set("action", self.action_spec.rand(tensordict.batch_size))
+        return tensordict
+
+
 class _StopRequested(Exception):
     def __init__(self, counters: dict):
         super().__init__()
@@ -247,6 +270,13 @@ class OfflineOnlineTrainer:
     is reseeded from the run seed and the episode index at every episode end), so a resumed
     run reproduces the uninterrupted one. ``offline_checkpoint=<path>`` starts a fresh online
     phase from a phase-boundary checkpoint, e.g. to compare exploration modes fairly.
+
+    Online-only runs (``offline_data=False``, e.g. SAC from scratch): no dataset, an empty
+    buffer, ``budget.warmup_frames`` frames of uniform random actions before the first update.
+    ``on_evaluation(trainer, row)`` is called after every evaluation (``row``: phase, counters,
+    score, return, ...); when it returns ``True`` during the online phase the run ends there, as
+    finished (final checkpoint, ``policy.pt`` and ``summary.json`` with the frames done):
+    :func:`torchrl_o3f.data.train_behavior` stops at its target return this way.
     SIGINT/SIGTERM: the offline phase checkpoints after the current update; the online phase
     stops after the current frame's updates, discards the partial episode and writes the state
     of the last episode end (a resumed run redoes those frames exactly); a second signal stops
@@ -262,10 +292,17 @@ class OfflineOnlineTrainer:
         >>> summary = OfflineOnlineTrainer(cfg).train()  # doctest: +SKIP
     """
 
-    def __init__(self, cfg: TrainerConfig, *, dataset=None, env=None):
+    def __init__(self, cfg: TrainerConfig, *, dataset=None, env=None, on_evaluation=None):
         self._dataset = dataset
         self._env_fn = env
+        self._on_evaluation = on_evaluation
+        self._end_requested = False
         self.cfg = cfg.validate()
+        if dataset is not None and not cfg.offline_data:
+            raise ConfigError(
+                "a dataset was given but offline_data=false (an online-only run); drop the "
+                "dataset or set offline_data=true"
+            )
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.task = get_task(cfg.task)
@@ -338,7 +375,9 @@ class OfflineOnlineTrainer:
         from torchrl_o3f.data import ensure_dataset, load_offline_dataset
 
         cfg, task = self.cfg, self.task
-        if self._dataset is None:
+        if not cfg.offline_data:
+            dataset_id, data = "none", None
+        elif self._dataset is None:
             dataset_id = ensure_dataset(
                 task,
                 size=cfg.budget.dataset_size,
@@ -349,13 +388,17 @@ class OfflineOnlineTrainer:
             data = load_offline_dataset(dataset_id, root=cfg.dataset_root)
         else:
             dataset_id, data = as_ted_dataset(self._dataset, root=cfg.dataset_root)
-        data = data.select(*TED_KEYS).to(self.device)
         env_kwargs = {"max_episode_steps": cfg.max_episode_steps()}
         self.env_kwargs = env_kwargs
         probe = self._make_env()
         self.action_spec = probe.action_spec.to(self.device)
         obs_dim = probe.observation_spec["observation"].shape[-1]
+        # one transition as the collector writes it: the layout of the online data
+        template = probe.fake_tensordict().select(*TED_KEYS).reshape(-1)[:1].cpu()
         probe.close()
+        if data is None:  # an online-only run: no offline data
+            data = torch.zeros_like(template)[:0].to(self.device)
+        data = data.select(*TED_KEYS).to(self.device)
         if data["observation"].shape[-1] != obs_dim or (
             data["action"].shape[-1] != self.action_spec.shape[-1]
         ):
@@ -372,8 +415,9 @@ class OfflineOnlineTrainer:
         # fresh dataset folder and another with the dataset already on disk
         seed_everything(cfg.seed)
         self.data = data
+        given = data if cfg.offline_data else None
         self.agent: Agent = build_agent(
-            cfg.algo, self.action_spec, observation_dim=obs_dim, data=data, device=self.device
+            cfg.algo, self.action_spec, observation_dim=obs_dim, data=given, device=self.device
         )
         self.switched = False
         self.switch_info: dict[str, list[str]] | None = None
@@ -384,7 +428,7 @@ class OfflineOnlineTrainer:
                 cfg.online_config(),
                 self.action_spec,
                 observation_dim=obs_dim,
-                data=data,
+                data=given,
                 device=self.device,
             )
         target = cfg.anneal_target()
@@ -402,7 +446,8 @@ class OfflineOnlineTrainer:
                 storage=LazyTensorStorage(self.num_offline + max(online, 1), device=self.device),
                 sampler=RandomSampler(),
             )
-            self.buffer.extend(data)
+            if self.num_offline:
+                self.buffer.extend(data)
         else:
             offline_rb = ReplayBuffer(
                 storage=LazyTensorStorage(self.num_offline, device=self.device),
@@ -415,7 +460,9 @@ class OfflineOnlineTrainer:
                 offline_fraction=cfg.offline_fraction,
             )
         # every online transition, preallocated on the CPU (checkpoints save the filled part)
-        self.online_data = torch.zeros_like(data[:1].cpu()).expand(max(online, 1)).clone()
+        if self.num_offline:  # laid out as the offline data, whatever the env's dtypes
+            template = data[:1].cpu()
+        self.online_data = torch.zeros_like(template).expand(max(online, 1)).clone()
         self._make_behaviour()
         self.counters = {"phase": "offline", "step": 0, "frames": 0, "episodes": 0}
         self.evaluations: list[dict[str, Any]] = []
@@ -455,14 +502,10 @@ class OfflineOnlineTrainer:
     def _make_guard(self) -> None:
         """The non-finite guard on the current agent's loss (rebuilt after a switch)."""
         rewards = self.data["next", "reward"]
-        self.guard = NonFiniteGuard(
-            self.agent.loss,
-            context={
-                "lr": dict(self.agent.cfg.lr),
-                "batch_size": self.agent.cfg.batch_size,
-                "rewards": (float(rewards.min()), float(rewards.max())),
-            },
-        )
+        context = {"lr": dict(self.agent.cfg.lr), "batch_size": self.agent.cfg.batch_size}
+        if rewards.numel():
+            context["rewards"] = (float(rewards.min()), float(rewards.max()))
+        self.guard = NonFiniteGuard(self.agent.loss, context=context)
 
     def _switch(self, *, copy: bool) -> None:
         """Replace the offline agent by the online algorithm's (``copy``: from the offline one)."""
@@ -645,7 +688,7 @@ class OfflineOnlineTrainer:
             self.eval_env,
             self.task,
             num_episodes=self.cfg.budget.eval_episodes,
-            dataset_id=self.dataset_id,
+            dataset_id=self.dataset_id if self.num_offline else None,
             dataset_root=self.cfg.dataset_root,
         )
         row = {"phase": phase, "step": step, **self.counters, **res}
@@ -663,6 +706,8 @@ class OfflineOnlineTrainer:
         )
         self.evaluations.append(row)
         self._log({f"eval/{k}": v for k, v in res.items()}, step=self._global_step())
+        if self._on_evaluation is not None and self._on_evaluation(self, dict(row)):
+            self._end_requested = phase == "online"
         return row
 
     def _global_step(self) -> int:
@@ -756,9 +801,11 @@ class OfflineOnlineTrainer:
             return
         rng = rng_state()
         env = self._make_env(device=self.device)
+        warmup = _WarmUp(self.behaviour, self.action_spec)
+        warmup.active = self.counters["frames"] < b.warmup_frames
         collector = Collector(
             env,
-            self.behaviour,
+            warmup if b.warmup_frames else self.behaviour,
             frames_per_batch=1,
             total_frames=remaining,
             device=self.device,
@@ -801,7 +848,11 @@ class OfflineOnlineTrainer:
                 frames = self.counters["frames"]
                 if self._anneal is not None:
                     self._apply_anneal()
-                for u in range(utd):
+                warming_up = frames <= b.warmup_frames
+                warmup.active = frames < b.warmup_frames
+                if frames == b.warmup_frames:  # update rates count from the first update
+                    t0, f0 = time.perf_counter(), frames
+                for u in range(0 if warming_up else utd):
                     out = self.agent.update(
                         self.buffer.sample(batch_size), update_actor=u >= utd - actor_utd
                     )
@@ -809,7 +860,7 @@ class OfflineOnlineTrainer:
                 if self.exploration is not None and hasattr(self.exploration, "step"):
                     self.exploration.step(1)
                 bar.update(batch.numel())
-                if frames % b.log_every == 0:
+                if frames % b.log_every == 0 and not warming_up:
                     now = time.perf_counter()
                     row = self._update_metrics(out, now - t0, (frames - f0) * utd)
                     row["online/frames_per_s"] = (frames - f0) / max(now - t0, 1e-9)
@@ -820,6 +871,9 @@ class OfflineOnlineTrainer:
                     self._log(row, step=self._global_step())
                 if frames % b.eval_every == 0 and frames < b.online_frames:
                     self._evaluate("online", frames)
+                    if self._end_requested:
+                        _LOG.info("the run ends at frame %d, as on_evaluation asked", frames)
+                        break
                 if bool(batch["next", "done"].any()):
                     self.counters["episodes"] += 1
                     row = {"online/episode_return": ep_return}
@@ -851,14 +905,14 @@ class OfflineOnlineTrainer:
         t_start = time.perf_counter()
         try:
             if self.counters["phase"] == "offline":
-                if self.counters["step"] == 0 and not self.evaluations:
+                first = self.counters["step"] == 0 and not self.evaluations
+                if first and self.cfg.budget.offline_steps:  # else the phase's end evaluates
                     self._evaluate("offline", 0)
                 self._offline_phase()
             self._online_phase()
         except _StopRequested as stop:
             _LOG.info(
-                "stopped by a signal at offline step %d / online frame %d; resume with "
-                "resume=%s",
+                "stopped by a signal at offline step %d / online frame %d; resume with resume=%s",
                 stop.counters["step"],
                 stop.counters["frames"],
                 self.out,
