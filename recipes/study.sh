@@ -9,7 +9,9 @@
 #   bash recipes/study.sh collect         # only copy the finished records and analyse
 #
 # Runs (with their shared offline phases and checkpoints) live in $STUDY_ROOT (default: studies/);
-# the records already committed are copied there first, so their runs are not redone.
+# the records already committed are copied there first, so their runs are not redone. Every run
+# uses 1 thread whatever N_JOBS is: the thread count changes the order of float reductions, so
+# runs at another count would train other offline phases and no longer be paired by seed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -45,7 +47,7 @@ sweep() {  # sweep <experiment> <tasks> [<methods>]
   echo "[study] $(date -u +%FT%TZ) $1 on $2 ${3:-}" >&2
   local methods=()
   if [ -n "${3:-}" ]; then methods=("hydra.sweeper.params.method=$3"); fi
-  python recipes/sweep.py experiment="$1" study_root="$study_root" \
+  python recipes/sweep.py experiment="$1" study_root="$study_root" threads=1 \
     hydra.launcher.n_jobs="$n_jobs" "hydra.sweeper.params.task=$2" "${methods[@]}"
   collect
 }
