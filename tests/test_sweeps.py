@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from torchrl_o3f.analysis import RunRecord, _offline_phase, collect_runs, pairing
 from torchrl_o3f.trainers import TrainerConfig
 from torchrl_o3f.trainers.sweep import offline_key, offline_run_dir, threads_per_job
 
@@ -95,6 +96,8 @@ def test_smoke_sweep_then_analysis(tmp_path, dataset_root, launcher):
     assert methods == {"o3f_iql", "iql"}
     summary = (out / "summary.md").read_text()
     assert "| o3f_iql |" in summary and "IQM" in summary
+    # the analysis sees that both methods of a seed started from one offline phase
+    assert pairing(collect_runs(study), "o3f_iql", "iql", ["hopper-random"]) == "shared (2 of 2)"
     for fig in ("curves.png", "aggregates.png", "profiles.png"):
         assert (out / fig).stat().st_size > 10_000, fig
 
@@ -129,3 +132,19 @@ def test_an_interrupted_sweep_finishes_without_redoing_finished_runs(tmp_path, d
     for run in RUNS:
         summary = json.loads((study / run / "summary.json").read_text())
         assert summary["online_frames"] == 120, run
+
+
+def test_pairing_tells_shared_offline_phases_from_unshared_ones():
+    def run(method, seed, offline):
+        return RunRecord(f"t/{method}/seed{seed}", "t", method, seed, [], [], True, offline)
+
+    shared = [run(m, s, f"t/iql-aaa/seed{s}") for m in ("x", "y") for s in (0, 1)]
+    assert pairing(shared, "x", "y", ["t"]) == "shared (2 of 2)"
+    # the same algorithm, another offline phase for one seed (another thread count, say)
+    drift = shared[:3] + [run("y", 1, "t/iql-bbb/seed1")]
+    assert pairing(drift, "x", "y", ["t"]) == "NOT shared: 1 of 2"
+    other = shared[:2] + [run("y", s, f"t/cql-ccc/seed{s}") for s in (0, 1)]
+    assert pairing(other, "x", "y", ["t"]) == "different algorithms"
+    assert pairing(shared, "x", "z", ["t"]) == "-"
+    path = "studies/study/offline/t/iql-aaa/seed0/checkpoints/offline.pt"
+    assert _offline_phase(path) == "t/iql-aaa/seed0" and _offline_phase(None) == ""

@@ -36,7 +36,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLAIMS", "Claim", "RunRecord", "analyse", "collect_runs", "experiment_grid", "main"]
+__all__ = [
+    "CLAIMS",
+    "Claim",
+    "RunRecord",
+    "analyse",
+    "collect_runs",
+    "experiment_grid",
+    "main",
+    "pairing",
+]
 
 TIDY_COLUMNS = (
     "run",
@@ -131,6 +140,8 @@ class RunRecord:
         evaluations: its ``evaluations.csv`` rows (dicts).
         episodes: per online episode, its ``metrics.jsonl`` row (return, Q, MC return, ...).
         finished: whether the run wrote its ``summary.json``.
+        offline: the shared offline phase the run started from, as
+            ``<task>/<algo>-<hash>/seed<k>`` (``""``: the run trained its own).
 
     Example:
         >>> RunRecord("t/m/seed0", "t", "m", 0, [], [], True).seed
@@ -144,6 +155,7 @@ class RunRecord:
     evaluations: list[dict[str, Any]]
     episodes: list[dict[str, Any]]
     finished: bool
+    offline: str = ""
 
 
 def _method_of(config: dict[str, Any]) -> str:
@@ -153,6 +165,44 @@ def _method_of(config: dict[str, Any]) -> str:
     online = config.get("online_algo") or algo
     mode = config["exploration"]["mode"]
     return f"{algo}-{online}-{mode}" if online != algo else f"{algo}-{mode}"
+
+
+def _offline_phase(checkpoint: str | None) -> str:
+    """``<task>/<algo>-<hash>/seed<k>`` of a sweep's shared offline checkpoint path."""
+    if not checkpoint:
+        return ""
+    parts = Path(checkpoint).parts
+    if "offline" not in parts:
+        return str(checkpoint)
+    i = len(parts) - 1 - parts[::-1].index("offline")
+    return "/".join(parts[i + 1 : i + 4])
+
+
+def pairing(runs: list[RunRecord], x: str, y: str, tasks: list[str]) -> str:
+    """Whether methods ``x`` and ``y`` started each (task, seed) from the same offline phase.
+
+    Returns ``"shared (n of n)"``, ``"different algorithms"`` (by design, e.g. O3F-IQL
+    against CQL) or ``"NOT shared: k of n"``: the same algorithm's offline phases differ (another
+    config, thread count or budget), so the comparison also measures offline noise.
+
+    Example:
+        >>> a = RunRecord("a", "t", "x", 0, [], [], True, "t/iql-1/seed0")
+        >>> b = RunRecord("b", "t", "y", 0, [], [], True, "t/iql-2/seed0")
+        >>> pairing([a, b], "x", "y", ["t"])
+        'NOT shared: 1 of 1'
+    """
+    phase = {(r.method, r.task, r.seed): r.offline for r in runs if r.finished}
+    keys = [(t, s) for (m, t, s) in phase if m == x and t in tasks and (y, t, s) in phase]
+    if not keys:
+        return "-"
+    pairs = [(phase[(x, *k)], phase[(y, *k)]) for k in keys]
+    same = sum(a == b and a != "" for a, b in pairs)
+    algo = lambda p: p.split("/")[1].rsplit("-", 1)[0] if p.count("/") >= 2 else p  # noqa: E731
+    if same == 0 and all(algo(a) != algo(b) for a, b in pairs):
+        return "different algorithms"
+    if same == len(pairs):
+        return f"shared ({same} of {len(pairs)})"
+    return f"NOT shared: {len(pairs) - same} of {len(pairs)}"
 
 
 def collect_runs(study: str | Path) -> list[RunRecord]:
@@ -190,6 +240,7 @@ def collect_runs(study: str | Path) -> list[RunRecord]:
                 evaluations=evaluations,
                 episodes=episodes,
                 finished=(folder / "summary.json").exists(),
+                offline=_offline_phase(config.get("offline_checkpoint")),
             )
         )
     if not runs:
@@ -368,8 +419,11 @@ def analyse(
     for claim in CLAIMS.get(str(experiment), []):
         claim_tasks = [t for t in (claim.tasks or tasks) if t in tasks]
         pair = score_matrix(runs, [claim.better, claim.worse], claim_tasks)
+        paired = pairing(runs, claim.better, claim.worse, claim_tasks)
         if len(pair) < 2:
-            claims.append({"claim": claim, "verdict": "not run yet", "p": None, "ci": None})
+            claims.append(
+                {"claim": claim, "verdict": "not run yet", "p": None, "ci": None, "paired": "-"}
+            )
             continue
         x, y = pair[claim.better], pair[claim.worse]
         n = min(len(x), len(y))
@@ -381,7 +435,15 @@ def analyse(
         )
         lo, hi = (float(v) for v in np.ravel(intervals["pair"]))
         p = float(np.ravel(points["pair"])[0])
-        claims.append({"claim": claim, "verdict": _verdict(claim, lo, hi), "p": p, "ci": (lo, hi)})
+        claims.append(
+            {
+                "claim": claim,
+                "verdict": _verdict(claim, lo, hi),
+                "p": p,
+                "ci": (lo, hi),
+                "paired": paired,
+            }
+        )
 
     _plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, rng=rng)
     if len(matrix) >= 1:
@@ -435,12 +497,23 @@ def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -
             )
     if claims:
         lines += ["", "Claims (probability of improvement P(X > Y), 95% CI):", ""]
-        lines += ["| claim | X | Y | P(X > Y) | 95% CI | verdict |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| claim | X | Y | P(X > Y) | 95% CI | verdict | offline phases of X and Y |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for c in claims:
             cl = c["claim"]
             p = "-" if c["p"] is None else f"{c['p']:.2f}"
             ci = "-" if c["ci"] is None else f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
-            lines.append(f"| {cl.text} | {cl.better} | {cl.worse} | {p} | {ci} | {c['verdict']} |")
+            lines.append(
+                f"| {cl.text} | {cl.better} | {cl.worse} | {p} | {ci} | {c['verdict']} | "
+                f"{c.get('paired', '-')} |"
+            )
+        lines += [
+            "",
+            "Offline phases: *shared* means both methods started each seed from the very same "
+            "offline checkpoint, so the comparison measures the online phase alone.",
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
