@@ -2,7 +2,8 @@
 # The committed CPU-scale study (docs/results.md), resumable: runs the paper's experiments as
 # sweeps in order of what they show, then copies each finished run's record (config.yaml,
 # evaluations.csv, metrics.jsonl, summary.json; no checkpoints) into docs/results/sweep/study and
-# re-runs the analysis of every experiment. Stop it at any time; run it again to go on.
+# re-runs the analysis of every experiment (docs/results/<experiment>/, docs/results/claims.md).
+# Stop it at any time; run it again to go on.
 #
 #   bash recipes/study.sh                 # all of it, 2 parallel runs (about 7 hours on 2 cores)
 #   N_JOBS=1 bash recipes/study.sh        # leave a core free
@@ -37,10 +38,7 @@ collect() {  # the finished runs' records into the committed study, then every e
       mkdir -p "$committed/$budget/$run"
       for f in "${records[@]}"; do cp -p "$study_root/$budget/$run/$f" "$committed/$budget/$run/"; done
     done
-  for exp in fig5_exploration fig4_baselines fig5_lapo fig6_omega fig2_switch fig3_loosening; do
-    python -m torchrl_o3f.analysis "$committed/$budget" --experiment "$exp" \
-      --out "docs/results/$exp" || echo "[study] $exp: nothing to analyse yet" >&2
-  done
+  python -m torchrl_o3f.analysis "$committed/$budget" --all --out docs/results
 }
 
 sweep() {  # sweep <experiment> <tasks> [<methods>]

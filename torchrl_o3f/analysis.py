@@ -1,6 +1,7 @@
 """Study analysis: the runs of a sweep into a tidy table, rliable statistics and figures.
 
     python -m torchrl_o3f.analysis studies/study --experiment fig5_exploration --out <dir>
+    python -m torchrl_o3f.analysis studies/study --all --out <dir>   # every experiment, claims.md
 
 reads every run under the study folder (its ``config.yaml``, ``evaluations.csv`` and
 ``metrics.jsonl``; the shared offline phases are skipped), and writes to ``--out``:
@@ -41,6 +42,7 @@ __all__ = [
     "Claim",
     "RunRecord",
     "analyse",
+    "analyse_all",
     "collect_runs",
     "experiment_grid",
     "main",
@@ -442,6 +444,9 @@ def analyse(
                 "p": p,
                 "ci": (lo, hi),
                 "paired": paired,
+                "seeds": (len(x[:n]), len(y[:n])),
+                "tasks": claim_tasks,
+                "means": (float(np.mean(x[:n])) * 100, float(np.mean(y[:n])) * 100),
             }
         )
 
@@ -643,14 +648,84 @@ def _plot_overestimation(runs, methods, tasks, path) -> None:
     plt.close(fig)
 
 
+def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list[dict]:
+    """Every experiment of :data:`CLAIMS` into ``out/<experiment>/``, and ``out/claims.md``.
+
+    ``claims.md`` puts each of the paper's claims next to what the study measured: the tasks,
+    the seeds per side, the mean final scores, the probability of improvement with its 95%
+    interval, the verdict and whether both sides started from the same offline phases. An
+    experiment without runs yet is listed as "not run yet".
+
+    Returns:
+        One dict per claim (as in :func:`analyse`'s ``claims``, with ``"experiment"``).
+    """
+    out = Path(out)
+    rows = []
+    for experiment, claims in CLAIMS.items():
+        try:
+            res = analyse(study, out / experiment, experiment=experiment, reps=reps)
+            found = res["claims"]
+        except FileNotFoundError:
+            found = [{"claim": c, "verdict": "not run yet", "p": None} for c in claims]
+        rows += [{**c, "experiment": experiment} for c in found]
+    lines = [
+        "# The paper's claims against the committed study",
+        "",
+        "Written by `python -m torchrl_o3f.analysis <study> --all --out <dir>` from the runs' own "
+        "records. Scores: normalised final scores after the online phase (0-100), mean over "
+        "seeds and tasks; P(X > Y): rliable's probability of improvement with its stratified-"
+        "bootstrap 95% interval. Per-experiment tables and figures: `<experiment>/summary.md`.",
+        "",
+        "| claim (the paper's) | experiment | tasks | seeds X / Y | score X / Y | P(X > Y) "
+        "[95% CI] | verdict | offline phases |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in rows:
+        cl = c["claim"]
+        if c["p"] is None:
+            lines.append(
+                f"| {cl.text} ({cl.better} vs {cl.worse}) | `{c['experiment']}` | - | - | - | - | "
+                f"{c['verdict']} | - |"
+            )
+            continue
+        lines.append(
+            f"| {cl.text} ({cl.better} vs {cl.worse}) | `{c['experiment']}` | "
+            f"{', '.join(c['tasks'])} | {c['seeds'][0]} / {c['seeds'][1]} | "
+            f"{c['means'][0]:.1f} / {c['means'][1]:.1f} | {c['p']:.2f} "
+            f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}] | {c['verdict']} | {c['paired']} |"
+        )
+    lines += [
+        "",
+        'Verdicts: "reproduced" needs the 95% interval of P(X > Y) above 0.5 ("the other way '
+        'round": below it); an equality claim is reproduced within the noise while the interval '
+        'contains 0.5; otherwise "too noisy to tell".',
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "claims.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m torchrl_o3f.analysis``."""
     parser = argparse.ArgumentParser(prog="python -m torchrl_o3f.analysis", description=__doc__)
     parser.add_argument("study", help="the study folder (e.g. studies/study)")
     parser.add_argument("--experiment", default=None, help="an experiment name or yaml path")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every experiment of the paper into <out>/<experiment>/, and <out>/claims.md",
+    )
     parser.add_argument("--out", default=None, help="output folder (default <study>/analysis)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
     args = parser.parse_args(argv)
+    if args.all:
+        if args.experiment:
+            parser.error("give --all or --experiment, not both")
+        out = args.out or str(Path(args.study) / "analysis")
+        rows = analyse_all(args.study, out, reps=args.reps)
+        done = sum(r["p"] is not None for r in rows)
+        print(f"{done} of {len(rows)} claims measured: written to {out}/claims.md")
+        return 0
     out = args.out or str(Path(args.study) / "analysis" / (args.experiment or "all"))
     try:
         res = analyse(args.study, out, experiment=args.experiment, reps=args.reps)
