@@ -148,3 +148,31 @@ def test_pairing_tells_shared_offline_phases_from_unshared_ones():
     assert pairing(shared, "x", "z", ["t"]) == "-"
     path = "studies/study/offline/t/iql-aaa/seed0/checkpoints/offline.pt"
     assert _offline_phase(path) == "t/iql-aaa/seed0" and _offline_phase(None) == ""
+
+
+def test_analyse_all_puts_each_claim_next_to_what_was_measured(tmp_path):
+    from torchrl_o3f.analysis import analyse_all
+
+    study = tmp_path / "study"
+    for method, bonus in (("o3f_iql", 0.0), ("o3f_iql_omega1", 20.0)):
+        for seed in range(3):
+            run = study / "halfcheetah-medium" / method / f"seed{seed}"
+            run.mkdir(parents=True)
+            offline = f"s/offline/halfcheetah-medium/iql-abc/seed{seed}/checkpoints/offline.pt"
+            (run / "config.yaml").write_text(
+                f"task: halfcheetah-medium\nseed: {seed}\nmethod: {method}\n"
+                f"offline_checkpoint: {offline}\n"
+            )
+            rows = ["phase,step,frames,return,score", "offline,5,0,1.0,10.0"]
+            rows.append(f"online,5,5,2.0,{10.0 + seed + bonus}")
+            (run / "evaluations.csv").write_text("\n".join(rows) + "\n")
+            (run / "summary.json").write_text("{}")
+    claims = analyse_all(study, tmp_path / "out", reps=100)
+    omega = next(c for c in claims if c["experiment"] == "fig6_omega")
+    assert omega["p"] == 0.0 and omega["seeds"] == (3, 3) and omega["paired"] == "shared (3 of 3)"
+    assert omega["verdict"] == "not reproduced (the other way round)"
+    table = (tmp_path / "out" / "claims.md").read_text()
+    row = next(line for line in table.splitlines() if "omega = 1" in line)
+    assert "| 3 / 3 | 11.0 / 31.0 | 0.00 [0.00, 0.00] |" in row and "shared (3 of 3)" in row
+    assert table.count("not run yet") == sum(c["p"] is None for c in claims) == len(claims) - 1
+    assert (tmp_path / "out" / "fig6_omega" / "summary.md").exists()
