@@ -689,8 +689,9 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
             )
             continue
         lines.append(
-            f"| {cl.text} ({cl.better} vs {cl.worse}) | `{c['experiment']}` | "
-            f"{', '.join(c['tasks'])} | {c['seeds'][0]} / {c['seeds'][1]} | "
+            f"| {cl.text} ({cl.better} vs {cl.worse}) | "
+            f"[`{c['experiment']}`]({c['experiment']}/summary.md) | {', '.join(c['tasks'])} | "
+            f"{c['seeds'][0]} / {c['seeds'][1]} | "
             f"{c['means'][0]:.1f} / {c['means'][1]:.1f} | {c['p']:.2f} "
             f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}] | {c['verdict']} | {c['paired']} |"
         )
