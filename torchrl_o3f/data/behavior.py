@@ -117,7 +117,8 @@ def build_sac_actor(
 
     Example:
         >>> import torch
-        >>>         >>> actor = build_sac_actor(3, 2, num_cells=16)
+        >>> from tensordict import TensorDict
+        >>> actor = build_sac_actor(3, 2, num_cells=16)
         >>> actor(TensorDict({"observation": torch.zeros(4, 3)}, [4]))["action"].shape
         torch.Size([4, 2])
     """
