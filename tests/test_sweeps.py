@@ -176,3 +176,21 @@ def test_analyse_all_puts_each_claim_next_to_what_was_measured(tmp_path):
     assert "| 3 / 3 | 11.0 / 31.0 | 0.00 [0.00, 0.00] |" in row and "shared (3 of 3)" in row
     assert table.count("not run yet") == sum(c["p"] is None for c in claims) == len(claims) - 1
     assert (tmp_path / "out" / "fig6_omega" / "summary.md").exists()
+
+
+def test_the_paper_scale_commands_run_the_papers_budget():
+    from hydra import compose, initialize_config_dir
+
+    from torchrl_o3f.analysis import CLAIMS, paper_command
+    from torchrl_o3f.trainers.recipe import register_configs
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "recipes" / "config"), version_base="1.3"):
+        for experiment in CLAIMS:
+            overrides = [o for o in paper_command(experiment).split()[2:] if "launcher" not in o]
+            cfg = compose("sweep", overrides=overrides)
+            assert cfg.budget.offline_steps == 1_000_000, experiment
+            assert cfg.budget.online_frames == 1_000_000, experiment
+            assert cfg.device == "cuda"
+            if experiment == "fig5_lapo":  # the paper's 20 critic updates per env step
+                assert cfg.algo.utd_ratio == 20

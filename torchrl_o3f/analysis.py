@@ -47,6 +47,7 @@ __all__ = [
     "experiment_grid",
     "main",
     "pairing",
+    "paper_command",
 ]
 
 TIDY_COLUMNS = (
@@ -130,6 +131,31 @@ CLAIMS: dict[str, list[Claim]] = {
     ],
 }
 """The paper's claims each experiment tests (see ``docs/results.md``)."""
+
+PAPER_SCALE = (
+    "python recipes/sweep.py experiment={experiment} budget=paper device=cuda "
+    "hydra/launcher=submitit_slurm"
+)
+"""The command that reruns an experiment at the paper's scale (add the cluster's own
+``hydra.launcher.*`` keys, see docs/sweeps.md)."""
+
+PAPER_OVERRIDES: dict[str, str] = {
+    # fig5_lapo.yaml sets budget.online_frames and algo.utd_ratio for a CPU: undo both
+    "fig5_lapo": "budget.online_frames=1000000 algo.utd_ratio=20",
+}
+"""Extra overrides of :data:`PAPER_SCALE` where an experiment's yaml cuts the budget for a CPU."""
+
+
+def paper_command(experiment: str) -> str:
+    """The one command that reruns ``experiment`` at the paper's scale on a SLURM cluster.
+
+    Example:
+        >>> paper_command("fig5_lapo").split()[-1]
+        'algo.utd_ratio=20'
+    """
+    extra = PAPER_OVERRIDES.get(experiment)
+    command = PAPER_SCALE.format(experiment=experiment)
+    return f"{command} {extra}" if extra else command
 
 
 @dataclass
@@ -700,7 +726,12 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
         'Verdicts: "reproduced" needs the 95% interval of P(X > Y) above 0.5 ("the other way '
         'round": below it); an equality claim is reproduced within the noise while the interval '
         'contains 0.5; otherwise "too noisy to tell".',
+        "",
+        "Each experiment at the paper's scale (1M offline steps, 1M online frames, on GPUs; add "
+        "the cluster's `hydra.launcher.*` keys, see docs/sweeps.md):",
+        "",
     ]
+    lines += [f"- `{paper_command(experiment)}`" for experiment in CLAIMS]
     out.mkdir(parents=True, exist_ok=True)
     (out / "claims.md").write_text("\n".join(lines) + "\n")
     return rows
