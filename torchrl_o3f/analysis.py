@@ -549,7 +549,12 @@ def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -
 
 
 def _online_curve(run: RunRecord) -> dict[int, float]:
-    return {_step(e): float(e["score"]) for e in run.evaluations if e["phase"] == "online"}
+    """Score per online frame, starting at frame 0 with the policy the offline phase handed over."""
+    online = {_step(e): float(e["score"]) for e in run.evaluations if e["phase"] == "online"}
+    start = _final(run, "offline")
+    if online and start is not None:
+        online.setdefault(0, start)
+    return dict(sorted(online.items()))
 
 
 def _plot_curves(runs, methods, tasks, path, *, reps, rng) -> None:
@@ -582,7 +587,7 @@ def _plot_curves(runs, methods, tasks, path, *, reps, rng) -> None:
                 ax.fill_between(frames, lo, hi, alpha=0.2)
             ax.plot(frames, mean, marker="o", ms=3, label=f"{method} (n={len(curves)})")
         ax.set_title(task)
-        ax.set_xlabel("online env frames")
+        ax.set_xlabel("online env frames (0: the offline policy)")
         ax.set_ylabel("normalised score (0-100)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -646,9 +651,11 @@ def _plot_overestimation(runs, methods, tasks, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
+        plotted = [1.0]
         for method in methods:
             series = defaultdict(list)
             for r in runs:
@@ -660,15 +667,24 @@ def _plot_overestimation(runs, methods, tasks, path) -> None:
                         series[i].append(ratio)
             if series:
                 idx = sorted(series)
-                ax.plot(idx, [np.mean(series[i]) for i in idx], label=method)
+                means = [float(np.mean(series[i])) for i in idx]
+                plotted += means
+                ax.plot(idx, means, marker="o", ms=3, label=method)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_title(task)
         ax.set_xlabel("online episode")
         ax.set_ylabel("mean Q / Monte-Carlo return")
-        ax.set_yscale("symlog")
-        ax.grid(alpha=0.3)
+        if min(plotted) > 0:  # ratios: a log axis, 1 = exact, 40 = the paper's CQL -> SAC
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        else:  # a negative ratio (Q or the return below 0): linear near 0, log beyond
+            ax.set_yscale("symlog", linthresh=1.0)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle("Critic over-estimation per online episode (mean over seeds; 1 = exact)")
+    title = "Critic over-estimation per online episode\n(mean over seeds; 1 = exact)"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
