@@ -176,6 +176,7 @@ def test_analyse_all_puts_each_claim_next_to_what_was_measured(tmp_path):
     assert "| 3 / 3 | 11.0 / 31.0 | 0.00 [0.00, 0.00] |" in row and "shared (3 of 3)" in row
     assert table.count("not run yet") == sum(c["p"] is None for c in claims) == len(claims) - 1
     assert (tmp_path / "out" / "fig6_omega" / "summary.md").exists()
+    assert "| `fig6_omega` | 6 | 6 |" in table and "| `fig5_lapo` | 0 | 6 |" in table
 
 
 def test_the_paper_scale_commands_run_the_papers_budget():

@@ -703,6 +703,18 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
     """
     out = Path(out)
     rows = []
+    try:
+        every = [r for r in collect_runs(study) if r.finished]
+    except FileNotFoundError:
+        every = []
+    progress = []
+    for experiment in CLAIMS:
+        grid = experiment_grid(experiment)
+        cells = {
+            (t, m, int(k)) for t in grid["task"] for m in grid["method"] for k in grid["seed"]
+        }
+        done = sum((r.task, r.method, r.seed) in cells for r in every)
+        progress.append(f"| `{experiment}` | {done} | {len(cells)} |")
     for experiment, claims in CLAIMS.items():
         try:
             res = analyse(study, out / experiment, experiment=experiment, reps=reps)
@@ -748,6 +760,8 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
         "",
     ]
     lines += [f"- `{paper_command(experiment)}`" for experiment in CLAIMS]
+    lines += ["", "Finished runs of each experiment (a run may serve several):", ""]
+    lines += ["| experiment | finished | of |", "|---|---|---|", *progress]
     out.mkdir(parents=True, exist_ok=True)
     (out / "claims.md").write_text("\n".join(lines) + "\n")
     return rows
