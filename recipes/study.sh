@@ -44,9 +44,10 @@ collect() {  # the finished runs' records into the committed study, then every e
 sweep() {  # sweep <experiment> <tasks> [<methods>]
   echo "[study] $(date -u +%FT%TZ) $1 on $2 ${3:-}" >&2
   local methods=()
-  if [ -n "${3:-}" ]; then methods=("hydra.sweeper.params.method=$3"); fi
+  # quoted: a bare a,b,c on the command line would be a sweep over the hydra key itself
+  if [ -n "${3:-}" ]; then methods=("hydra.sweeper.params.method='$3'"); fi
   python recipes/sweep.py experiment="$1" study_root="$study_root" threads=1 \
-    hydra.launcher.n_jobs="$n_jobs" "hydra.sweeper.params.task=$2" "${methods[@]}"
+    hydra.launcher.n_jobs="$n_jobs" "hydra.sweeper.params.task='$2'" "${methods[@]}"
   collect
 }
 

@@ -195,3 +195,20 @@ def test_the_paper_scale_commands_run_the_papers_budget():
             assert cfg.device == "cuda"
             if experiment == "fig5_lapo":  # the paper's 20 critic updates per env step
                 assert cfg.algo.utd_ratio == 20
+
+
+def test_a_quoted_list_changes_an_experiments_grid():
+    """The documented way to narrow a grid (recipes/study.sh does it): a quoted list."""
+    cmd = [
+        sys.executable,
+        SWEEP,
+        "experiment=fig3_loosening",
+        "hydra.sweeper.params.method='iql,awac'",
+        "hydra.sweeper.params.task='halfcheetah-medium,hopper-medium'",
+        "--cfg",
+        "hydra",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "method: iql,awac" in res.stdout
+    assert "task: halfcheetah-medium,hopper-medium" in res.stdout
