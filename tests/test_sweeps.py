@@ -212,3 +212,22 @@ def test_a_quoted_list_changes_an_experiments_grid():
     assert res.returncode == 0, res.stderr[-2000:]
     assert "method: iql,awac" in res.stdout
     assert "task: halfcheetah-medium,hopper-medium" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "method", sorted(p.stem for p in (ROOT / "recipes" / "config" / "method").glob("*.yaml"))
+)
+def test_every_method_config_composes_and_resolves(method):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from torchrl_o3f.trainers.recipe import register_configs
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "recipes" / "config"), version_base="1.3"):
+        cfg = compose("sweep", overrides=[f"method={method}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["method"] == method
+    if method.endswith(("_abrupt", "_linear")):
+        assert resolved["anneal"]["mode"] == method.rsplit("_", 1)[1]
+        assert resolved["anneal"]["frames"] == resolved["budget"]["online_frames"]
