@@ -361,6 +361,10 @@ def score_matrix(
     return out
 
 
+MIN_SEEDS = 3
+"""Seeds per side below which a claim gets no verdict (the paper's minimum per comparison)."""
+
+
 def _verdict(claim: Claim, lo: float, hi: float) -> str:
     if claim.kind == "equal":
         if lo > 0.5 or hi < 0.5:
@@ -463,10 +467,13 @@ def analyse(
         )
         lo, hi = (float(v) for v in np.ravel(intervals["pair"]))
         p = float(np.ravel(points["pair"])[0])
+        verdict = _verdict(claim, lo, hi)
+        if n < MIN_SEEDS:  # a bootstrap over one or two seeds is degenerate
+            verdict = f"too few seeds to tell ({n} per side, {MIN_SEEDS} needed)"
         claims.append(
             {
                 "claim": claim,
-                "verdict": _verdict(claim, lo, hi),
+                "verdict": verdict,
                 "p": p,
                 "ci": (lo, hi),
                 "paired": paired,
