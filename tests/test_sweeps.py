@@ -146,6 +146,8 @@ def test_pairing_tells_shared_offline_phases_from_unshared_ones():
     other = shared[:2] + [run("y", s, f"t/cql-ccc/seed{s}") for s in (0, 1)]
     assert pairing(other, "x", "y", ["t"]) == "different algorithms"
     assert pairing(shared, "x", "z", ["t"]) == "-"
+    resumed = shared[:3] + [run("y", 1, "")]  # a resumed run records no offline checkpoint
+    assert pairing(resumed, "x", "y", ["t"]) == "shared (1 of 1, 1 not recorded (resumed runs))"
     path = "studies/study/offline/t/iql-aaa/seed0/checkpoints/offline.pt"
     assert _offline_phase(path) == "t/iql-aaa/seed0" and _offline_phase(None) == ""
 

@@ -224,13 +224,19 @@ def pairing(runs: list[RunRecord], x: str, y: str, tasks: list[str]) -> str:
     if not keys:
         return "-"
     pairs = [(phase[(x, *k)], phase[(y, *k)]) for k in keys]
-    same = sum(a == b and a != "" for a, b in pairs)
+    # a resumed run does not record its offline checkpoint (resume replaces it): unknown
+    unknown = sum(a == "" or b == "" for a, b in pairs)
+    pairs = [(a, b) for a, b in pairs if a != "" and b != ""]
+    note = f", {unknown} not recorded (resumed runs)" if unknown else ""
+    if not pairs:
+        return f"not recorded ({unknown} resumed)"
+    same = sum(a == b for a, b in pairs)
     algo = lambda p: p.split("/")[1].rsplit("-", 1)[0] if p.count("/") >= 2 else p  # noqa: E731
     if same == 0 and all(algo(a) != algo(b) for a, b in pairs):
         return "different algorithms"
     if same == len(pairs):
-        return f"shared ({same} of {len(pairs)})"
-    return f"NOT shared: {len(pairs) - same} of {len(pairs)}"
+        return f"shared ({same} of {len(pairs)}{note})"
+    return f"NOT shared: {len(pairs) - same} of {len(pairs)}{note}"
 
 
 def collect_runs(study: str | Path) -> list[RunRecord]:
