@@ -209,29 +209,6 @@ def method_name(cfg: TrainerConfig) -> str:
     return f"{algo} + {cfg.exploration.mode}" if cfg.exploration.mode != "none" else algo
 
 
-class _WarmUp(TensorDictModuleBase):
-    """The behaviour module, whose action is replaced by a uniform random one while ``active``.
-
-    The behaviour still runs (its outputs keep their keys, so the collector's batches keep one
-    layout); only ``action`` is overwritten, by ``action_spec.rand()`` (the global generator,
-    checkpointed with the run).
-    """
-
-    def __init__(self, behaviour, action_spec):
-        super().__init__()
-        self.behaviour = behaviour
-        self.action_spec = action_spec
-        self.in_keys = list(behaviour.in_keys)
-        self.out_keys = list(behaviour.out_keys)
-        self.active = False
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        tensordict = self.behaviour(tensordict)
-        if self.active:
-            tensordict.set("action", self.action_spec.rand(tensordict.batch_size))
-        return tensordict
-
-
 class _StopRequested(Exception):
     def __init__(self, counters: dict):
         super().__init__()
@@ -801,13 +778,13 @@ class OfflineOnlineTrainer:
             return
         rng = rng_state()
         env = self._make_env(device=self.device)
-        warmup = _WarmUp(self.behaviour, self.action_spec)
-        warmup.active = self.counters["frames"] < b.warmup_frames
         collector = Collector(
             env,
-            warmup if b.warmup_frames else self.behaviour,
+            self.behaviour,
             frames_per_batch=1,
             total_frames=remaining,
+            # the warm-up's uniform random actions (env.rand_action), the policy not called
+            init_random_frames=max(0, b.warmup_frames - self.counters["frames"]),
             device=self.device,
             # the package's policies are not recurrent: nothing to add to the env
             auto_register_policy_transforms=False,
@@ -849,7 +826,6 @@ class OfflineOnlineTrainer:
                 if self._anneal is not None:
                     self._apply_anneal()
                 warming_up = frames <= b.warmup_frames
-                warmup.active = frames < b.warmup_frames
                 if frames == b.warmup_frames:  # update rates count from the first update
                     t0, f0 = time.perf_counter(), frames
                 for u in range(0 if warming_up else utd):
