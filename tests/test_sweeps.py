@@ -132,6 +132,8 @@ def test_an_interrupted_sweep_finishes_without_redoing_finished_runs(tmp_path, d
     for run in RUNS:
         summary = json.loads((study / run / "summary.json").read_text())
         assert summary["online_frames"] == 120, run
+    # the resumed run still records the shared offline phase it started from
+    assert "offline/hopper-random/iql-" in (second / "config.yaml").read_text()
 
 
 def test_pairing_tells_shared_offline_phases_from_unshared_ones():

@@ -87,6 +87,7 @@ def _resumed_config(config: TrainerConfig, overrides: list[str]) -> TrainerConfi
     if not (isinstance(stored, dict) and "derived" in stored):
         return config  # a checkpoint without a recorded config: the command line is the config
     base = config_from_record(stored)
+    base.offline_checkpoint = None  # recorded where the run started; a resume does not restart
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
         if key.startswith("hydra"):

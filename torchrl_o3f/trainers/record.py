@@ -83,6 +83,10 @@ def static_record(cfg: TrainerConfig) -> dict[str, Any]:
 def resolved_record(trainer) -> dict[str, Any]:
     """The resolved config of a built :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer`."""
     record = static_record(trainer.cfg)
+    state = getattr(trainer, "_resume_state", None)
+    if trainer.cfg.resume and state is not None:  # where the resumed run started from
+        started = (state.get("meta", {}).get("config") or {}).get("offline_checkpoint")
+        record["offline_checkpoint"] = started
     record["logger"]["exp_name"] = trainer.exp_name()
     derived = {
         "dataset_id": trainer.dataset_id,
