@@ -390,6 +390,7 @@ def analyse(
     experiment: str | None = None,
     reps: int = 2000,
     seed: int = 0,
+    runs: list[RunRecord] | None = None,
 ) -> dict[str, Any]:
     """Write the tidy CSV, the statistics (``summary.md``) and the figures of a study.
 
@@ -399,6 +400,10 @@ def analyse(
         experiment: restrict to an experiment's tasks/methods/seeds and test its claims.
         reps: bootstrap repetitions.
         seed: seed of the bootstrap.
+        runs: the study's runs when already read (:func:`collect_runs`); ``None`` reads them.
+
+    Raises:
+        FileNotFoundError: when the study (or the experiment's part of it) holds no run.
 
     Returns:
         ``{"runs": n, "methods": [...], "tasks": [...], "aggregates": {...}, "claims": [...]}``.
@@ -410,7 +415,7 @@ def analyse(
 
     # arch (rliable's bootstrap) warns on rliable's own random_state argument: not ours to fix
     warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
-    runs = collect_runs(study)
+    runs = collect_runs(study) if runs is None else runs
     grid = experiment_grid(experiment) if experiment else {}
     if grid:
         seeds = {int(s) for s in grid.get("seed", [])}
@@ -717,9 +722,10 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
     out = Path(out)
     rows = []
     try:
-        every = [r for r in collect_runs(study) if r.finished]
+        runs = collect_runs(study)  # read once, shared by every experiment's analysis
     except FileNotFoundError:
-        every = []
+        runs = []
+    every = [r for r in runs if r.finished]
     progress = []
     for experiment in CLAIMS:
         grid = experiment_grid(experiment)
@@ -730,7 +736,7 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
         progress.append(f"| `{experiment}` | {done} | {len(cells)} |")
     for experiment, claims in CLAIMS.items():
         try:
-            res = analyse(study, out / experiment, experiment=experiment, reps=reps)
+            res = analyse(study, out / experiment, experiment=experiment, reps=reps, runs=runs)
             found = res["claims"]
         except FileNotFoundError:
             found = [{"claim": c, "verdict": "not run yet", "p": None} for c in claims]

@@ -469,28 +469,24 @@ def train_behavior(
         progress=progress,
         method="train-behavior",
     )
-    info = PolicyInfo(
-        name=name,
-        env_id=task.env_id,
-        observation_dim=0,
-        action_dim=0,
-        action_low=[],
-        action_high=[],
-        num_cells=cfg.algo.num_cells,
-        depth=cfg.algo.depth,
-        seed=seed,
-    )
     start = time.time()
 
     def snapshot(trainer, row: dict) -> bool:
         if row["phase"] != "online" or row["frames"] <= warmup_steps:
             return False  # the untrained actor of the warm-up is not a candidate
         spec = trainer.action_spec.space
-        snap = PolicyInfo(**{**asdict(info), "train_steps": int(row["frames"])})
-        snap.observation_dim = int(trainer.observation_dim)
-        snap.action_dim = int(spec.low.numel())
-        snap.action_low = spec.low.detach().cpu().reshape(-1).tolist()
-        snap.action_high = spec.high.detach().cpu().reshape(-1).tolist()
+        snap = PolicyInfo(
+            name=name,
+            env_id=task.env_id,
+            observation_dim=int(trainer.observation_dim),
+            action_dim=int(spec.low.numel()),
+            action_low=spec.low.detach().cpu().reshape(-1).tolist(),
+            action_high=spec.high.detach().cpu().reshape(-1).tolist(),
+            num_cells=cfg.algo.num_cells,
+            depth=cfg.algo.depth,
+            seed=seed,
+            train_steps=int(row["frames"]),
+        )
         snap.returns = {
             "deterministic": {
                 "mean": float(row["return"]),
