@@ -697,6 +697,10 @@ def _plot_overestimation(runs, methods, tasks, path) -> None:
             ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         else:  # a negative ratio (Q or the return below 0): linear near 0, log beyond
             ax.set_yscale("symlog", linthresh=1.0)
+            steps = [0.5] + [m * 10.0**e for e in range(4) for m in (1.0, 2.0, 5.0)]
+            lo, hi = ax.get_ylim()
+            ax.set_yticks(sorted([0.0] + [v for t in steps for v in (t, -t) if lo <= v <= hi]))
+            ax.set_ylim(lo, hi)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3, which="both")
