@@ -8,7 +8,7 @@ reads every run under the study folder (its ``config.yaml``, ``evaluations.csv``
 
 - ``tidy.csv``: one row per evaluation: run, task, method, seed, phase, step (offline
   gradient steps in the offline phase, online env frames in the online phase), score
-  (normalised, 0-100, mean over the evaluation episodes), its spread over those episodes
+  (D4RL-normalised: 0 random, 100 expert; mean over the evaluation episodes), its spread over those episodes
   (score_std), return, eval_episodes;
 - ``final_scores.csv``: per run, the score after the offline phase and after the online one;
 - ``summary.md``: per method and task the mean final score over seeds; across tasks the IQM and
@@ -520,8 +520,9 @@ def _write_csv(path: Path, columns, rows) -> None:
 def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -> None:
     lines = [f"# {experiment or 'study'}: final normalised scores", ""]
     lines.append(
-        "Score after the online phase (normalised, 0-100), mean over seeds (seeds in "
-        "brackets); unfinished runs are left out."
+        "Score after the online phase (D4RL-normalised: 0 random, 100 expert; pointmaze "
+        "episodes go past 100, see docs/datasets.md), mean over seeds (seeds in brackets); "
+        "unfinished runs are left out."
     )
     lines += ["", "| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for method in methods:
@@ -536,7 +537,7 @@ def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -
             cells.append(f"{np.mean(vals):.1f} ({len(vals)})" if vals else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if aggregates:
-        lines += ["", "Across tasks (rliable, stratified bootstrap, 95% CI; 0-100 scale):", ""]
+        lines += ["", "Across tasks (rliable, stratified bootstrap, 95% CI; D4RL-normalised scores):", ""]
         lines += ["| method | IQM | IQM 95% CI | mean | mean 95% CI |", "|---|---|---|---|---|"]
         for m, a in aggregates.items():
             ci = np.asarray(a["ci"]) * 100
@@ -606,7 +607,7 @@ def _plot_curves(runs, methods, tasks, path, *, reps, rng) -> None:
             ax.plot(frames, mean, marker="o", ms=3, label=f"{method} (n={len(curves)})")
         ax.set_title(task)
         ax.set_xlabel("online env frames (0: the offline policy)")
-        ax.set_ylabel("normalised score (0-100)")
+        ax.set_ylabel("D4RL-normalised score")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Online fine-tuning: mean over seeds, 95% bootstrap band", fontsize=10)
@@ -630,7 +631,7 @@ def _plot_aggregates(matrix, aggregates, path) -> None:
             ax.plot([ci[0][k], ci[1][k]], [i, i], lw=6, alpha=0.5)
             ax.plot([point], [i], "k|", ms=12)
         ax.set_yticks(range(len(methods)), methods if k == 0 else [""] * len(methods))
-        ax.set_xlabel(f"{name} normalised score (0-100)")
+        ax.set_xlabel(f"{name} D4RL-normalised score")
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle("Final score across tasks: point estimate and 95% stratified-bootstrap CI")
     fig.tight_layout()
@@ -749,7 +750,8 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
         "# The paper's claims against the committed study",
         "",
         "Written by `python -m torchrl_o3f.analysis <study> --all --out <dir>` from the runs' own "
-        "records. Scores: normalised final scores after the online phase (0-100), mean over "
+        "records. Scores: D4RL-normalised final scores after the online phase (0 random, 100 "
+        "expert; pointmaze goes past 100, see docs/datasets.md), mean over "
         "seeds and tasks; P(X > Y): rliable's probability of improvement with its stratified-"
         "bootstrap 95% interval. Per-experiment tables and figures: `<experiment>/summary.md`.",
         "",
