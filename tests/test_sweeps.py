@@ -154,23 +154,26 @@ def test_pairing_tells_shared_offline_phases_from_unshared_ones():
     assert _offline_phase(path) == "t/iql-aaa/seed0" and _offline_phase(None) == ""
 
 
+def _finished_run(study, task, method, seed, score, algo="iql"):
+    """A finished run's records as a sweep writes them, with a final online score."""
+    run = study / task / method / f"seed{seed}"
+    run.mkdir(parents=True)
+    offline = f"s/offline/{task}/{algo}-abc/seed{seed}/checkpoints/offline.pt"
+    (run / "config.yaml").write_text(
+        f"task: {task}\nseed: {seed}\nmethod: {method}\noffline_checkpoint: {offline}\n"
+    )
+    rows = ["phase,step,frames,return,score", "offline,5,0,1.0,10.0", f"online,5,5,2.0,{score}"]
+    (run / "evaluations.csv").write_text("\n".join(rows) + "\n")
+    (run / "summary.json").write_text("{}")
+
+
 def test_analyse_all_puts_each_claim_next_to_what_was_measured(tmp_path):
     from torchrl_o3f.analysis import analyse_all
 
     study = tmp_path / "study"
     for method, bonus in (("o3f_iql", 0.0), ("o3f_iql_omega1", 20.0)):
         for seed in range(3):
-            run = study / "halfcheetah-medium" / method / f"seed{seed}"
-            run.mkdir(parents=True)
-            offline = f"s/offline/halfcheetah-medium/iql-abc/seed{seed}/checkpoints/offline.pt"
-            (run / "config.yaml").write_text(
-                f"task: halfcheetah-medium\nseed: {seed}\nmethod: {method}\n"
-                f"offline_checkpoint: {offline}\n"
-            )
-            rows = ["phase,step,frames,return,score", "offline,5,0,1.0,10.0"]
-            rows.append(f"online,5,5,2.0,{10.0 + seed + bonus}")
-            (run / "evaluations.csv").write_text("\n".join(rows) + "\n")
-            (run / "summary.json").write_text("{}")
+            _finished_run(study, "halfcheetah-medium", method, seed, 10.0 + seed + bonus)
     claims = analyse_all(study, tmp_path / "out", reps=100)
     omega = next(c for c in claims if c["experiment"] == "fig6_omega")
     assert omega["p"] == 0.0 and omega["seeds"] == (3, 3) and omega["paired"] == "shared (3 of 3)"
@@ -181,6 +184,39 @@ def test_analyse_all_puts_each_claim_next_to_what_was_measured(tmp_path):
     assert table.count("not run yet") == sum(c["p"] is None for c in claims) == len(claims) - 1
     assert (tmp_path / "out" / "fig6_omega" / "summary.md").exists()
     assert "| `fig6_omega` | 6 | 6 |" in table and "| `fig5_lapo` | 0 | 6 |" in table
+
+
+def test_the_next_best_baseline_is_chosen_per_task(tmp_path):
+    from torchrl_o3f.analysis import analyse
+
+    study, hc, hop = tmp_path / "study", "halfcheetah-medium", "hopper-medium"
+    scores = {  # (halfcheetah, hopper) final score of seed 0; seed k adds k
+        ("o3f_iql", "iql"): (30.0, 20.0),
+        ("iql", "iql"): (10.0, 25.0),
+        ("cql", "cql"): (28.0, 5.0),
+        ("awac", "awac"): (0.0, 0.0),
+    }
+    for (method, algo), (on_hc, on_hop) in scores.items():
+        for seed in range(3):
+            _finished_run(study, hc, method, seed, on_hc + seed, algo)
+            _finished_run(study, hop, method, seed, on_hop + seed, algo)
+    claims = analyse(study, tmp_path / "out", experiment="fig4_baselines", reps=200)["claims"]
+    best = next(c for c in claims if c["claim"].against)
+    assert best["best"] == {hc: "cql", hop: "iql"}
+    # O3F's means 31 / 21 against cql's 29 and iql's 26: ahead on one task, -6% on average
+    assert best["means"] == pytest.approx(((31 + 21) / 2, (29 + 26) / 2))
+    assert "O3F >= the best baseline on 1 of 2 tasks, -6% over it on average" in best["verdict"]
+    # rliable's P(X > Y): of 3 x 3 seed pairs per task, halfcheetah has 8 won and 1 tie (a
+    # half), hopper none won
+    assert best["p"] == pytest.approx((8.5 / 9 + 0) / 2)
+    assert best["paired"] == f"{hc} vs cql: different algorithms; {hop} vs iql: shared (3 of 3)"
+    # a baseline without runs leaves the claim open, and says which
+    study2 = tmp_path / "study2"
+    for seed in range(3):
+        for method in ("o3f_iql", "iql", "awac"):
+            _finished_run(study2, hc, method, seed, 10.0 + seed)
+    claims = analyse(study2, tmp_path / "out2", experiment="fig4_baselines", reps=50)["claims"]
+    assert next(c for c in claims if c["claim"].against)["verdict"] == "not run yet (cql missing)"
 
 
 def test_the_paper_scale_commands_run_the_papers_budget():

@@ -8,8 +8,8 @@ reads every run under the study folder (its ``config.yaml``, ``evaluations.csv``
 
 - ``tidy.csv``: one row per evaluation: run, task, method, seed, phase, step (offline
   gradient steps in the offline phase, online env frames in the online phase), score
-  (D4RL-normalised: 0 random, 100 expert; mean over the evaluation episodes), its spread over those episodes
-  (score_std), return, eval_episodes;
+  (D4RL-normalised: 0 random, 100 expert; mean over the evaluation episodes), its spread
+  over those episodes (score_std), return, eval_episodes;
 - ``final_scores.csv``: per run, the score after the offline phase and after the online one;
 - ``summary.md``: per method and task the mean final score over seeds; across tasks the IQM and
   mean with stratified-bootstrap 95% confidence intervals, the probability of improvement of
@@ -74,10 +74,15 @@ class Claim:
         worse: the other method.
         kind: ``"better"`` or ``"equal"``.
         tasks: the tasks the claim is about (``None``: every task of the study).
+        against: when given, ``worse`` is only a label and the other side is, on each task, the
+            one of these methods with the highest mean final score over seeds (the paper's
+            "next best" baseline). Choosing it on the same runs favours the baselines.
 
     Example:
         >>> Claim("O3F beats noise", "o3f_lapo", "gaussian_lapo").kind
         'better'
+        >>> Claim("O3F beats the best", "o3f_iql", "best baseline", against=("iql", "cql")).against
+        ('iql', 'cql')
     """
 
     text: str
@@ -85,6 +90,7 @@ class Claim:
     worse: str
     kind: str = "better"
     tasks: tuple[str, ...] | None = None
+    against: tuple[str, ...] = ()
 
 
 CLAIMS: dict[str, list[Claim]] = {
@@ -109,6 +115,12 @@ CLAIMS: dict[str, list[Claim]] = {
         Claim("O3F beats IQL fine-tuning", "o3f_iql", "iql"),
         Claim("O3F beats CQL fine-tuning", "o3f_iql", "cql"),
         Claim("O3F beats AWAC fine-tuning", "o3f_iql", "awac"),
+        Claim(
+            "O3F >= every baseline on 11 of 12 tasks, +56% over the next best on average",
+            "o3f_iql",
+            "the best of iql, cql, awac per task",
+            against=("iql", "cql", "awac"),
+        ),
     ],
     "fig2_switch": [
         Claim("Switching CQL -> SAC at the boundary is worse than CQL", "cql", "cql_sac")
@@ -383,6 +395,61 @@ def _verdict(claim: Claim, lo: float, hi: float) -> str:
     return "too noisy to tell at this budget"
 
 
+def _test_claim(
+    claim: Claim, runs: list[RunRecord], tasks: list[str], reps: int, rng
+) -> dict[str, Any]:
+    """One claim's probability of improvement (rliable), its verdict and what it rests on."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    sides = [claim.better, *(claim.against or (claim.worse,))]
+    matrix = score_matrix(runs, sides, tasks)
+    if len(matrix) < len(sides):
+        missing = ", ".join(m for m in sides if m not in matrix)
+        verdict = "not run yet" if not claim.against else f"not run yet ({missing} missing)"
+        return {"claim": claim, "verdict": verdict, "p": None, "ci": None, "paired": "-"}
+    n = min(len(v) for v in matrix.values())
+    x = matrix[claim.better][:n]
+    extra = {}
+    if claim.against:  # per task, the baseline with the highest mean
+        means = {m: matrix[m][:n].mean(axis=0) for m in claim.against}
+        best = [max(claim.against, key=lambda m: means[m][j]) for j in range(len(tasks))]
+        y = np.stack([matrix[m][:n, j] for j, m in enumerate(best)], axis=1)
+        x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+        gain = np.mean((x_mean - y_mean) / np.abs(y_mean)) * 100
+        extra = {
+            "best": dict(zip(tasks, best)),
+            "detail": f"O3F >= the best baseline on {int(np.sum(x_mean >= y_mean))} of "
+            f"{len(tasks)} tasks, {gain:+.0f}% over it on average",
+        }
+        paired = "; ".join(
+            f"{t} vs {m}: {pairing(runs, claim.better, m, [t])}" for t, m in zip(tasks, best)
+        )
+    else:
+        y = matrix[claim.worse][:n]
+        paired = pairing(runs, claim.better, claim.worse, tasks)
+    points, intervals = rly.get_interval_estimates(
+        {"pair": [x, y]}, metrics.probability_of_improvement, reps=reps, random_state=rng
+    )
+    lo, hi = (float(v) for v in np.ravel(intervals["pair"]))
+    verdict = _verdict(claim, lo, hi)
+    if n < MIN_SEEDS:  # a bootstrap over one or two seeds is degenerate
+        verdict = f"too few seeds to tell ({n} per side, {MIN_SEEDS} needed)"
+    if extra:
+        verdict = f"{verdict}; {extra['detail']}"
+    return {
+        "claim": claim,
+        "verdict": verdict,
+        "p": float(np.ravel(points["pair"])[0]),
+        "ci": (lo, hi),
+        "paired": paired,
+        "seeds": (n, n),
+        "tasks": tasks,
+        "means": (float(np.mean(x)) * 100, float(np.mean(y)) * 100),
+        **extra,
+    }
+
+
 def analyse(
     study: str | Path,
     out: str | Path,
@@ -458,41 +525,10 @@ def analyse(
         aggregates = {
             m: {"iqm": points[m][0], "mean": points[m][1], "ci": intervals[m]} for m in matrix
         }
-    claims = []
-    for claim in CLAIMS.get(str(experiment), []):
-        claim_tasks = [t for t in (claim.tasks or tasks) if t in tasks]
-        pair = score_matrix(runs, [claim.better, claim.worse], claim_tasks)
-        paired = pairing(runs, claim.better, claim.worse, claim_tasks)
-        if len(pair) < 2:
-            claims.append(
-                {"claim": claim, "verdict": "not run yet", "p": None, "ci": None, "paired": "-"}
-            )
-            continue
-        x, y = pair[claim.better], pair[claim.worse]
-        n = min(len(x), len(y))
-        points, intervals = rly.get_interval_estimates(
-            {"pair": [x[:n], y[:n]]},
-            metrics.probability_of_improvement,
-            reps=reps,
-            random_state=rng,
-        )
-        lo, hi = (float(v) for v in np.ravel(intervals["pair"]))
-        p = float(np.ravel(points["pair"])[0])
-        verdict = _verdict(claim, lo, hi)
-        if n < MIN_SEEDS:  # a bootstrap over one or two seeds is degenerate
-            verdict = f"too few seeds to tell ({n} per side, {MIN_SEEDS} needed)"
-        claims.append(
-            {
-                "claim": claim,
-                "verdict": verdict,
-                "p": p,
-                "ci": (lo, hi),
-                "paired": paired,
-                "seeds": (len(x[:n]), len(y[:n])),
-                "tasks": claim_tasks,
-                "means": (float(np.mean(x[:n])) * 100, float(np.mean(y[:n])) * 100),
-            }
-        )
+    claims = [
+        _test_claim(claim, runs, [t for t in (claim.tasks or tasks) if t in tasks], reps, rng)
+        for claim in CLAIMS.get(str(experiment), [])
+    ]
 
     _plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, rng=rng)
     if len(matrix) >= 1:
@@ -537,7 +573,8 @@ def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -
             cells.append(f"{np.mean(vals):.1f} ({len(vals)})" if vals else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if aggregates:
-        lines += ["", "Across tasks (rliable, stratified bootstrap, 95% CI; D4RL-normalised scores):", ""]
+        head = "Across tasks (rliable, stratified bootstrap, 95% CI; D4RL-normalised scores):"
+        lines += ["", head, ""]
         lines += ["| method | IQM | IQM 95% CI | mean | mean 95% CI |", "|---|---|---|---|---|"]
         for m, a in aggregates.items():
             ci = np.asarray(a["ci"]) * 100
