@@ -30,6 +30,7 @@ import csv
 import json
 import re
 import sys
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,8 +396,25 @@ def _verdict(claim: Claim, lo: float, hi: float) -> str:
     return "too noisy to tell at this budget"
 
 
+def _bootstrap(label: str, seed: int, estimate, *args, **kwargs):
+    """``estimate(*args, **kwargs)`` (an rliable interval estimate) with a reproducible bootstrap.
+
+    rliable 1.x's stratified bootstraps draw their indices from numpy's global generator
+    (``np.random.choice`` in ``update_indices``), not from the ``random_state`` they take, so the
+    same call gave other intervals depending on what ran before it. Each estimate therefore runs
+    with the global generator seeded from ``seed`` and its own ``label`` (one estimate does not
+    shift another's) and restored afterwards.
+    """
+    state = np.random.get_state()
+    np.random.seed((seed + zlib.crc32(label.encode())) % 2**32)
+    try:
+        return estimate(*args, **kwargs)
+    finally:
+        np.random.set_state(state)
+
+
 def _test_claim(
-    claim: Claim, runs: list[RunRecord], tasks: list[str], reps: int, rng
+    claim: Claim, runs: list[RunRecord], tasks: list[str], reps: int, seed: int
 ) -> dict[str, Any]:
     """One claim's probability of improvement (rliable), its verdict and what it rests on."""
     from rliable import library as rly
@@ -428,8 +446,13 @@ def _test_claim(
     else:
         y = matrix[claim.worse][:n]
         paired = pairing(runs, claim.better, claim.worse, tasks)
-    points, intervals = rly.get_interval_estimates(
-        {"pair": [x, y]}, metrics.probability_of_improvement, reps=reps, random_state=rng
+    points, intervals = _bootstrap(
+        claim.text,
+        seed,
+        rly.get_interval_estimates,
+        {"pair": [x, y]},
+        metrics.probability_of_improvement,
+        reps=reps,
     )
     lo, hi = (float(v) for v in np.ravel(intervals["pair"]))
     verdict = _verdict(claim, lo, hi)
@@ -475,13 +498,9 @@ def analyse(
     Returns:
         ``{"runs": n, "methods": [...], "tasks": [...], "aggregates": {...}, "claims": [...]}``.
     """
-    import warnings
-
     from rliable import library as rly
     from rliable import metrics
 
-    # arch (rliable's bootstrap) warns on rliable's own random_state argument: not ours to fix
-    warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
     runs = collect_runs(study) if runs is None else runs
     grid = experiment_grid(experiment) if experiment else {}
     if grid:
@@ -517,23 +536,24 @@ def analyse(
     _write_csv(out / "final_scores.csv", list(finals[0]), finals)
 
     matrix = score_matrix(runs, methods, tasks)
-    rng = np.random.RandomState(seed)
     aggregates: dict[str, Any] = {}
     if matrix:
         funcs = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])  # noqa: E731
-        points, intervals = rly.get_interval_estimates(matrix, funcs, reps=reps, random_state=rng)
+        points, intervals = _bootstrap(
+            "aggregates", seed, rly.get_interval_estimates, matrix, funcs, reps=reps
+        )
         aggregates = {
             m: {"iqm": points[m][0], "mean": points[m][1], "ci": intervals[m]} for m in matrix
         }
     claims = [
-        _test_claim(claim, runs, [t for t in (claim.tasks or tasks) if t in tasks], reps, rng)
+        _test_claim(claim, runs, [t for t in (claim.tasks or tasks) if t in tasks], reps, seed)
         for claim in CLAIMS.get(str(experiment), [])
     ]
 
-    _plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, rng=rng)
+    _plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, seed=seed)
     if len(matrix) >= 1:
         _plot_aggregates(matrix, aggregates, out / "aggregates.png")
-        _plot_profiles(matrix, out / "profiles.png", reps=reps)
+        _plot_profiles(matrix, out / "profiles.png", reps=reps, seed=seed)
     if any(r.episodes and "online/q_overestimation" in r.episodes[0] for r in runs):
         _plot_overestimation(runs, methods, tasks, out / "overestimation.png")
     _write_summary(out / "summary.md", runs, methods, tasks, aggregates, claims, experiment)
@@ -613,7 +633,7 @@ def _online_curve(run: RunRecord) -> dict[int, float]:
     return dict(sorted(online.items()))
 
 
-def _plot_curves(runs, methods, tasks, path, *, reps, rng) -> None:
+def _plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -635,8 +655,13 @@ def _plot_curves(runs, methods, tasks, path, *, reps, rng) -> None:
             mean = scores.mean(0)
             if len(curves) > 1:
                 data = {str(i): scores[:, i : i + 1] for i in range(len(frames))}
-                _, ci = rly.get_interval_estimates(
-                    data, metrics.aggregate_mean, reps=max(200, reps // 10), random_state=rng
+                _, ci = _bootstrap(
+                    f"curve {task} {method}",
+                    seed,
+                    rly.get_interval_estimates,
+                    data,
+                    metrics.aggregate_mean,
+                    reps=max(200, reps // 10),
                 )
                 lo = np.array([ci[str(i)][0] for i in range(len(frames))]).ravel()
                 hi = np.array([ci[str(i)][1] for i in range(len(frames))]).ravel()
@@ -676,7 +701,7 @@ def _plot_aggregates(matrix, aggregates, path) -> None:
     plt.close(fig)
 
 
-def _plot_profiles(matrix, path, *, reps) -> None:
+def _plot_profiles(matrix, path, *, reps, seed) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -686,7 +711,9 @@ def _plot_profiles(matrix, path, *, reps) -> None:
 
     top = max(1.0, max(float(v.max()) for v in matrix.values()))
     taus = np.linspace(0.0, top, 41)
-    profiles, cis = rly.create_performance_profile(matrix, taus, reps=max(200, reps // 10))
+    profiles, cis = _bootstrap(
+        "profiles", seed, rly.create_performance_profile, matrix, taus, reps=max(200, reps // 10)
+    )
     fig, ax = plt.subplots(figsize=(5, 3.5))
     plot_utils.plot_performance_profiles(
         profiles,
