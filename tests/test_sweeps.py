@@ -289,3 +289,17 @@ def test_every_method_config_composes_and_resolves(method):
     if method.endswith(("_abrupt", "_linear")):
         assert resolved["anneal"]["mode"] == method.rsplit("_", 1)[1]
         assert resolved["anneal"]["frames"] == resolved["budget"]["online_frames"]
+
+
+def test_a_run_report_names_what_is_missing(tmp_path, capsys):
+    """``--run`` on an unfinished run: exit 2, naming the missing file and the fix, no output."""
+    from torchrl_o3f.analysis import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: hopper-random\n")
+    (run / "evaluations.csv").write_text("phase,step,frames,score,return\n")
+    assert main([str(run), "--run", "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "summary.json, learning_curve.png" in err and "resume=" in err
+    assert not (tmp_path / "report").exists()

@@ -65,6 +65,17 @@ def test_smoke_run_every_mode(tmp_path, dataset_root, algo, mode):
     assert online.shape[0] == cfg.budget.online_frames
     assert online["next", "reward"].shape == (cfg.budget.online_frames, 1)
     assert json.loads((tmp_path / "summary.json").read_text())["task"] == TASK
+    if algo == "iql" and mode == "o3f":  # the run's report (docs/results/default_run)
+        from torchrl_o3f.analysis import RUN_RECORD, report_run
+
+        report_run(tmp_path, tmp_path / "report")
+        text = (tmp_path / "report" / "run.md").read_text()
+        assert f"**{summary['score_after_offline']:.1f} +- " in text
+        assert f"-> {summary['score_after_online']:.1f} +- " in text
+        rows = (tmp_path / "evaluations.csv").read_text().splitlines()
+        assert text.count("\n| offline |") + text.count("\n| online |") == len(rows) - 1
+        for name in RUN_RECORD:
+            assert (tmp_path / "report" / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
 def test_online_uses_the_trained_ensemble_and_spec(tmp_path, dataset_root):

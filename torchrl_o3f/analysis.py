@@ -2,6 +2,7 @@
 
     python -m torchrl_o3f.analysis studies/study --experiment fig5_exploration --out <dir>
     python -m torchrl_o3f.analysis studies/study --all --out <dir>   # every experiment, claims.md
+    python -m torchrl_o3f.analysis <run dir> --run --out <dir>        # one run's record, run.md
 
 reads every run under the study folder (its ``config.yaml``, ``evaluations.csv`` and
 ``metrics.jsonl``; the shared offline phases are skipped), and writes to ``--out``:
@@ -18,6 +19,9 @@ reads every run under the study folder (its ``config.yaml``, ``evaluations.csv``
 - figures (PNG): normalised-score curves over online frames per task (mean over seeds, 95%
   bootstrap band), the aggregate intervals, performance profiles and, where logged, the critic's
   over-estimation of the Monte-Carlo return per online episode (the paper's Figure 2).
+
+With ``--run`` the folder is one finished run (e.g. the default recipe's ``outputs/...``):
+:func:`report_run` copies its record next to a ``run.md`` table of its evaluations.
 
 Every statistic comes from ``rliable`` (stratified bootstrap, IQM, probability of improvement,
 performance profiles); nothing statistical is written here by hand.
@@ -49,6 +53,7 @@ __all__ = [
     "main",
     "pairing",
     "paper_command",
+    "report_run",
 ]
 
 TIDY_COLUMNS = (
@@ -856,10 +861,98 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
     return rows
 
 
+RUN_RECORD = ("config.yaml", "evaluations.csv", "summary.json", "learning_curve.png")
+"""The files of a finished run that :func:`report_run` copies: what ran and what it measured."""
+
+
+def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
+    """One finished run's record, and a ``run.md`` table of what it measured, into ``out``.
+
+    Copies :data:`RUN_RECORD` (the resolved config, every evaluation, the summary, the learning
+    curve) from the run folder ``run`` to ``out`` and writes ``out/run.md``: the run's summary
+    line (score after each phase, mean +- std over its evaluation episodes, returns, wall time)
+    and one table row per evaluation. Scores are D4RL-normalised (0 random, 100 expert). One run
+    is one seed: the std is the spread of one policy's episodes, not a confidence interval.
+
+    Raises:
+        FileNotFoundError: when ``run`` lacks a file of :data:`RUN_RECORD` (no ``summary.json``:
+            the run has not finished; resume it with ``resume=<run>``).
+
+    Returns:
+        The run's ``summary.json`` as a dict.
+
+    Example:
+        >>> import tempfile
+        >>> try:
+        ...     report_run(tempfile.mkdtemp(), tempfile.mkdtemp())
+        ... except FileNotFoundError as err:
+        ...     print(str(err).split(":")[0])
+        not a finished run
+    """
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    run, out = Path(run), Path(out)
+    missing = [f for f in RUN_RECORD if not (run / f).is_file()]
+    if missing:
+        hint = (
+            "the run has not finished: resume it with resume=<run dir>"
+            if "summary.json" in missing
+            else "give the folder of a run of a recipe"
+        )
+        raise FileNotFoundError(
+            f"not a finished run: {run} has no {', '.join(missing)} ({hint})"
+        )
+    summary = json.loads((run / "summary.json").read_text())
+    config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    with open(run / "evaluations.csv") as f:
+        evaluations = list(csv.DictReader(f))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_RECORD:
+        if (out / name).resolve() != (run / name).resolve():
+            shutil.copyfile(run / name, out / name)
+    episodes = summary["eval_episodes"]
+    lines = [
+        f"# {_method_of(config)} on {summary['task']}, seed {summary['seed']}: one run",
+        "",
+        "Written by `python -m torchrl_o3f.analysis <run dir> --run --out <dir>` from the run's "
+        "own record, copied here: `config.yaml` (every number the run used), `evaluations.csv`, "
+        "`summary.json`, `learning_curve.png`.",
+        "",
+        f"D4RL-normalised score (0 random, 100 expert) **{summary['score_after_offline']:.1f} +- "
+        f"{summary['score_std_after_offline']:.1f} after {summary['offline_steps']} offline "
+        f"gradient steps -> {summary['score_after_online']:.1f} +- "
+        f"{summary['score_std_after_online']:.1f} after {summary['online_frames']} online "
+        f"frames** (mean +- std over {episodes} evaluation episodes of the deterministic "
+        f"policy; return {summary['return_after_offline']:.0f} -> "
+        f"{summary['return_after_online']:.0f}). Training took "
+        f"{summary['wall_time_s'] / 60:.1f} min on {summary['device']} (`wall_time_s`: from the "
+        "end of the set-up and the dataset build; a resumed run counts its last sitting).",
+        "",
+        f"One seed: the +- is the spread of one policy's {episodes} episodes, not a confidence "
+        "interval, and one run does not tell whether the online phase helped; the study "
+        "(docs/results.md) asks that over seeds.",
+        "",
+        "| phase | offline gradient steps | online env frames | score | score std | return "
+        "| return std |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ev in evaluations:
+        lines.append(
+            f"| {ev['phase']} | {ev['step']} | {ev['frames']} | {float(ev['score']):.1f} | "
+            f"{float(ev.get('score_std') or 'nan'):.1f} | {float(ev['return']):.0f} | "
+            f"{float(ev.get('return_std') or 'nan'):.0f} |"
+        )
+    lines += ["", "![learning curve](learning_curve.png)"]
+    (out / "run.md").write_text("\n".join(lines) + "\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m torchrl_o3f.analysis``."""
     parser = argparse.ArgumentParser(prog="python -m torchrl_o3f.analysis", description=__doc__)
-    parser.add_argument("study", help="the study folder (e.g. studies/study)")
+    parser.add_argument("study", help="the study folder (e.g. studies/study), or a run with --run")
     parser.add_argument("--experiment", default=None, help="an experiment name or yaml path")
     parser.add_argument(
         "--all",
@@ -867,8 +960,27 @@ def main(argv: list[str] | None = None) -> int:
         help="every experiment of the paper into <out>/<experiment>/, and <out>/claims.md",
     )
     parser.add_argument("--out", default=None, help="output folder (default <study>/analysis)")
+    parser.add_argument(
+        "--run",
+        action="store_true",
+        help="the folder is one finished run: copy its record and write <out>/run.md",
+    )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions")
     args = parser.parse_args(argv)
+    if args.run:
+        if args.all or args.experiment:
+            parser.error("--run reports one run: give neither --all nor --experiment")
+        out = args.out or str(Path(args.study) / "report")
+        try:
+            summary = report_run(args.study, out)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(
+            f"{summary['task']} seed {summary['seed']}: {summary['score_after_offline']:.1f} -> "
+            f"{summary['score_after_online']:.1f}: written to {out}/run.md"
+        )
+        return 0
     if args.all:
         if args.experiment:
             parser.error("give --all or --experiment, not both")

@@ -30,7 +30,7 @@ def plot_learning_curve(
     title: str = "",
     labels: Sequence[str] | None = None,
     runs: Sequence[Sequence[dict]] | None = None,
-    score_label: str = "normalised score (D4RL scale, 0-100)",
+    score_label: str = "D4RL-normalised score (0 random, 100 expert)",
 ) -> Path:
     """Plot the normalised score of a run: offline against gradient steps, online against frames.
 

@@ -959,7 +959,7 @@ class OfflineOnlineTrainer:
             score_label={
                 "success": "success rate (%)",
                 "tasks": "tasks completed (% of 4)",
-            }.get(self.task.score, "normalised score (D4RL scale, 0-100)"),
+            }.get(self.task.score, "D4RL-normalised score (0 random, 100 expert)"),
         )
         text = json.dumps(summary, indent=2).encode()
         write_atomic(self.out / "summary.json", lambda f: f.write(text))
