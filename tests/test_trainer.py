@@ -258,16 +258,17 @@ def _recipe_cmd(recipe, out, dataset_root, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["o3f_iql.py", "o3f_lapo.py"])
 def test_recipe_entry_points(tmp_path, dataset_root, recipe):
-    res = subprocess.run(
-        _recipe_cmd(recipe, tmp_path, dataset_root),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    # the run folder from hydra alone, as a user gives it: recorded relative to the cwd
+    cmd = [a for a in _recipe_cmd(recipe, tmp_path, dataset_root) if "output_dir=" not in a]
+    cmd = [a if not a.startswith("hydra.run.dir=") else "hydra.run.dir=outputs/run" for a in cmd]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "after offline" in res.stdout and "after online" in res.stdout
-    assert (tmp_path / "summary.json").exists()
+    run = tmp_path / "outputs" / "run"
+    assert (run / "summary.json").exists()
+    # the record names no path of the machine, only the folder the user asked for
+    assert "output_dir: outputs/run\n" in (run / "config.yaml").read_text()
+    assert "outputs in outputs/run)" in res.stdout
 
 
 @pytest.mark.slow

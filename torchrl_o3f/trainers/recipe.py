@@ -103,6 +103,16 @@ def _resumed_config(config: TrainerConfig, overrides: list[str]) -> TrainerConfi
     return base.validate()
 
 
+def _run_dir(path: str) -> str:
+    """Hydra's (absolute) run folder, relative to where the command runs when inside it.
+
+    The run's record (``config.yaml``) then names no path of the machine it ran on, and a
+    committed record reads the same whoever made it.
+    """
+    out = Path(path)
+    return os.path.relpath(out) if out.is_relative_to(Path.cwd()) else str(out)
+
+
 def run_recipe(cfg) -> dict[str, Any]:
     """Run the trainer from a hydra config and print the one-line summary.
 
@@ -120,7 +130,7 @@ def run_recipe(cfg) -> dict[str, Any]:
     if config.resume and Path(config.resume).is_dir():
         config.output_dir = config.resume
     elif config.output_dir == ".":
-        config.output_dir = HydraConfig.get().runtime.output_dir
+        config.output_dir = _run_dir(HydraConfig.get().runtime.output_dir)
     summary = OfflineOnlineTrainer(config).train()
     if summary.get("stopped"):
         import sys
@@ -162,9 +172,7 @@ def run_sweep(cfg) -> dict[str, Any]:
 
     hydra_cfg = HydraConfig.get()
     config = config_from_hydra(cfg)
-    out = Path(hydra_cfg.runtime.output_dir)
-    # relative to where the sweep runs, as the study root is: the record names no machine path
-    config.output_dir = os.path.relpath(out) if out.is_relative_to(Path.cwd()) else str(out)
+    config.output_dir = _run_dir(hydra_cfg.runtime.output_dir)
     if not config.threads:
         config.threads = threads_per_job(OmegaConf.to_container(hydra_cfg.launcher))
     root = Path(cfg.study_root) / hydra_cfg.runtime.choices.get("budget", "custom")
