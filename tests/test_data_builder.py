@@ -246,3 +246,15 @@ def test_command_line_build(tmp_path, capsys):
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert f"build hopper-random --size 30 --seed 4 --root {tmp_path} --overwrite" in err
     assert main([*argv, "--no-progress", "--overwrite"]) == 0
+
+
+def test_every_score_kind_has_one_label():
+    """The learning curve and a run's report read one label per ``Task.score`` kind."""
+    import typing
+
+    from torchrl_o3f.data import SCORE_LABELS, score_label
+    from torchrl_o3f.envs.tasks import ScoreKind
+
+    assert set(SCORE_LABELS) == set(typing.get_args(ScoreKind))
+    assert score_label("halfcheetah-medium").startswith("D4RL-normalised")
+    assert score_label("kitchen-mixed") == "tasks completed (% of 4)"

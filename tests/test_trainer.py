@@ -70,7 +70,8 @@ def test_smoke_run_every_mode(tmp_path, dataset_root, algo, mode):
 
         report_run(tmp_path, tmp_path / "report")
         text = (tmp_path / "report" / "run.md").read_text()
-        assert f"**{summary['score_after_offline']:.1f} +- " in text
+        label = "D4RL-normalised score (0 random, 100 expert)"  # hopper-random: a "return" task
+        assert f"{label}: **{summary['score_after_offline']:.1f} +- " in text
         assert f"-> {summary['score_after_online']:.1f} +- " in text
         rows = (tmp_path / "evaluations.csv").read_text().splitlines()
         assert text.count("\n| offline |") + text.count("\n| online |") == len(rows) - 1

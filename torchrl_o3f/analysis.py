@@ -871,7 +871,8 @@ def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
     Copies :data:`RUN_RECORD` (the resolved config, every evaluation, the summary, the learning
     curve) from the run folder ``run`` to ``out`` and writes ``out/run.md``: the run's summary
     line (score after each phase, mean +- std over its evaluation episodes, returns, wall time)
-    and one table row per evaluation. Scores are D4RL-normalised (0 random, 100 expert). One run
+    and one table row per evaluation. Scores are the task's normalised score
+    (:func:`~torchrl_o3f.data.score_label`: D4RL-normalised on locomotion). One run
     is one seed: the std is the spread of one policy's episodes, not a confidence interval.
 
     Raises:
@@ -893,6 +894,9 @@ def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
 
     from omegaconf import OmegaConf
 
+    from torchrl_o3f.data.scores import score_label
+    from torchrl_o3f.envs import UnknownTaskError
+
     run, out = Path(run), Path(out)
     missing = [f for f in RUN_RECORD if not (run / f).is_file()]
     if missing:
@@ -913,6 +917,10 @@ def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
         if (out / name).resolve() != (run / name).resolve():
             shutil.copyfile(run / name, out / name)
     episodes = summary["eval_episodes"]
+    try:
+        label = score_label(summary["task"])
+    except UnknownTaskError:  # a user's task, registered by their own code, not here
+        label = "score (the task is not registered in this process)"
     lines = [
         f"# {_method_of(config)} on {summary['task']}, seed {summary['seed']}: one run",
         "",
@@ -920,7 +928,7 @@ def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
         "own record, copied here: `config.yaml` (every number the run used), `evaluations.csv`, "
         "`summary.json`, `learning_curve.png`.",
         "",
-        f"D4RL-normalised score (0 random, 100 expert) **{summary['score_after_offline']:.1f} +- "
+        f"{label}: **{summary['score_after_offline']:.1f} +- "
         f"{summary['score_std_after_offline']:.1f} after {summary['offline_steps']} offline "
         f"gradient steps -> {summary['score_after_online']:.1f} +- "
         f"{summary['score_std_after_online']:.1f} after {summary['online_frames']} online "

@@ -37,10 +37,11 @@ from torchrl_o3f.data.loader import (
     resolve_dataset,
 )
 from torchrl_o3f.data.pointmaze import WaypointController
-from torchrl_o3f.data.scores import normalized_score
+from torchrl_o3f.data.scores import SCORE_LABELS, normalized_score, score_label
 
 __all__ = [
     "DEFAULT_SIZE",
+    "SCORE_LABELS",
     "BehaviorPolicy",
     "DatasetFormatError",
     "DatasetMismatchError",
@@ -63,5 +64,6 @@ __all__ = [
     "read_metadata",
     "reference_returns",
     "resolve_dataset",
+    "score_label",
     "train_behavior",
 ]

@@ -8,7 +8,28 @@ import numpy as np
 
 from torchrl_o3f.envs import Task, get_task
 
-__all__ = ["normalized_score"]
+__all__ = ["SCORE_LABELS", "normalized_score", "score_label"]
+
+SCORE_LABELS = {
+    "return": "D4RL-normalised score (0 random, 100 expert)",
+    "success": "success rate (%)",
+    "tasks": "tasks completed (% of 4)",
+    "raw": "episode return (no reference returns)",
+}
+"""What :func:`normalized_score` gives for each ``Task.score`` kind, as an axis or table label."""
+
+
+def score_label(task: str | Task) -> str:
+    """The label of ``task``'s normalised score (:data:`SCORE_LABELS` of its ``score`` kind).
+
+    Raises:
+        UnknownTaskError: for a task that is not registered.
+
+    Example:
+        >>> score_label("antmaze-umaze")
+        'success rate (%)'
+    """
+    return SCORE_LABELS[get_task(task).score]
 
 
 def normalized_score(

@@ -7,6 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from torchrl_o3f.data.scores import SCORE_LABELS
+
 __all__ = ["plot_learning_curve", "write_evaluations"]
 
 
@@ -30,7 +32,7 @@ def plot_learning_curve(
     title: str = "",
     labels: Sequence[str] | None = None,
     runs: Sequence[Sequence[dict]] | None = None,
-    score_label: str = "D4RL-normalised score (0 random, 100 expert)",
+    score_label: str = SCORE_LABELS["return"],
 ) -> Path:
     """Plot the normalised score of a run: offline against gradient steps, online against frames.
 

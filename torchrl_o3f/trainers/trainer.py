@@ -928,6 +928,7 @@ class OfflineOnlineTrainer:
         return summary
 
     def _summary(self, final: dict, wall: float) -> dict[str, Any]:
+        from torchrl_o3f.data.scores import SCORE_LABELS
         from torchrl_o3f.trainers.plotting import plot_learning_curve, write_evaluations
 
         offline = next(
@@ -956,10 +957,7 @@ class OfflineOnlineTrainer:
             self.evaluations,
             self.out / "learning_curve.png",
             title=f"{method_name(self.cfg)} on {self.task.name} (seed {self.cfg.seed})",
-            score_label={
-                "success": "success rate (%)",
-                "tasks": "tasks completed (% of 4)",
-            }.get(self.task.score, "D4RL-normalised score (0 random, 100 expert)"),
+            score_label=SCORE_LABELS[self.task.score],
         )
         text = json.dumps(summary, indent=2).encode()
         write_atomic(self.out / "summary.json", lambda f: f.write(text))
