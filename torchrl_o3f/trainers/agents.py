@@ -14,6 +14,7 @@ from tensordict import TensorDictBase
 from torchrl.objectives import SoftUpdate
 
 from torchrl_o3f.objectives.registry import AlgoConfig, get_algorithm
+from torchrl_o3f.trainers.capture import CapturedUpdate, compile_step
 
 __all__ = ["Agent", "build_agent", "switch_agent"]
 
@@ -43,6 +44,11 @@ class Agent:
         loss: a loss of :mod:`torchrl_o3f.objectives`, exposing ``policy``, ``qvalue_network``
             and ``parameter_groups()``.
         cfg: its algorithm config (learning rates, schedules, tau, actor delay).
+        compile: update through :class:`~torchrl_o3f.trainers.capture.CapturedUpdate` compiled
+            with ``torch.compile`` (the same maths, no host synchronisation; its device flags
+            :attr:`nonfinite` / :attr:`first_nonfinite` replace reading every loss).
+        compile_mode: the ``torch.compile`` mode (``None``: its default).
+        cudagraphs: replay the captured update as a CUDA graph (CUDA only).
 
     Raises:
         ValueError: when ``cfg.lr`` does not name exactly the loss's parameter groups.
@@ -57,7 +63,15 @@ class Agent:
         ['actor', 'qvalue', 'value']
     """
 
-    def __init__(self, loss, cfg: AlgoConfig):
+    def __init__(
+        self,
+        loss,
+        cfg: AlgoConfig,
+        *,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        cudagraphs: bool = False,
+    ):
         self.loss = loss
         self.cfg = cfg
         groups = {k: v for k, v in loss.parameter_groups().items() if v}
@@ -71,6 +85,66 @@ class Agent:
         self.actor_groups = tuple(g for g in actor_groups if g in groups)
         self.target_updater = SoftUpdate(loss, tau=cfg.tau)
         self.num_updates = 0
+        self.captured = compile or cudagraphs
+        device = next(iter(loss.parameters())).device
+        # the captured step's run-time numbers, as tensors changed in place (never re-traced)
+        self._lr = {n: torch.tensor(float(cfg.lr[n]), device=device) for n in self.optimizers}
+        self.update_count = torch.zeros((), dtype=torch.int64, device=device)
+        # set by the captured steps at the first non-finite loss or gradient, and its update
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.first_nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+        self._steps = {}
+        if self.captured:
+            for update_actor in (True, False):
+                step = CapturedUpdate(self, update_actor=update_actor)
+                self._steps[update_actor] = (
+                    step,
+                    compile_step(step, compile=compile, mode=compile_mode, cudagraphs=cudagraphs),
+                )
+
+    @property
+    def has_critic_loss(self) -> bool:
+        """Whether the loss has a critic-only objective (``critic_loss``) for critic updates."""
+        return callable(getattr(self.loss, "critic_loss", None))
+
+    def adam_state(self, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
+        """The Adam state of ``param`` (``step``, ``exp_avg``, ``exp_avg_sq``), created now if new.
+
+        The captured step updates these very tensors, so the optimiser's ``state_dict`` saves
+        them and a checkpoint is the same with and without compilation.
+        """
+        for opt in self.optimizers.values():
+            if any(param is p for g in opt.param_groups for p in g["params"]):
+                state = opt.state[param]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(
+                        param, memory_format=torch.preserve_format
+                    )
+                return state
+        raise KeyError("the parameter is not trained by any of the agent's optimisers")
+
+    def lr_tensor(self, group: str) -> torch.Tensor:
+        """The learning rate of ``group`` as a scalar tensor (what the captured step reads)."""
+        return self._lr[group]
+
+    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(targets, sources)``: every target tensor of the loss and the tensor it follows.
+
+        The loss's ``target_<name>_params`` follow ``<name>_params`` (torchrl's convention,
+        which :class:`~torchrl.objectives.SoftUpdate` reads).
+        """
+        targets, sources = [], []
+        for child, value in self.loss.named_children():
+            if not (child.startswith("target_") and child.endswith("_params")):
+                continue
+            source = getattr(self.loss, child[len("target_") :]).flatten_keys()
+            target = value.flatten_keys()
+            for key in sorted(target.keys(True, True), key=str):
+                targets.append(target.get(key))
+                sources.append(source.get(key))
+        return targets, sources
 
     @property
     def policy(self):
@@ -97,11 +171,16 @@ class Agent:
                     group["lr"].fill_(lr)
                 else:
                     group["lr"] = lr
+            self._lr[name].fill_(lr)
 
     def update(self, batch: TensorDictBase, *, update_actor: bool = True) -> TensorDictBase:
         """One gradient step on ``batch``; returns the loss tensordict (detached)."""
         update_actor = update_actor and self.num_updates % self.cfg.actor_delay == 0
-        critic_only = not update_actor and hasattr(self.loss, "critic_loss")
+        if self.captured:
+            out = self._steps[update_actor][1](batch)
+            self.num_updates += 1
+            return out
+        critic_only = not update_actor and self.has_critic_loss
         out = self.loss.critic_loss(batch) if critic_only else self.loss(batch)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
@@ -124,9 +203,22 @@ class Agent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self.loss.load_state_dict(state["loss"])
+        self.loss.load_state_dict(state["loss"])  # in place: captured graphs keep their inputs
         for k, o in self.optimizers.items():
+            if not self.captured:
+                o.load_state_dict(state["optimizers"][k])
+                continue
+            params = [p for g in o.param_groups for p in g["params"]]
+            held = [self.adam_state(p) for p in params]
             o.load_state_dict(state["optimizers"][k])
+            for p, mine in zip(params, held):
+                loaded = o.state.get(p) or {}
+                for name, tensor in mine.items():
+                    if name in loaded:
+                        tensor.copy_(loaded[name])
+                    else:
+                        tensor.zero_()
+                o.state[p] = mine
         self.num_updates = state["num_updates"]
 
 
@@ -137,6 +229,9 @@ def build_agent(
     observation_dim: int,
     data: TensorDictBase | None = None,
     device: torch.device | str | None = None,
+    compile: bool = False,
+    compile_mode: str | None = None,
+    cudagraphs: bool = False,
 ) -> Agent:
     """The agent of the registered algorithm ``cfg.name``, with ``cfg``'s numbers.
 
@@ -147,6 +242,10 @@ def build_agent(
         data: the offline TED data (normalisation statistics, reward scales); required by
             algorithms registered with ``needs_data``.
         device: where the networks live.
+        compile: run updates through the captured step compiled with ``torch.compile``
+            (:mod:`torchrl_o3f.trainers.capture`); ``False``: torch's optimisers, eagerly.
+        compile_mode: the ``torch.compile`` mode (``None``: its default).
+        cudagraphs: replay the captured step as a CUDA graph (CUDA only).
 
     Raises:
         UnknownAlgorithmError: for an unregistered ``cfg.name``.
@@ -154,7 +253,7 @@ def build_agent(
     loss = get_algorithm(cfg.name).make_loss(
         cfg, observation_dim=observation_dim, action_spec=action_spec, data=data, device=device
     )
-    return Agent(loss, cfg)
+    return Agent(loss, cfg, compile=compile, compile_mode=compile_mode, cudagraphs=cudagraphs)
 
 
 def switch_agent(offline: Agent, online: Agent) -> dict[str, list[str]]:

@@ -66,6 +66,14 @@ class NonFiniteGuard:
             :func:`check_finite_state` runs before every checkpoint.
         context: what the error message quotes as likely causes: ``lr``, ``rewards``
             (``(min, max)`` of the data's rewards), ``batch_size``.
+        device_flags: ``(nonfinite, first)``: a bool and an int64 scalar tensor that a captured
+            update step sets on its device (:class:`~torchrl_o3f.trainers.agents.Agent`'s
+            ``nonfinite`` / ``first_nonfinite``: any non-finite loss term or gradient, and the
+            first such update, counted from 1 by the guard's checks). Given, :meth:`check`
+            reads nothing on the host except every ``sync_every`` checks and at
+            :meth:`flush` (before evaluations and checkpoints); the message still names the
+            first non-finite update.
+        sync_every: read ``device_flags`` back every this many checks.
 
     Example:
         >>> from tensordict import TensorDict
@@ -87,14 +95,23 @@ class NonFiniteGuard:
         *,
         check_state_every: int = 100,
         context: Mapping[str, Any] | None = None,
+        device_flags: tuple[torch.Tensor, torch.Tensor] | None = None,
+        sync_every: int = 100,
     ):
         if check_state_every < 1:
             raise ValueError(f"check_state_every must be >= 1, got {check_state_every}")
+        if sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {sync_every}")
         self.loss = loss
         self.check_state_every = check_state_every
         self.context = dict(context or {})
         self._params = [(n, p) for n, p in loss.named_parameters() if p.requires_grad]
         self.num_checks = 0
+        self.device_flags = device_flags
+        self.sync_every = sync_every
+        self._labels: dict[int, tuple[str, int]] = {}  # check number -> (phase, step), unread
+        self._last_out: TensorDictBase | Mapping | None = None
+        self._last_state_check = 0
 
     def _fail(self, what: str, phase: str, step: int) -> None:
         raise NonFiniteError(
@@ -115,6 +132,13 @@ class NonFiniteGuard:
             NonFiniteError: a loss term or (every ``check_state_every`` checks) a gradient,
                 a parameter or a buffer is NaN or infinite.
         """
+        if self.device_flags is not None:
+            self.num_checks += 1
+            self._labels[self.num_checks] = (phase, step)
+            self._last_out = out
+            if self.num_checks % self.sync_every == 0:
+                self.flush()
+            return
         names, values = [], []
         for k, v in out.items():
             if isinstance(k, str) and k.startswith("loss_"):
@@ -126,6 +150,40 @@ class NonFiniteGuard:
         if self.num_checks % self.check_state_every == 0:
             self.check_gradients(phase=phase, step=step)
             self.check_state(phase=phase, step=step)
+
+    def flush(self) -> None:
+        """Read the device flags back (a captured agent's); a no-op for an eager guard.
+
+        Also checks every parameter and buffer when ``check_state_every`` checks have passed
+        since the last state check.
+
+        Raises:
+            NonFiniteError: an update since the last flush had a non-finite loss term or
+                gradient (the message names the first such update and the latest loss terms
+                that are non-finite), or the state holds a NaN or an infinity.
+        """
+        if self.device_flags is None or not self._labels:
+            return
+        nonfinite, first = self.device_flags
+        last = max(self._labels)
+        if bool(nonfinite):
+            phase, step = self._labels.get(int(first), self._labels[last])
+            names, values = [], []
+            for k, v in (self._last_out or {}).items():
+                if isinstance(k, str) and k.startswith("loss_"):
+                    names.append(k)
+                    values.append(v.reshape(()) if v.numel() == 1 else v.sum())
+            bad = [(n, float(v)) for n, v in zip(names, values) if not torch.isfinite(v)]
+            what = (
+                ", ".join(f"{n} is {v}" for n, v in bad) + " at the last update"
+                if bad
+                else "a loss term or a gradient was NaN or infinite"
+            )
+            self._fail(what, phase, step)
+        if self.num_checks - self._last_state_check >= self.check_state_every:
+            self._last_state_check = self.num_checks
+            self.check_state(phase=self._labels[last][0], step=self._labels[last][1])
+        self._labels.clear()
 
     def check_gradients(self, *, phase: str, step: int) -> None:
         """Check the gradients the last update left (one fused norm).

@@ -11,6 +11,7 @@ from torchrl_o3f.trainers.config import (
     BUDGETS,
     AnnealConfig,
     BudgetConfig,
+    CompileConfig,
     ExplorationConfig,
     LoggerConfig,
     TrainerConfig,
@@ -63,6 +64,7 @@ def config_from_hydra(cfg) -> TrainerConfig:
         "budget": BudgetConfig,
         "logger": LoggerConfig,
         "anneal": AnnealConfig,
+        "compile": CompileConfig,
     }
     values = {k: v for k, v in raw.items() if k not in nested and k != "algo"}
     for key, cls in nested.items():

@@ -113,11 +113,19 @@ RESUME_SAFE_KEYS = (
     "extend",
     "offline_checkpoint",
     "method",
+    "compile",
 )
 """Keys a resumed run may change: where and how it runs and logs, not what it computes
-(``offline_checkpoint`` only matters when a run starts; ``method`` is a label)."""
+(``offline_checkpoint`` only matters when a run starts; ``method`` is a label; ``compile`` runs
+the same maths, and checkpoints are the same with and without it)."""
 
-ADDED_KEYS: dict[str, Any] = {"budget.warmup_frames": 0, "offline_data": True}
+ADDED_KEYS: dict[str, Any] = {
+    "budget.warmup_frames": 0,
+    "offline_data": True,
+    "compile.compile": False,
+    "compile.mode": None,
+    "compile.cudagraphs": False,
+}
 """Keys added after runs were first recorded, with the value every older run had: a record that
 lacks one of them ran with that value, so resuming it with that value is the same run."""
 

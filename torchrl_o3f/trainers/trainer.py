@@ -393,8 +393,18 @@ class OfflineOnlineTrainer:
         seed_everything(cfg.seed)
         self.data = data
         given = data if cfg.offline_data else None
+        capture = {
+            "compile": cfg.compile.compile,
+            "compile_mode": cfg.compile.mode,
+            "cudagraphs": cfg.compile.cudagraphs,
+        }
         self.agent: Agent = build_agent(
-            cfg.algo, self.action_spec, observation_dim=obs_dim, data=given, device=self.device
+            cfg.algo,
+            self.action_spec,
+            observation_dim=obs_dim,
+            data=given,
+            device=self.device,
+            **capture,
         )
         self.switched = False
         self.switch_info: dict[str, list[str]] | None = None
@@ -407,6 +417,7 @@ class OfflineOnlineTrainer:
                 observation_dim=obs_dim,
                 data=given,
                 device=self.device,
+                **capture,
             )
         target = cfg.anneal_target()
         if target is not None:
@@ -482,7 +493,15 @@ class OfflineOnlineTrainer:
         context = {"lr": dict(self.agent.cfg.lr), "batch_size": self.agent.cfg.batch_size}
         if rewards.numel():
             context["rewards"] = (float(rewards.min()), float(rewards.max()))
-        self.guard = NonFiniteGuard(self.agent.loss, context=context)
+        # a captured agent flags non-finite updates on its device: read back every
+        # log_every updates and before every evaluation and checkpoint, not at every update
+        flags = (self.agent.nonfinite, self.agent.first_nonfinite) if self.agent.captured else None
+        self.guard = NonFiniteGuard(
+            self.agent.loss,
+            context=context,
+            device_flags=flags,
+            sync_every=self.cfg.budget.log_every,
+        )
 
     def _switch(self, *, copy: bool) -> None:
         """Replace the offline agent by the online algorithm's (``copy``: from the offline one)."""
@@ -593,6 +612,7 @@ class OfflineOnlineTrainer:
         ``state`` defaults to the current one; a non-finite one is refused
         (:class:`~torchrl_o3f.trainers.guard.NonFiniteError`), the previous file kept.
         """
+        self.guard.flush()
         state = self._state() if state is None else state
         check_finite_state(state["agent"], what="the agent")
         self._writing = True
@@ -658,6 +678,7 @@ class OfflineOnlineTrainer:
 
     # ------------------------------------------------------------------ phases
     def _evaluate(self, phase: str, step: int) -> dict[str, Any]:
+        self.guard.flush()
         # the same evaluation episodes every time: curves compare policies, not start states
         self.eval_env.set_seed(self.cfg.seed + 10_000)
         res = evaluate(
