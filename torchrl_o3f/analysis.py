@@ -803,9 +803,7 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
     progress = []
     for experiment in CLAIMS:
         grid = experiment_grid(experiment)
-        cells = {
-            (t, m, int(k)) for t in grid["task"] for m in grid["method"] for k in grid["seed"]
-        }
+        cells = {(t, m, int(k)) for t in grid["task"] for m in grid["method"] for k in grid["seed"]}
         done = sum((r.task, r.method, r.seed) in cells for r in every)
         progress.append(f"| `{experiment}` | {done} | {len(cells)} |")
     for experiment, claims in CLAIMS.items():
@@ -905,9 +903,7 @@ def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
             if "summary.json" in missing
             else "give the folder of a run of a recipe"
         )
-        raise FileNotFoundError(
-            f"not a finished run: {run} has no {', '.join(missing)} ({hint})"
-        )
+        raise FileNotFoundError(f"not a finished run: {run} has no {', '.join(missing)} ({hint})")
     summary = json.loads((run / "summary.json").read_text())
     config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
     with open(run / "evaluations.csv") as f:

@@ -131,6 +131,7 @@ class CapturedUpdate:
         self.count = agent.update_count
 
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
+        """One update on ``batch``; returns the loss tensordict, detached."""
         out = self._forward(batch)
         terms = [v.sum() for k, v in out.items() if isinstance(k, str) and k.startswith("loss_")]
         total = torch.stack(terms).sum()

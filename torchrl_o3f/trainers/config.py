@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-
-import torch
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from torchrl_o3f.envs import get_task
 from torchrl_o3f.objectives.registry import AlgoConfig, algo_config, get_algorithm

@@ -95,8 +95,12 @@ def offline_key(cfg: TrainerConfig) -> str:
 
 def offline_run_dir(cfg: TrainerConfig, root: str | Path) -> Path:
     """Where the shared offline phase of ``cfg`` lives under a study ``root``."""
-    return Path(root) / "offline" / cfg.task / f"{cfg.algo.name}-{offline_key(cfg)}" / (
-        f"seed{cfg.seed}"
+    return (
+        Path(root)
+        / "offline"
+        / cfg.task
+        / f"{cfg.algo.name}-{offline_key(cfg)}"
+        / (f"seed{cfg.seed}")
     )
 
 
