@@ -169,7 +169,7 @@ class NonFiniteGuard:
         if bool(nonfinite):
             phase, step = self._labels.get(int(first), self._labels[last])
             names, values = [], []
-            for k, v in (self._last_out or {}).items():
+            for k, v in ({} if self._last_out is None else self._last_out).items():
                 if isinstance(k, str) and k.startswith("loss_"):
                     names.append(k)
                     values.append(v.reshape(()) if v.numel() == 1 else v.sum())
