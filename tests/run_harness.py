@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 
 from torchrl_o3f.trainers import BUDGETS, TrainerConfig
+from torchrl_o3f.trainers.agents import Agent
 
 TASK = "hopper-random"  # buildable without a behaviour policy, cheap env
 
@@ -37,3 +40,23 @@ def smoke_config(out, dataset_root, algo: str = "iql", **kw) -> TrainerConfig:
             obj = getattr(obj, part)
         setattr(obj, last, value)
     return cfg
+
+
+def signal_at(monkeypatch, trainer, online_update: int, times: int = 1):
+    """Send SIGTERM to this process inside the given online update; record what follows."""
+    original = Agent.update
+    seen = {"online": 0, "after": 0, "frames": None}
+
+    def update(self, batch, **kw):
+        if trainer.counters["phase"] == "online":
+            seen["online"] += 1
+            if seen["frames"] is not None:
+                seen["after"] += 1
+            if seen["online"] == online_update:
+                seen["frames"] = trainer.counters["frames"]
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch, **kw)
+
+    monkeypatch.setattr(Agent, "update", update)
+    return seen

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
+import shutil
 
 import pytest
 import torch
 from loss_harness import action_spec, ted_batch
-from run_harness import smoke_config
+from run_harness import signal_at, smoke_config
 from tensordict import TensorDict
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchrl.modules.distributions import continuous
@@ -209,3 +211,50 @@ def test_a_diverging_compiled_run_stops_before_a_non_finite_checkpoint(tmp_path,
     assert re.search(r"offline update [12]: loss_\w+ is nan", str(err.value))  # read on device
     for path in (tmp_path / "checkpoints").glob("*.pt"):  # whatever was written is finite
         check_finite_state(load_checkpoint(path)["agent"])
+
+
+def _final_state(run) -> dict:
+    return load_checkpoint(run / "checkpoints" / "final.pt")
+
+
+def test_a_compiled_run_resumes_exactly_and_its_checkpoints_load_eagerly(
+    tmp_path, dataset_root, monkeypatch
+):
+    """Updates and acting compiled; stopped online, resumed compiled: the uninterrupted run."""
+    compiled = {"compile.compile": True, "budget.online_frames": 40}
+    ref = tmp_path / "ref"
+    OfflineOnlineTrainer(smoke_config(ref, dataset_root, "iql", **compiled)).train()
+    run = tmp_path / "run"
+    trainer = OfflineOnlineTrainer(smoke_config(run, dataset_root, "iql", **compiled))
+    seen = signal_at(monkeypatch, trainer, online_update=25)
+    assert trainer.train()["stopped"] and seen["frames"] is not None
+    monkeypatch.undo()
+    eager = tmp_path / "eager"
+    shutil.copytree(run, eager)
+    OfflineOnlineTrainer(
+        smoke_config(run, dataset_root, "iql", resume=str(run), **compiled)
+    ).train()
+    a, b = _final_state(ref), _final_state(run)
+    for k, v in a["agent"]["loss"].items():
+        torch.testing.assert_close(b["agent"]["loss"][k], v, rtol=0, atol=0, msg=k)
+    torch.testing.assert_close(
+        b["online_data"]["action"], a["online_data"]["action"], rtol=0, atol=0
+    )
+    # the compiled run's checkpoint goes on eagerly (compile is how a run runs, not what)
+    summary = OfflineOnlineTrainer(
+        smoke_config(eager, dataset_root, "iql", resume=str(eager), **{"budget.online_frames": 40})
+    ).train()
+    assert summary["online_frames"] == 40 and (eager / "checkpoints" / "final.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("algo", "extra"),
+    [("lapo", {}), ("cql", {"online_algo": "sac"})],
+    ids=["o3f_lapo", "cql_to_sac"],
+)
+def test_compiled_smoke_runs_of_the_other_recipes(tmp_path, dataset_root, algo, extra):
+    """O3F-LAPO (critic-only and actor updates) and the CQL -> SAC switch, compiled."""
+    kw = {"compile.compile": True, "budget.online_frames": 20, "budget.eval_every": 1000, **extra}
+    summary = OfflineOnlineTrainer(smoke_config(tmp_path, dataset_root, algo, **kw)).train()
+    assert summary["online_frames"] == 20
+    assert math.isfinite(summary["score_after_online"])

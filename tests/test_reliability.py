@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from run_harness import signal_at
 
 from torchrl_o3f._atomic import DiskFullError, remove_stale_temporaries, write_atomic
 from torchrl_o3f.data import (
@@ -364,26 +365,6 @@ def test_training_stops_at_a_non_finite_update_and_keeps_the_last_good_checkpoin
 
 
 # -------------------------------------------------------------------------- stopping
-def _signal_at(monkeypatch, trainer, online_update: int, times: int = 1):
-    """Send SIGTERM to this process inside the given online update; record what follows."""
-    original = Agent.update
-    seen = {"online": 0, "after": 0, "frames": None}
-
-    def update(self, batch, **kw):
-        if trainer.counters["phase"] == "online":
-            seen["online"] += 1
-            if seen["frames"] is not None:
-                seen["after"] += 1
-            if seen["online"] == online_update:
-                seen["frames"] = trainer.counters["frames"]
-                for _ in range(times):
-                    os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, batch, **kw)
-
-    monkeypatch.setattr(Agent, "update", update)
-    return seen
-
-
 def test_sigterm_online_stops_after_the_frame_and_resumes_exactly(
     tmp_path, dataset_root, finished_run, monkeypatch, capfd
 ):
@@ -391,7 +372,7 @@ def test_sigterm_online_stops_after_the_frame_and_resumes_exactly(
     trainer = OfflineOnlineTrainer(_cfg(run, dataset_root))
     utd = trainer.cfg.algo.utd_ratio
     # frame 36: episodes of this run end at frames 12, 30, 42 and 52
-    seen = _signal_at(monkeypatch, trainer, online_update=2 * 35 + 1)
+    seen = signal_at(monkeypatch, trainer, online_update=2 * 35 + 1)
     summary = trainer.train()
     assert summary["stopped"] and seen["after"] < utd  # the rest of one frame's updates
     saved = load_checkpoint(run)["counters"]
@@ -408,7 +389,7 @@ def test_sigterm_online_stops_after_the_frame_and_resumes_exactly(
 
 def test_a_second_signal_stops_at_once(tmp_path, dataset_root, monkeypatch):
     trainer = OfflineOnlineTrainer(_cfg(tmp_path, dataset_root))
-    seen = _signal_at(monkeypatch, trainer, online_update=2 * 35 + 1, times=2)
+    seen = signal_at(monkeypatch, trainer, online_update=2 * 35 + 1, times=2)
     summary = trainer.train()
     assert summary["stopped"] and summary["at_once"]
     assert seen["after"] == 0  # not even the update in progress completed

@@ -18,6 +18,13 @@ __all__ = ["O3FActionSelector"]
 Critic = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@torch.compiler.disable
+def _randn(shape: tuple, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    # dynamo cannot trace a Generator argument: a selector with its own generator draws its
+    # candidates outside a compiled graph (one graph break); the global generator's are inside
+    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
 class O3FActionSelector(TensorDictModuleBase):
     r"""Optimistic action selection (O3F) over an ensemble of Q-functions.
 
@@ -204,9 +211,10 @@ class O3FActionSelector(TensorDictModuleBase):
     def sample_candidates(self, action: torch.Tensor) -> torch.Tensor:
         """``num_candidates`` draws from N(action, sigma^2): ``[N, *batch, a]``, unprojected."""
         shape = (self.num_candidates, *action.shape)
-        noise = torch.randn(
-            shape, generator=self.generator, device=action.device, dtype=action.dtype
-        )
+        if self.generator is None:  # the global generator: drawn inside a compiled graph
+            noise = torch.randn(shape, device=action.device, dtype=action.dtype)
+        else:
+            noise = _randn(shape, self.generator, action)
         return torch.addcmul(action, noise, self.sigma.to(action.dtype))
 
     def project(self, action: torch.Tensor) -> torch.Tensor:
@@ -233,8 +241,8 @@ class O3FActionSelector(TensorDictModuleBase):
                 f"batch {tuple(n_batch)}: expected [m, {', '.join(map(str, n_batch))}(, 1)] "
                 "(member dimension leading)"
             )
-        if float(self.omega) == 0.0:
-            return values.mean(0)
+        # no branch on omega's value: a host read would stall the device and break capture
+        # (omega = 0 adds exact zeros: the same scores as the mean alone)
         return values.mean(0) + self.omega * values.std(0, correction=0)
 
     @torch.no_grad()

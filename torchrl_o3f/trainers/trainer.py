@@ -758,6 +758,13 @@ class OfflineOnlineTrainer:
         if self.cfg.switches():
             self._switch(copy=True)
 
+    def _compile_kwargs(self) -> dict[str, Any] | None:
+        """The collector's ``compile_policy`` (``None``: acting runs eagerly)."""
+        c = self.cfg.compile
+        if not c.compile:
+            return None
+        return {} if c.mode is None else {"mode": c.mode}
+
     def _episode_seed(self) -> int:
         return self.cfg.seed + 1 + 7919 * self.counters["episodes"]
 
@@ -809,6 +816,9 @@ class OfflineOnlineTrainer:
             device=self.device,
             # the package's policies are not recurrent: nothing to add to the env
             auto_register_policy_transforms=False,
+            # acting (policy + selector) compiled / graph-replayed like the update step
+            compile_policy=self._compile_kwargs(),
+            cudagraph_policy=self.cfg.compile.cudagraphs or None,
         )
         # every episode starts from a seed derived from the run seed and the episode index,
         # so a run resumed at an episode end sees the very same episodes.
