@@ -31,6 +31,8 @@ from tensordict import TensorDictBase
 
 __all__ = ["CapturedUpdate", "adam_step_", "compile_step"]
 
+_MAX_STEPS = 256  # compiled steps one process may build before dynamo stops compiling new ones
+
 
 def adam_step_(
     params: list[torch.Tensor],
@@ -194,6 +196,12 @@ def compile_step(
     if compile:
         # backward inside the graph: dynamo traces torch.autograd.grad only with this switch
         torch._dynamo.config.trace_autograd_ops = True
+        # every step is a new instance of one method, which dynamo counts as a recompilation of
+        # it: a process that builds many agents (a sweep worker, a benchmark) would otherwise
+        # fall back to eager after 8, silently
+        limit = torch._dynamo.config
+        limit.recompile_limit = max(limit.recompile_limit, _MAX_STEPS)
+        limit.accumulated_recompile_limit = max(limit.accumulated_recompile_limit, _MAX_STEPS)
         fn = torch.compile(fn, mode=mode)
     if cudagraphs:
         if not torch.cuda.is_available():
