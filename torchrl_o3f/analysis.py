@@ -13,18 +13,25 @@ reads every run under the study folder (its ``config.yaml``, ``evaluations.csv``
   over those episodes (score_std), return, eval_episodes;
 - ``final_scores.csv``: per run, the score after the offline phase and after the online one;
 - ``summary.md``: per method and task the mean final score over seeds; across tasks the IQM and
-  mean with stratified-bootstrap 95% confidence intervals, the probability of improvement of
-  the first method over each other, and the paper's claims that the experiment tests with the
-  verdict the intervals give;
-- figures (PNG): normalised-score curves over online frames per task (mean over seeds, 95%
-  bootstrap band), the aggregate intervals, performance profiles and, where logged, the critic's
-  over-estimation of the Monte-Carlo return per online episode (the paper's Figure 2).
+  mean with stratified-bootstrap 95% confidence intervals, and the paper's claims that the
+  experiment tests, each on its measure of :data:`METRICS` (the final score unless it names
+  another) and on its pre-declared second measure (the mean online score), with the probability
+  of improvement and the verdict its interval gives;
+- figures (PNG): normalised-score curves over online frames per task (mean over seeds, each
+  seed faintly behind it, 95% bootstrap band), the aggregate intervals, performance profiles
+  and, where logged, the critic's over-estimation of the Monte-Carlo return per online episode
+  (the paper's Figure 2).
+
+With ``--all``, ``claims.md`` gathers every claim with both measures, a flag where their verdicts
+differ, and its power: the smallest effect its seeds detect and the seeds per side the paper's
+own effect needs (:func:`detectable_effect`, :func:`seeds_needed`).
 
 With ``--run`` the folder is one finished run (e.g. the default recipe's ``outputs/...``):
 :func:`report_run` copies its record next to a ``run.md`` table of its evaluations.
 
-Every statistic comes from ``rliable`` (stratified bootstrap, IQM, probability of improvement,
-performance profiles); nothing statistical is written here by hand.
+Every estimate and interval comes from ``rliable`` (stratified bootstrap, IQM, probability of
+improvement, performance profiles); the power of a claim is the closed-form normal approximation
+of a two-sample difference of means (:func:`detectable_effect`).
 """
 
 from __future__ import annotations
@@ -32,28 +39,36 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import re
 import sys
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "CLAIMS",
+    "METRICS",
     "Claim",
+    "Metric",
     "RunRecord",
     "analyse",
     "analyse_all",
     "collect_runs",
+    "detectable_effect",
     "experiment_grid",
     "main",
+    "online_mean",
     "pairing",
     "paper_command",
     "report_run",
+    "seeds_needed",
 ]
 
 TIDY_COLUMNS = (
@@ -69,86 +84,6 @@ TIDY_COLUMNS = (
     "eval_episodes",
 )
 
-
-@dataclass(frozen=True)
-class Claim:
-    """A pairwise claim of the paper: ``better`` scores above ``worse`` (or ``equal``).
-
-    Attributes:
-        text: the claim as the paper makes it.
-        better: the method claimed better (or one side of an equality).
-        worse: the other method.
-        kind: ``"better"`` or ``"equal"``.
-        tasks: the tasks the claim is about (``None``: every task of the study).
-        against: when given, ``worse`` is only a label and the other side is, on each task, the
-            one of these methods with the highest mean final score over seeds (the paper's
-            "next best" baseline). Choosing it on the same runs favours the baselines.
-
-    Example:
-        >>> Claim("O3F beats noise", "o3f_lapo", "gaussian_lapo").kind
-        'better'
-        >>> Claim("O3F beats the best", "o3f_iql", "best baseline", against=("iql", "cql")).against
-        ('iql', 'cql')
-    """
-
-    text: str
-    better: str
-    worse: str
-    kind: str = "better"
-    tasks: tuple[str, ...] | None = None
-    against: tuple[str, ...] = ()
-
-
-CLAIMS: dict[str, list[Claim]] = {
-    "fig5_lapo": [
-        Claim(
-            "O3F-LAPO beats LAPO with Gaussian noise on halfcheetah-medium (+58%)",
-            "o3f_lapo",
-            "gaussian_lapo",
-            tasks=("halfcheetah-medium",),
-        )
-    ],
-    "fig5_exploration": [
-        Claim(
-            "O3F-IQL equals IQL with Gaussian noise on locomotion",
-            "o3f_iql",
-            "gaussian_iql",
-            kind="equal",
-            tasks=("halfcheetah-medium", "hopper-medium"),
-        )
-    ],
-    "fig4_baselines": [
-        Claim("O3F beats IQL fine-tuning", "o3f_iql", "iql"),
-        Claim("O3F beats CQL fine-tuning", "o3f_iql", "cql"),
-        Claim("O3F beats AWAC fine-tuning", "o3f_iql", "awac"),
-        Claim(
-            "O3F >= every baseline on 11 of 12 tasks, +56% over the next best on average",
-            "o3f_iql",
-            "the best of iql, cql, awac per task",
-            against=("iql", "cql", "awac"),
-        ),
-    ],
-    "fig2_switch": [
-        Claim("Switching CQL -> SAC at the boundary is worse than CQL", "cql", "cql_sac")
-    ],
-    "fig3_loosening": [
-        Claim("Loosening CQL abruptly does not help", "cql", "cql_abrupt", kind="equal"),
-        Claim("Loosening CQL linearly does not help", "cql", "cql_linear", kind="equal"),
-        Claim("Loosening AWAC abruptly does not help", "awac", "awac_abrupt", kind="equal"),
-        Claim("Loosening AWAC linearly does not help", "awac", "awac_linear", kind="equal"),
-        Claim("Loosening IQL abruptly does not help", "iql", "iql_abrupt", kind="equal"),
-        Claim("Loosening IQL linearly does not help", "iql", "iql_linear", kind="equal"),
-    ],
-    "fig6_omega": [
-        Claim(
-            "omega = 1 hurts on halfcheetah-medium",
-            "o3f_iql",
-            "o3f_iql_omega1",
-            tasks=("halfcheetah-medium",),
-        )
-    ],
-}
-"""The paper's claims each experiment tests (see ``docs/results.md``)."""
 
 PAPER_SCALE = (
     "python recipes/sweep.py experiment={experiment} budget=paper device=cuda "
@@ -335,6 +270,240 @@ def _step(row: dict[str, Any]) -> int:
     return int(row["step"]) if row["phase"] == "offline" else int(row["frames"])
 
 
+EARLY_EPISODES = 3
+"""Online episodes the early over-estimation averages (the paper: ~40x "for at least several
+thousands of steps after switching"; 3 halfcheetah episodes are 3000 frames)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-run measure a claim is tested on.
+
+    Attributes:
+        label: what it is, for the tables.
+        of_run: the run's value (``None``: the run did not record it).
+        scale: the statistics see ``of_run / scale`` (scores on rliable's 0-1 scale); the
+            tables show ``of_run``'s own units.
+        fmt: the format of a value in the tables.
+        relative: whether an effect also reads as a fraction of the other side's level (a score
+            level, not a change or a ratio).
+
+    Example:
+        >>> run = RunRecord("t/m/seed0", "t", "m", 0, [], [], True)
+        >>> METRICS["final"].of_run(run) is None
+        True
+    """
+
+    label: str
+    of_run: Callable[[RunRecord], float | None]
+    scale: float = 1.0
+    fmt: str = ".2f"
+    relative: bool = False
+
+
+def _scores(run: RunRecord, phase: str) -> list[tuple[int, float]]:
+    return [(_step(e), float(e["score"])) for e in run.evaluations if e["phase"] == phase]
+
+
+def _final(run: RunRecord, phase: str) -> float | None:
+    rows = _scores(run, phase)
+    return rows[-1][1] if rows else None
+
+
+def online_mean(run: RunRecord) -> float | None:
+    """Mean score over a run's online evaluations, frame 0 (the offline policy) excluded.
+
+    With evaluations every ``eval_every`` frames this is the area under the online curve
+    divided by its length (right-endpoint rule): a score that counts how fast it was reached.
+
+    Example:
+        >>> rows = [{"phase": "offline", "step": "5", "frames": "0", "score": "50"}] + [
+        ...     {"phase": "online", "step": "5", "frames": str(f), "score": str(s)}
+        ...     for f, s in ((1000, 10.0), (2000, 30.0))
+        ... ]
+        >>> online_mean(RunRecord("t/m/seed0", "t", "m", 0, rows, [], True))
+        20.0
+    """
+    scores = [s for frame, s in _scores(run, "online") if frame > 0]
+    return float(np.mean(scores)) if scores else None
+
+
+def _overestimation(run: RunRecord) -> list[float]:
+    """The critic's mean Q over the Monte-Carlo return, per online episode, in order.
+
+    An episode whose Monte-Carlo return is 0 has no ratio (NaN): it is left out.
+    """
+    ratios = (row.get("online/q_overestimation") for row in run.episodes)
+    return [float(r) if r is not None and np.isfinite(r) else math.nan for r in ratios]
+
+
+def _peak_overestimation(run: RunRecord) -> float | None:
+    ratios = [r for r in _overestimation(run) if np.isfinite(r)]
+    return max(ratios) if ratios else None
+
+
+def _early_overestimation(run: RunRecord) -> float | None:
+    ratios = [r for r in _overestimation(run)[:EARLY_EPISODES] if np.isfinite(r)]
+    return float(np.mean(ratios)) if ratios else None
+
+
+def _switch_change(run: RunRecord) -> float | None:
+    offline, online = _final(run, "offline"), _scores(run, "online")
+    online = [s for frame, s in online if frame > 0]
+    return online[0] - offline if online and offline is not None else None
+
+
+METRICS: dict[str, Metric] = {
+    "final": Metric(
+        "final score", lambda run: _final(run, "online"), scale=100.0, fmt=".1f", relative=True
+    ),
+    "online_mean": Metric("mean online score", online_mean, scale=100.0, fmt=".1f", relative=True),
+    "q_peak": Metric("peak mean Q / MC return", _peak_overestimation),
+    "q_early": Metric(
+        f"mean Q / MC return, first {EARLY_EPISODES} episodes", _early_overestimation
+    ),
+    "switch_change": Metric(
+        "score at the first online evaluation minus after offline", _switch_change, fmt="+.1f"
+    ),
+}
+"""The measures a :class:`Claim` can name: ``final`` (the score after the online phase),
+``online_mean`` (:func:`online_mean`), ``q_peak`` and ``q_early`` (the critic's over-estimation
+ratio, mean Q over the Monte-Carlo return, of each online episode: its maximum, and its mean over
+the first :data:`EARLY_EPISODES`), ``switch_change`` (the score at the first online evaluation
+minus the score after the offline phase: negative for a drop)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A pairwise claim of the paper: ``better`` measures above ``worse`` (or ``equal``).
+
+    Attributes:
+        text: the claim as the paper makes it.
+        better: the method claimed better (or one side of an equality).
+        worse: the other method.
+        kind: ``"better"`` or ``"equal"``.
+        tasks: the tasks the claim is about (``None``: every task of the study).
+        against: when given, ``worse`` is only a label and the other side is, on each task, the
+            one of these methods with the highest mean of the measure tested over seeds (the
+            paper's "next best" baseline). Choosing it on the same runs favours the baselines.
+        metric: the measure of :data:`METRICS` the claim is about; its verdict is the claim's.
+        secondary: a second measure, declared before any run, tested the same way; its verdict
+            is shown next to the claim's, and where the two differ the claim is flagged
+            (``None``: none).
+        paper_gain: the paper's own effect, relative to ``worse`` (``0.58`` for +58%); it
+            sets the effect the seeds needed are computed for.
+        paper_value: the paper's own value of ``metric`` for ``better`` (``40.0`` for 40x
+            over-estimation); the study's interval for ``better`` is set against it.
+
+    Raises:
+        ValueError: for an unknown ``kind``, ``metric`` or ``secondary``.
+
+    Example:
+        >>> Claim("O3F beats noise", "o3f_lapo", "gaussian_lapo").metric
+        'final'
+        >>> Claim("O3F beats the best", "o3f_iql", "best baseline", against=("iql", "cql")).against
+        ('iql', 'cql')
+        >>> Claim("SAC over-estimates", "cql_sac", "cql", metric="q_peak", secondary=None).secondary
+    """
+
+    text: str
+    better: str
+    worse: str
+    kind: str = "better"
+    tasks: tuple[str, ...] | None = None
+    against: tuple[str, ...] = ()
+    metric: str = "final"
+    secondary: str | None = "online_mean"
+    paper_gain: float | None = None
+    paper_value: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("better", "equal"):
+            raise ValueError(f"kind must be 'better' or 'equal', not {self.kind!r}")
+        for name in (self.metric, self.secondary):
+            if name is not None and name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}: one of {', '.join(METRICS)}")
+
+
+CLAIMS: dict[str, list[Claim]] = {
+    "fig5_lapo": [
+        Claim(
+            "O3F-LAPO beats LAPO with Gaussian noise on halfcheetah-medium (+58%)",
+            "o3f_lapo",
+            "gaussian_lapo",
+            tasks=("halfcheetah-medium",),
+            paper_gain=0.58,
+        )
+    ],
+    "fig5_exploration": [
+        Claim(
+            "O3F-IQL equals IQL with Gaussian noise on locomotion",
+            "o3f_iql",
+            "gaussian_iql",
+            kind="equal",
+            tasks=("halfcheetah-medium", "hopper-medium"),
+        )
+    ],
+    "fig4_baselines": [
+        Claim("O3F beats IQL fine-tuning", "o3f_iql", "iql", paper_gain=0.56),
+        Claim("O3F beats CQL fine-tuning", "o3f_iql", "cql"),
+        Claim("O3F beats AWAC fine-tuning", "o3f_iql", "awac"),
+        Claim(
+            "O3F >= every baseline on 11 of 12 tasks, +56% over the next best on average",
+            "o3f_iql",
+            "the best of iql, cql, awac per task",
+            against=("iql", "cql", "awac"),
+            paper_gain=0.56,
+        ),
+    ],
+    "fig2_switch": [
+        Claim("Switching CQL -> SAC at the boundary is worse than CQL", "cql", "cql_sac"),
+        Claim(
+            "Switching CQL -> SAC makes the critic over-estimate: its peak (the paper: ~40x)",
+            "cql_sac",
+            "cql",
+            metric="q_peak",
+            secondary=None,
+            paper_value=40.0,
+        ),
+        Claim(
+            "Switching CQL -> SAC makes the critic over-estimate from the start (the paper: ~40x "
+            "for several thousand steps)",
+            "cql_sac",
+            "cql",
+            metric="q_early",
+            secondary=None,
+            paper_value=40.0,
+        ),
+        Claim(
+            "Switching CQL -> SAC drops the score right after the switch (the paper: it takes "
+            "~15k steps to recover)",
+            "cql",
+            "cql_sac",
+            metric="switch_change",
+            secondary=None,
+        ),
+    ],
+    "fig3_loosening": [
+        Claim("Loosening CQL abruptly does not help", "cql", "cql_abrupt", kind="equal"),
+        Claim("Loosening CQL linearly does not help", "cql", "cql_linear", kind="equal"),
+        Claim("Loosening AWAC abruptly does not help", "awac", "awac_abrupt", kind="equal"),
+        Claim("Loosening AWAC linearly does not help", "awac", "awac_linear", kind="equal"),
+        Claim("Loosening IQL abruptly does not help", "iql", "iql_abrupt", kind="equal"),
+        Claim("Loosening IQL linearly does not help", "iql", "iql_linear", kind="equal"),
+    ],
+    "fig6_omega": [
+        Claim(
+            "omega = 1 hurts on halfcheetah-medium",
+            "o3f_iql",
+            "o3f_iql_omega1",
+            tasks=("halfcheetah-medium",),
+        )
+    ],
+}
+"""The paper's claims each experiment tests (see ``docs/results.md``)."""
+
+
 def tidy_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     """One row per evaluation of every run (columns :data:`TIDY_COLUMNS`)."""
     rows = []
@@ -357,36 +526,97 @@ def tidy_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
     return rows
 
 
-def _final(run: RunRecord, phase: str) -> float | None:
-    rows = [e for e in run.evaluations if e["phase"] == phase]
-    return float(rows[-1]["score"]) if rows else None
-
-
 def score_matrix(
-    runs: list[RunRecord], methods: list[str], tasks: list[str]
+    runs: list[RunRecord], methods: list[str], tasks: list[str], metric: str = "final"
 ) -> dict[str, np.ndarray]:
-    """``{method: [seeds x tasks]}`` of final (after online) scores, on the 0-1 scale.
+    """``{method: [seeds x tasks]}`` of a measure of :data:`METRICS` over finished runs.
 
+    Values are ``of_run / scale``: the default final (after online) scores on the 0-1 scale.
     Only seeds every task has for the method are used (rliable needs a full matrix).
+
+    Example:
+        >>> row = {"phase": "online", "step": "5", "frames": "5", "score": "40"}
+        >>> score_matrix([RunRecord("t/m/seed0", "t", "m", 0, [row], [], True)], ["m"], ["t"])
+        {'m': array([[0.4]])}
     """
+    measure = METRICS[metric]
     out = {}
     for method in methods:
         per_task = []
         for task in tasks:
             scores = {
-                r.seed: _final(r, "online")
+                r.seed: measure.of_run(r)
                 for r in runs
                 if r.method == method and r.task == task and r.finished
             }
             per_task.append({s: v for s, v in scores.items() if v is not None})
         seeds = sorted(set.intersection(*(set(t) for t in per_task))) if per_task else []
         if seeds:
-            out[method] = np.array([[t[s] / 100.0 for t in per_task] for s in seeds])
+            out[method] = np.array([[t[s] / measure.scale for t in per_task] for s in seeds])
     return out
 
 
 MIN_SEEDS = 3
 """Seeds per side below which a claim gets no verdict (the paper's minimum per comparison)."""
+
+POWER = 0.8
+"""The probability of detecting an effect that :func:`detectable_effect` and
+:func:`seeds_needed` ask for."""
+
+ALPHA = 0.05
+"""The two-sided level of the test they assume."""
+
+
+def _z_sum(power: float, alpha: float) -> float:
+    normal = NormalDist()
+    return normal.inv_cdf(1 - alpha / 2) + normal.inv_cdf(power)
+
+
+def detectable_effect(
+    sd_x: float, sd_y: float, n_x: int, n_y: int, *, power: float = POWER, alpha: float = ALPHA
+) -> float:
+    """The smallest difference of means that ``n_x`` and ``n_y`` seeds detect.
+
+    Normal approximation of a two-sample difference of means: a two-sided test at level
+    ``alpha`` detects a true difference ``d`` with probability ``power`` when
+    ``d = (z[1 - alpha / 2] + z[power]) * sqrt(sd_x**2 / n_x + sd_y**2 / n_y)``, the spreads
+    being the per-seed standard deviations of each side.
+
+    Example:
+        >>> round(detectable_effect(1.0, 1.0, 2, 2), 2)  # 2.80 standard errors of 1
+        2.8
+    """
+    return _z_sum(power, alpha) * math.sqrt(sd_x**2 / n_x + sd_y**2 / n_y)
+
+
+def seeds_needed(
+    effect: float, sd_x: float, sd_y: float, *, power: float = POWER, alpha: float = ALPHA
+) -> int | None:
+    """Seeds per side at which :func:`detectable_effect` reaches ``effect``.
+
+    ``n = (z[1 - alpha / 2] + z[power])**2 * (sd_x**2 + sd_y**2) / effect**2``, rounded up and
+    at least :data:`MIN_SEEDS` (below it a claim gets no verdict).
+
+    Returns:
+        The seeds per side; ``None`` for a zero effect (no number of seeds detects it).
+
+    Example:
+        >>> seeds_needed(1.0, 1.0, 1.0)  # 2 * 2.80**2 = 15.7
+        16
+    """
+    if effect == 0:
+        return None
+    n = _z_sum(power, alpha) ** 2 * (sd_x**2 + sd_y**2) / effect**2
+    return max(MIN_SEEDS, math.ceil(n))
+
+
+def _spread(matrix: np.ndarray) -> float:
+    """Per-seed standard deviation of one side's mean over tasks: ``sqrt(sum var_t) / tasks``.
+
+    Tasks are run independently, so a seed's mean over tasks has the variance
+    ``sum_t var_t / tasks**2``, each ``var_t`` the sample variance over seeds on task ``t``.
+    """
+    return float(np.sqrt(np.var(matrix, axis=0, ddof=1).sum()) / matrix.shape[1])
 
 
 def _verdict(claim: Claim, lo: float, hi: float) -> str:
@@ -418,41 +648,41 @@ def _bootstrap(label: str, seed: int, estimate, *args, **kwargs):
         np.random.set_state(state)
 
 
-def _test_claim(
-    claim: Claim, runs: list[RunRecord], tasks: list[str], reps: int, seed: int
+def _sides(
+    claim: Claim, runs: list[RunRecord], tasks: list[str], metric: str
+) -> tuple[np.ndarray, np.ndarray, list[str]] | str:
+    """The claim's two ``[seeds x tasks]`` matrices on ``metric`` and each task's Y method.
+
+    Returns the verdict of a claim that cannot be measured yet instead.
+    """
+    sides = [claim.better, *(claim.against or (claim.worse,))]
+    matrix = score_matrix(runs, sides, tasks, metric)
+    if len(matrix) < len(sides):
+        missing = ", ".join(m for m in sides if m not in matrix)
+        return "not run yet" if not claim.against else f"not run yet ({missing} missing)"
+    n = min(len(v) for v in matrix.values())
+    x = matrix[claim.better][:n]
+    if not claim.against:
+        return x, matrix[claim.worse][:n], [claim.worse] * len(tasks)
+    means = {m: matrix[m][:n].mean(axis=0) for m in claim.against}  # per task, the best mean
+    best = [max(claim.against, key=lambda m: means[m][j]) for j in range(len(tasks))]
+    return x, np.stack([matrix[m][:n, j] for j, m in enumerate(best)], axis=1), best
+
+
+def _measure(
+    claim: Claim, runs: list[RunRecord], tasks: list[str], metric: str, reps: int, seed: int
 ) -> dict[str, Any]:
-    """One claim's probability of improvement (rliable), its verdict and what it rests on."""
+    """One claim on one measure: P(X > Y) (rliable) with its interval, the verdict, the means."""
     from rliable import library as rly
     from rliable import metrics
 
-    sides = [claim.better, *(claim.against or (claim.worse,))]
-    matrix = score_matrix(runs, sides, tasks)
-    if len(matrix) < len(sides):
-        missing = ", ".join(m for m in sides if m not in matrix)
-        verdict = "not run yet" if not claim.against else f"not run yet ({missing} missing)"
-        return {"claim": claim, "verdict": verdict, "p": None, "ci": None, "paired": "-"}
-    n = min(len(v) for v in matrix.values())
-    x = matrix[claim.better][:n]
-    extra = {}
-    if claim.against:  # per task, the baseline with the highest mean
-        means = {m: matrix[m][:n].mean(axis=0) for m in claim.against}
-        best = [max(claim.against, key=lambda m: means[m][j]) for j in range(len(tasks))]
-        y = np.stack([matrix[m][:n, j] for j, m in enumerate(best)], axis=1)
-        x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
-        gain = np.mean((x_mean - y_mean) / np.abs(y_mean)) * 100
-        extra = {
-            "best": dict(zip(tasks, best)),
-            "detail": f"O3F >= the best baseline on {int(np.sum(x_mean >= y_mean))} of "
-            f"{len(tasks)} tasks, {gain:+.0f}% over it on average",
-        }
-        paired = "; ".join(
-            f"{t} vs {m}: {pairing(runs, claim.better, m, [t])}" for t, m in zip(tasks, best)
-        )
-    else:
-        y = matrix[claim.worse][:n]
-        paired = pairing(runs, claim.better, claim.worse, tasks)
+    sides = _sides(claim, runs, tasks, metric)
+    if isinstance(sides, str):
+        return {"metric": metric, "verdict": sides, "p": None, "ci": None}
+    x, y, against = sides
+    label = claim.text if metric == claim.metric else f"{claim.text} [{metric}]"
     points, intervals = _bootstrap(
-        claim.text,
+        label,
         seed,
         rly.get_interval_estimates,
         {"pair": [x, y]},
@@ -460,20 +690,111 @@ def _test_claim(
         reps=reps,
     )
     lo, hi = (float(v) for v in np.ravel(intervals["pair"]))
+    n, scale = len(x), METRICS[metric].scale
     verdict = _verdict(claim, lo, hi)
     if n < MIN_SEEDS:  # a bootstrap over one or two seeds is degenerate
         verdict = f"too few seeds to tell ({n} per side, {MIN_SEEDS} needed)"
-    if extra:
-        verdict = f"{verdict}; {extra['detail']}"
     return {
-        "claim": claim,
+        "metric": metric,
         "verdict": verdict,
         "p": float(np.ravel(points["pair"])[0]),
         "ci": (lo, hi),
-        "paired": paired,
         "seeds": (n, n),
+        "means": (float(np.mean(x)) * scale, float(np.mean(y)) * scale),
+        "spreads": (_spread(x) * scale, _spread(y) * scale) if n > 1 else None,
+        "x": x,
+        "y": y,
+        "against": against,
+    }
+
+
+def _power(claim: Claim, measured: dict[str, Any]) -> dict[str, Any]:
+    """The smallest effect the claim's seeds detect and the seeds the paper's effect needs."""
+    if measured.get("spreads") is None:
+        return {"detectable": None, "paper_effect": None, "needed": None}
+    (sd_x, sd_y), (n_x, n_y) = measured["spreads"], measured["seeds"]
+    y_mean = measured["means"][1]
+    paper_effect = None
+    if claim.paper_gain is not None:
+        paper_effect = claim.paper_gain * abs(y_mean)
+    elif claim.paper_value is not None:
+        paper_effect = claim.paper_value - y_mean
+    return {
+        "detectable": detectable_effect(sd_x, sd_y, n_x, n_y),
+        "paper_effect": paper_effect,
+        "needed": None if paper_effect is None else seeds_needed(abs(paper_effect), sd_x, sd_y),
+    }
+
+
+def _against_paper(claim: Claim, measured: dict[str, Any], reps: int, seed: int) -> str:
+    """Whether the paper's own value of the measure lies in the 95% interval of X's mean."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    _, intervals = _bootstrap(
+        f"{claim.text} [level]",
+        seed,
+        rly.get_interval_estimates,
+        {"x": measured["x"] * METRICS[claim.metric].scale},
+        metrics.aggregate_mean,
+        reps=reps,
+    )
+    lo, hi = (float(v) for v in np.ravel(intervals["x"]))
+    fmt = METRICS[claim.metric].fmt
+    where = (
+        "inside"
+        if lo <= claim.paper_value <= hi
+        else ("above" if claim.paper_value > hi else "below")
+    )
+    return (
+        f"{claim.better}'s mean {measured['means'][0]:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]: the "
+        f"paper's {claim.paper_value:g} is {where} the interval"
+    )
+
+
+def _test_claim(
+    claim: Claim, runs: list[RunRecord], tasks: list[str], reps: int, seed: int
+) -> dict[str, Any]:
+    """One claim on its measure and its second measure, its verdict and what it rests on."""
+    primary = _measure(claim, runs, tasks, claim.metric, reps, seed)
+    if primary["p"] is None:
+        return {"claim": claim, "verdict": primary["verdict"], "p": None, "ci": None, "paired": "-"}
+    x_mean, y_mean = primary["means"]
+    verdict, extra = primary["verdict"], {}
+    if claim.against:
+        best = primary["against"]
+        x, y = primary["x"].mean(axis=0), primary["y"].mean(axis=0)  # per task
+        gain = np.mean((x - y) / np.abs(y)) * 100
+        extra["best"] = dict(zip(tasks, best))
+        verdict += (
+            f"; O3F >= the best baseline on {int(np.sum(x >= y))} of {len(tasks)} tasks, "
+            f"{gain:+.0f}% over it on average"
+        )
+        paired = "; ".join(
+            f"{t} vs {m}: {pairing(runs, claim.better, m, [t])}" for t, m in zip(tasks, best)
+        )
+    else:
+        paired = pairing(runs, claim.better, claim.worse, tasks)
+    if claim.paper_value is not None and primary["seeds"][0] > 1:
+        verdict += "; " + _against_paper(claim, primary, reps, seed)
+    second = None
+    if claim.secondary is not None:
+        second = _measure(claim, runs, tasks, claim.secondary, reps, seed)
+    disagree = (
+        None if second is None or second["p"] is None else (second["verdict"] != primary["verdict"])
+    )
+    return {
+        "claim": claim,
+        "verdict": verdict,
+        "p": primary["p"],
+        "ci": primary["ci"],
+        "paired": paired,
+        "seeds": primary["seeds"],
         "tasks": tasks,
-        "means": (float(np.mean(x)) * 100, float(np.mean(y)) * 100),
+        "means": (x_mean, y_mean),
+        "secondary": second,
+        "disagree": disagree,
+        "power": _power(claim, primary),
         **extra,
     }
 
@@ -550,9 +871,10 @@ def analyse(
         aggregates = {
             m: {"iqm": points[m][0], "mean": points[m][1], "ci": intervals[m]} for m in matrix
         }
+    experiment_claims = CLAIMS.get(str(experiment), [])
     claims = [
         _test_claim(claim, runs, [t for t in (claim.tasks or tasks) if t in tasks], reps, seed)
-        for claim in CLAIMS.get(str(experiment), [])
+        for claim in experiment_claims
     ]
 
     _plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, seed=seed)
@@ -560,7 +882,14 @@ def analyse(
         _plot_aggregates(matrix, aggregates, out / "aggregates.png")
         _plot_profiles(matrix, out / "profiles.png", reps=reps, seed=seed)
     if any(r.episodes and "online/q_overestimation" in r.episodes[0] for r in runs):
-        _plot_overestimation(runs, methods, tasks, out / "overestimation.png")
+        paper = [c.paper_value for c in experiment_claims if c.metric.startswith("q_")]
+        _plot_overestimation(
+            runs,
+            methods,
+            tasks,
+            out / "overestimation.png",
+            paper=max((v for v in paper if v is not None), default=None),
+        )
     _write_summary(out / "summary.md", runs, methods, tasks, aggregates, claims, experiment)
     return {
         "runs": len(runs),
@@ -576,6 +905,22 @@ def _write_csv(path: Path, columns, rows) -> None:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _cells(metric: str, measured: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    """The means X / Y, P(X > Y), its interval and the verdict of one measure, as table cells."""
+    if measured is None or measured["p"] is None:
+        verdict = "not measured" if measured is None else measured["verdict"]
+        return "-", "-", "-", verdict
+    fmt = METRICS[metric].fmt
+    x, y = measured["means"]
+    lo, hi = measured["ci"]
+    return (
+        f"{x:{fmt}} / {y:{fmt}}",
+        f"{measured['p']:.2f}",
+        f"[{lo:.2f}, {hi:.2f}]",
+        measured["verdict"],
+    )
 
 
 def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -> None:
@@ -608,19 +953,23 @@ def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -
                 f"{a['mean'] * 100:.1f} | [{ci[0][1]:.1f}, {ci[1][1]:.1f}] |"
             )
     if claims:
-        lines += ["", "Claims (probability of improvement P(X > Y), 95% CI):", ""]
+        lines += ["", "Claims (probability of improvement P(X > Y), 95% CI), on each measure:", ""]
         lines += [
-            "| claim | X | Y | P(X > Y) | 95% CI | verdict | offline phases of X and Y |",
-            "|---|---|---|---|---|---|---|",
+            "| claim | X | Y | measure | X / Y | P(X > Y) | 95% CI | verdict | offline phases "
+            "of X and Y |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for c in claims:
             cl = c["claim"]
-            p = "-" if c["p"] is None else f"{c['p']:.2f}"
-            ci = "-" if c["ci"] is None else f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]"
-            lines.append(
-                f"| {cl.text} | {cl.better} | {cl.worse} | {p} | {ci} | {c['verdict']} | "
-                f"{c.get('paired', '-')} |"
-            )
+            measured = [(cl.metric, c), (cl.secondary, c.get("secondary"))]
+            for metric, m in measured:
+                if metric is None:
+                    continue
+                means, p, ci, verdict = _cells(metric, m)
+                lines.append(
+                    f"| {cl.text} | {cl.better} | {cl.worse} | {METRICS[metric].label} | {means} | "
+                    f"{p} | {ci} | {verdict} | {c.get('paired', '-')} |"
+                )
         lines += [
             "",
             "Offline phases: *shared* means both methods started each seed from the very same "
@@ -657,7 +1006,13 @@ def _plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
             if not frames:
                 continue
             scores = np.array([[c[f] for f in frames] for c in curves])  # [seeds, frames]
-            mean = scores.mean(0)
+            (line,) = ax.plot(
+                frames, scores.mean(0), marker="o", ms=3, label=f"{method} (n={len(curves)})"
+            )
+            for curve in curves:  # each seed, faintly behind the mean
+                ax.plot(
+                    list(curve), list(curve.values()), color=line.get_color(), lw=0.7, alpha=0.3
+                )
             if len(curves) > 1:
                 data = {str(i): scores[:, i : i + 1] for i in range(len(frames))}
                 _, ci = _bootstrap(
@@ -670,14 +1025,16 @@ def _plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
                 )
                 lo = np.array([ci[str(i)][0] for i in range(len(frames))]).ravel()
                 hi = np.array([ci[str(i)][1] for i in range(len(frames))]).ravel()
-                ax.fill_between(frames, lo, hi, alpha=0.2)
-            ax.plot(frames, mean, marker="o", ms=3, label=f"{method} (n={len(curves)})")
+                ax.fill_between(frames, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_title(task)
         ax.set_xlabel("online env frames (0: the offline policy)")
         ax.set_ylabel("D4RL-normalised score")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Online fine-tuning: mean over seeds, 95% bootstrap band", fontsize=10)
+    fig.suptitle(
+        "Online fine-tuning: mean over seeds (thin lines: each seed), 95% bootstrap band",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -734,7 +1091,8 @@ def _plot_profiles(matrix, path, *, reps, seed) -> None:
     plt.close(fig)
 
 
-def _plot_overestimation(runs, methods, tasks, path) -> None:
+def _plot_overestimation(runs, methods, tasks, path, *, paper: float | None = None) -> None:
+    """Mean over seeds of each online episode's ratio; ``paper``: the paper's value, drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -759,6 +1117,17 @@ def _plot_overestimation(runs, methods, tasks, path) -> None:
                 plotted += means
                 ax.plot(idx, means, marker="o", ms=3, label=method)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        if paper is not None:  # the claims' reference and the window of their early mean
+            ax.axhline(paper, color="r", lw=0.8, ls=":", label=f"the paper: ~{paper:g}x")
+            ax.axvspan(
+                -0.5,
+                EARLY_EPISODES - 0.5,
+                color="0.85",
+                alpha=0.5,
+                lw=0,
+                label=f"first {EARLY_EPISODES} episodes",
+            )
+            plotted.append(paper)
         ax.set_title(task)
         ax.set_xlabel("online episode")
         ax.set_ylabel("mean Q / Monte-Carlo return")
@@ -782,6 +1151,26 @@ def _plot_overestimation(runs, methods, tasks, path) -> None:
     plt.close(fig)
 
 
+def _joined(p: str, ci: str) -> str:
+    return p if ci == "-" else f"{p} {ci}"
+
+
+def _power_cells(claim: Claim, measured: dict[str, Any]) -> str:
+    """The two power cells of a claim's row: the effect its seeds detect, the seeds needed."""
+    power, (_, y_mean) = measured["power"], measured["means"]
+    if power["detectable"] is None:
+        return "- | -"
+    metric = METRICS[claim.metric]
+    fmt = metric.fmt.lstrip("+")
+    detectable = f"{power['detectable']:{fmt}}"
+    if metric.relative and y_mean != 0:
+        detectable += f" ({power['detectable'] / abs(y_mean):.0%} of Y)"
+    if power["needed"] is None:
+        return f"{detectable} | -"
+    paper = f"{power['paper_effect']:{fmt}}"
+    return f"{detectable} | {power['needed']} (effect {paper})"
+
+
 def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list[dict]:
     """Every experiment of :data:`CLAIMS` into ``out/<experiment>/``, and ``out/claims.md``.
 
@@ -803,9 +1192,7 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
     progress = []
     for experiment in CLAIMS:
         grid = experiment_grid(experiment)
-        cells = {
-            (t, m, int(k)) for t in grid["task"] for m in grid["method"] for k in grid["seed"]
-        }
+        cells = {(t, m, int(k)) for t in grid["task"] for m in grid["method"] for k in grid["seed"]}
         done = sum((r.task, r.method, r.seed) in cells for r in every)
         progress.append(f"| `{experiment}` | {done} | {len(cells)} |")
     for experiment, claims in CLAIMS.items():
@@ -819,35 +1206,66 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
         "# The paper's claims against the committed study",
         "",
         "Written by `python -m torchrl_o3f.analysis <study> --all --out <dir>` from the runs' own "
-        "records. Scores: D4RL-normalised final scores after the online phase (0 random, 100 "
-        "expert; pointmaze goes past 100, see docs/datasets.md), mean over "
-        "seeds and tasks; P(X > Y): rliable's probability of improvement with its stratified-"
-        "bootstrap 95% interval. Per-experiment tables and figures: `<experiment>/summary.md`.",
+        "records. Each claim is tested on its measure (the paper's own: the final score unless "
+        "the claim names another) and, for the score claims, on a second measure declared before "
+        "the runs: the mean online score. Scores are D4RL-normalised (0 random, 100 expert; "
+        "pointmaze goes past 100, see docs/datasets.md), means over seeds and tasks; P(X > Y): "
+        "rliable's probability of improvement with its stratified-bootstrap 95% interval. "
+        "Per-experiment tables and figures: `<experiment>/summary.md`.",
         "",
-        "| claim (the paper's) | experiment | tasks | seeds X / Y | score X / Y | P(X > Y) "
-        "[95% CI] | verdict | offline phases |",
-        "|---|---|---|---|---|---|---|---|",
+        "| claim (the paper's) | experiment | tasks | seeds X / Y | measure | X / Y | P(X > Y) "
+        "[95% CI] | verdict | mean online score X / Y | P(X > Y) [95% CI] | verdict | measures "
+        "disagree | smallest effect the seeds detect | seeds per side for the paper's effect | "
+        "offline phases |",
+        "|---" * 15 + "|",
     ]
     for c in rows:
         cl = c["claim"]
         if c["p"] is None:
             lines.append(
-                f"| {cl.text} ({cl.better} vs {cl.worse}) | `{c['experiment']}` | - | - | - | - | "
-                f"{c['verdict']} | - |"
+                f"| {cl.text} ({cl.better} vs {cl.worse}) | `{c['experiment']}` | - | - | "
+                f"{METRICS[cl.metric].label} | - | - | {c['verdict']} | - | - | - | - | - | - | - |"
             )
             continue
+        means, p, ci, verdict = _cells(cl.metric, c)
+        second = ("-", "-", "-", "-")
+        if cl.secondary is not None:
+            second = _cells(cl.secondary, c["secondary"])
+        flag = {None: "-", True: "**yes**", False: "no"}[c["disagree"]]
         lines.append(
             f"| {cl.text} ({cl.better} vs {cl.worse}) | "
             f"[`{c['experiment']}`]({c['experiment']}/summary.md) | {', '.join(c['tasks'])} | "
-            f"{c['seeds'][0]} / {c['seeds'][1]} | "
-            f"{c['means'][0]:.1f} / {c['means'][1]:.1f} | {c['p']:.2f} "
-            f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}] | {c['verdict']} | {c['paired']} |"
+            f"{c['seeds'][0]} / {c['seeds'][1]} | {METRICS[cl.metric].label} | {means} | "
+            f"{_joined(p, ci)} | {c['verdict']} | {second[0]} | {_joined(*second[1:3])} | "
+            f"{second[3]} | "
+            f"{flag} | {_power_cells(cl, c)} | {c['paired']} |"
         )
     lines += [
         "",
         'Verdicts: "reproduced" needs the 95% interval of P(X > Y) above 0.5 ("the other way '
         'round": below it); an equality claim is reproduced within the noise while the interval '
-        'contains 0.5; otherwise "too noisy to tell".',
+        'contains 0.5; otherwise "too noisy to tell". The verdict on the claim\'s own measure is '
+        "the claim's; *measures disagree* flags a claim whose second measure gets another one.",
+        "",
+        "Measures: *final score*, the score of the last evaluation after the online phase; *mean "
+        "online score*, the mean score over the online evaluations, the one at frame 0 (the "
+        "offline policy) excluded: the area under the online curve over its length, which also "
+        "counts how fast a score was reached; *mean Q / MC return*, the critic's mean Q on an "
+        "online episode's transitions over their discounted Monte-Carlo return (1: exact), its "
+        f"peak over the online phase and its mean over the first {EARLY_EPISODES} episodes (the "
+        "paper's Figure 2a); *score at the first online evaluation minus after offline* "
+        "(negative: a drop; the paper's Figure 2b).",
+        "",
+        f"Power: *smallest effect the seeds detect* is the difference of means X - Y that the "
+        f"present seeds detect with probability {POWER:g} in a two-sided test at level "
+        f"{ALPHA:g}, by the normal approximation of a two-sample difference of means, "
+        "`(z(0.975) + z(0.8)) * sqrt(sd_X^2 / n_X + sd_Y^2 / n_Y)`, with each side's per-seed "
+        "standard deviation of its mean over the claim's tasks as measured (`sd^2 = sum over "
+        "tasks of the variance over seeds / tasks^2`); on scores also as a share of Y's mean. "
+        "*Seeds per side for the paper's effect*: the `n` at which that smallest effect reaches "
+        "the paper's own (in brackets, in the measure's units: the paper's gain times Y's "
+        "measured mean, or the paper's value minus Y's mean), rounded up, at least "
+        f'{MIN_SEEDS}; "-" where the paper gives no effect size.',
         "",
         "Each experiment at the paper's scale (1M offline steps, 1M online frames, on GPUs; add "
         "the cluster's `hydra.launcher.*` keys, see docs/sweeps.md):",
@@ -905,9 +1323,7 @@ def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
             if "summary.json" in missing
             else "give the folder of a run of a recipe"
         )
-        raise FileNotFoundError(
-            f"not a finished run: {run} has no {', '.join(missing)} ({hint})"
-        )
+        raise FileNotFoundError(f"not a finished run: {run} has no {', '.join(missing)} ({hint})")
     summary = json.loads((run / "summary.json").read_text())
     config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
     with open(run / "evaluations.csv") as f:
