@@ -995,7 +995,9 @@ def _plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
     from rliable import library as rly
     from rliable import metrics
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    below = len(methods) > 4  # a legend of many methods goes under the axes, not over the data
+    height = 3.6 + (0.2 * -(-len(methods) // 3) if below else 0.0)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), height), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for method in methods:
             curves = [_online_curve(r) for r in runs if r.method == method and r.task == task]
@@ -1030,13 +1032,16 @@ def _plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
         ax.set_xlabel("online env frames (0: the offline policy)")
         ax.set_ylabel("D4RL-normalised score")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if below:
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+        else:
+            ax.legend(fontsize=7)
     fig.suptitle(
-        "Online fine-tuning: mean over seeds (thin lines: each seed), 95% bootstrap band",
+        "Online fine-tuning: mean over seeds, 95% bootstrap band\n(thin lines: each seed)",
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend below included
     plt.close(fig)
 
 
