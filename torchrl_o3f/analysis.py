@@ -1264,11 +1264,12 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
         f"Power: *smallest effect the seeds detect* is the difference of means X - Y that the "
         f"present seeds detect with probability {POWER:g} in a two-sided test at level "
         f"{ALPHA:g}, by the normal approximation of a two-sample difference of means, "
-        "`(z(0.975) + z(0.8)) * sqrt(sd_X^2 / n_X + sd_Y^2 / n_Y)`, with each side's per-seed "
+        f"`(z({1 - ALPHA / 2:g}) + z({POWER:g})) * sqrt(sd_X^2 / n_X + sd_Y^2 / n_Y)`, with "
+        "each side's per-seed "
         "standard deviation of its mean over the claim's tasks as measured (`sd^2 = sum over "
         "tasks of the variance over seeds / tasks^2`); on scores also as a share of Y's mean. "
         "*Seeds per side for the paper's effect*: the `n` at which that smallest effect reaches "
-        "the paper's own (in brackets, in the measure's units: the paper's gain times Y's "
+        "the paper's own (in parentheses, in the measure's units: the paper's gain times Y's "
         "measured mean, or the paper's value minus Y's mean), rounded up, at least "
         f'{MIN_SEEDS}; "-" where the paper gives no effect size.',
         "",
