@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from torchrl_o3f.analysis import RunRecord, _offline_phase, collect_runs, pairing
+from torchrl_o3f.analysis import RunRecord, collect_runs, pairing
+from torchrl_o3f.analysis.runs import _offline_phase
 from torchrl_o3f.trainers import TrainerConfig
 from torchrl_o3f.trainers.sweep import offline_key, offline_run_dir, threads_per_job
 
