@@ -7,20 +7,25 @@ from collections import defaultdict
 import numpy as np
 
 from torchrl_o3f.analysis.measures import EARLY_EPISODES
-from torchrl_o3f.analysis.runs import RunRecord, _final, _step
-from torchrl_o3f.analysis.stats import _bootstrap
+from torchrl_o3f.analysis.runs import RunRecord, eval_step, last_score
+from torchrl_o3f.analysis.stats import seeded_bootstrap
 
 
 def _online_curve(run: RunRecord) -> dict[int, float]:
     """Score per online frame, starting at frame 0 with the policy the offline phase handed over."""
-    online = {_step(e): float(e["score"]) for e in run.evaluations if e["phase"] == "online"}
-    start = _final(run, "offline")
+    online = {eval_step(e): float(e["score"]) for e in run.evaluations if e["phase"] == "online"}
+    start = last_score(run, "offline")
     if online and start is not None:
         online.setdefault(0, start)
     return dict(sorted(online.items()))
 
 
-def _plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
+def plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
+    """Score over online frames per task into ``path``, one panel per task.
+
+    Each method's mean over seeds with its 95% bootstrap band (``reps // 10`` repetitions, at
+    least 200, seeded from ``seed``), each seed's curve faintly behind it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +55,7 @@ def _plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
                 )
             if len(curves) > 1:
                 data = {str(i): scores[:, i : i + 1] for i in range(len(frames))}
-                _, ci = _bootstrap(
+                _, ci = seeded_bootstrap(
                     f"curve {task} {method}",
                     seed,
                     rly.get_interval_estimates,
@@ -78,7 +83,12 @@ def _plot_curves(runs, methods, tasks, path, *, reps, seed) -> None:
     plt.close(fig)
 
 
-def _plot_aggregates(matrix, aggregates, path) -> None:
+def plot_aggregates(matrix, aggregates, path) -> None:
+    """IQM and mean final score across tasks per method, with their 95% intervals, into ``path``.
+
+    ``aggregates`` is :func:`~torchrl_o3f.analysis.analyse`'s: ``{method: {"iqm", "mean",
+    "ci"}}`` on the 0-1 scale.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +111,8 @@ def _plot_aggregates(matrix, aggregates, path) -> None:
     plt.close(fig)
 
 
-def _plot_profiles(matrix, path, *, reps, seed) -> None:
+def plot_profiles(matrix, path, *, reps, seed) -> None:
+    """The performance profiles (rliable) of ``matrix`` (final scores, 0-1 scale) into ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,7 +122,7 @@ def _plot_profiles(matrix, path, *, reps, seed) -> None:
 
     top = max(1.0, max(float(v.max()) for v in matrix.values()))
     taus = np.linspace(0.0, top, 41)
-    profiles, cis = _bootstrap(
+    profiles, cis = seeded_bootstrap(
         "profiles", seed, rly.create_performance_profile, matrix, taus, reps=max(200, reps // 10)
     )
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -129,8 +140,13 @@ def _plot_profiles(matrix, path, *, reps, seed) -> None:
     plt.close(fig)
 
 
-def _plot_overestimation(runs, methods, tasks, path, *, paper: float | None = None) -> None:
-    """Mean over seeds of each online episode's ratio; ``paper``: the paper's value, drawn."""
+def plot_overestimation(runs, methods, tasks, path, *, paper: float | None = None) -> None:
+    """The critic's over-estimation per online episode into ``path``, one panel per task.
+
+    Each method's mean over seeds of the episode's mean Q over its Monte-Carlo return; with
+    ``paper`` (the paper's value) that value is drawn and the first :data:`EARLY_EPISODES`
+    shaded.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

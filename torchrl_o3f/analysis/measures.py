@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from torchrl_o3f.analysis.runs import RunRecord, _final, _scores
+from torchrl_o3f.analysis.runs import RunRecord, last_score, phase_scores
 
 EARLY_EPISODES = 3
 """Online episodes the early over-estimation averages (the paper: ~40x "for at least several
@@ -55,7 +55,7 @@ def online_mean(run: RunRecord) -> float | None:
         >>> online_mean(RunRecord("t/m/seed0", "t", "m", 0, rows, [], True))
         20.0
     """
-    scores = [s for frame, s in _scores(run, "online") if frame > 0]
+    scores = [s for frame, s in phase_scores(run, "online") if frame > 0]
     return float(np.mean(scores)) if scores else None
 
 
@@ -79,14 +79,14 @@ def _early_overestimation(run: RunRecord) -> float | None:
 
 
 def _switch_change(run: RunRecord) -> float | None:
-    offline, online = _final(run, "offline"), _scores(run, "online")
+    offline, online = last_score(run, "offline"), phase_scores(run, "online")
     online = [s for frame, s in online if frame > 0]
     return online[0] - offline if online and offline is not None else None
 
 
 METRICS: dict[str, Metric] = {
     "final": Metric(
-        "final score", lambda run: _final(run, "online"), scale=100.0, fmt=".1f", relative=True
+        "final score", lambda run: last_score(run, "online"), scale=100.0, fmt=".1f", relative=True
     ),
     "online_mean": Metric("mean online score", online_mean, scale=100.0, fmt=".1f", relative=True),
     "q_peak": Metric("peak mean Q / MC return", _peak_overestimation),

@@ -11,28 +11,28 @@ import numpy as np
 
 from torchrl_o3f.analysis.claims import CLAIMS, Claim, paper_command
 from torchrl_o3f.analysis.figures import (
-    _plot_aggregates,
-    _plot_curves,
-    _plot_overestimation,
-    _plot_profiles,
+    plot_aggregates,
+    plot_curves,
+    plot_overestimation,
+    plot_profiles,
 )
 from torchrl_o3f.analysis.measures import EARLY_EPISODES, METRICS
 from torchrl_o3f.analysis.runs import (
     TIDY_COLUMNS,
     RunRecord,
-    _final,
-    _method_of,
     collect_runs,
     experiment_grid,
+    last_score,
+    method_of,
     tidy_rows,
 )
 from torchrl_o3f.analysis.stats import (
     ALPHA,
     MIN_SEEDS,
     POWER,
-    _bootstrap,
-    _test_claim,
+    measure_claim,
     score_matrix,
+    seeded_bootstrap,
 )
 
 
@@ -91,8 +91,8 @@ def analyse(
             "method": r.method,
             "seed": r.seed,
             "finished": r.finished,
-            "score_after_offline": _final(r, "offline"),
-            "score_after_online": _final(r, "online"),
+            "score_after_offline": last_score(r, "offline"),
+            "score_after_online": last_score(r, "online"),
         }
         for r in runs
     ]
@@ -102,7 +102,7 @@ def analyse(
     aggregates: dict[str, Any] = {}
     if matrix:
         funcs = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])  # noqa: E731
-        points, intervals = _bootstrap(
+        points, intervals = seeded_bootstrap(
             "aggregates", seed, rly.get_interval_estimates, matrix, funcs, reps=reps
         )
         aggregates = {
@@ -110,17 +110,17 @@ def analyse(
         }
     experiment_claims = CLAIMS.get(str(experiment), [])
     claims = [
-        _test_claim(claim, runs, [t for t in (claim.tasks or tasks) if t in tasks], reps, seed)
+        measure_claim(claim, runs, [t for t in (claim.tasks or tasks) if t in tasks], reps, seed)
         for claim in experiment_claims
     ]
 
-    _plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, seed=seed)
+    plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, seed=seed)
     if len(matrix) >= 1:
-        _plot_aggregates(matrix, aggregates, out / "aggregates.png")
-        _plot_profiles(matrix, out / "profiles.png", reps=reps, seed=seed)
+        plot_aggregates(matrix, aggregates, out / "aggregates.png")
+        plot_profiles(matrix, out / "profiles.png", reps=reps, seed=seed)
     if any(r.episodes and "online/q_overestimation" in r.episodes[0] for r in runs):
         paper = [c.paper_value for c in experiment_claims if c.metric.startswith("q_")]
-        _plot_overestimation(
+        plot_overestimation(
             runs,
             methods,
             tasks,
@@ -172,7 +172,7 @@ def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -
         cells = []
         for task in tasks:
             vals = [
-                _final(r, "online")
+                last_score(r, "online")
                 for r in runs
                 if r.method == method and r.task == task and r.finished
             ]
@@ -403,7 +403,7 @@ def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
     except UnknownTaskError:  # a user's task, registered by their own code, not here
         label = "score (the task is not registered in this process)"
     lines = [
-        f"# {_method_of(config)} on {summary['task']}, seed {summary['seed']}: one run",
+        f"# {method_of(config)} on {summary['task']}, seed {summary['seed']}: one run",
         "",
         "Written by `python -m torchrl_o3f.analysis <run dir> --run --out <dir>` from the run's "
         "own record, copied here: `config.yaml` (every number the run used), `evaluations.csv`, "

@@ -51,7 +51,13 @@ class RunRecord:
     offline: str = ""
 
 
-def _method_of(config: dict[str, Any]) -> str:
+def method_of(config: dict[str, Any]) -> str:
+    """The method a run's resolved config ran: its ``method`` key, or one made of its algorithm.
+
+    Example:
+        >>> method_of({"algo": {"name": "iql"}, "exploration": {"mode": "o3f"}})
+        'iql-o3f'
+    """
     if config.get("method"):
         return str(config["method"])
     algo = config["algo"]["name"]
@@ -134,7 +140,7 @@ def collect_runs(study: str | Path) -> list[RunRecord]:
             RunRecord(
                 path=str(rel),
                 task=config["task"],
-                method=_method_of(config),
+                method=method_of(config),
                 seed=int(config["seed"]),
                 evaluations=evaluations,
                 episodes=episodes,
@@ -178,16 +184,24 @@ def experiment_grid(experiment: str | Path) -> dict[str, list[str]]:
     return {k: _values(v) for k, v in params.items() if k in ("task", "method", "seed")}
 
 
-def _step(row: dict[str, Any]) -> int:
+def eval_step(row: dict[str, Any]) -> int:
+    """Where an ``evaluations.csv`` row lies: offline gradient steps, or online env frames.
+
+    Example:
+        >>> eval_step({"phase": "online", "step": "5000", "frames": "1000"})
+        1000
+    """
     return int(row["step"]) if row["phase"] == "offline" else int(row["frames"])
 
 
-def _scores(run: RunRecord, phase: str) -> list[tuple[int, float]]:
-    return [(_step(e), float(e["score"])) for e in run.evaluations if e["phase"] == phase]
+def phase_scores(run: RunRecord, phase: str) -> list[tuple[int, float]]:
+    """``(step, score)`` of each evaluation of a run's ``phase`` (:func:`eval_step`), in order."""
+    return [(eval_step(e), float(e["score"])) for e in run.evaluations if e["phase"] == phase]
 
 
-def _final(run: RunRecord, phase: str) -> float | None:
-    rows = _scores(run, phase)
+def last_score(run: RunRecord, phase: str) -> float | None:
+    """The score of the last evaluation of a run's ``phase`` (``None``: no evaluation)."""
+    rows = phase_scores(run, phase)
     return rows[-1][1] if rows else None
 
 
@@ -203,7 +217,7 @@ def tidy_rows(runs: list[RunRecord]) -> list[dict[str, Any]]:
                     "method": run.method,
                     "seed": run.seed,
                     "phase": ev["phase"],
-                    "step": _step(ev),
+                    "step": eval_step(ev),
                     "score": float(ev["score"]),
                     "score_std": float(ev.get("score_std") or "nan"),
                     "return": float(ev["return"]),

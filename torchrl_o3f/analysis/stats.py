@@ -121,7 +121,7 @@ def _verdict(claim: Claim, lo: float, hi: float) -> str:
     return "too noisy to tell at this budget"
 
 
-def _bootstrap(label: str, seed: int, estimate, *args, **kwargs):
+def seeded_bootstrap(label: str, seed: int, estimate, *args, **kwargs):
     """``estimate(*args, **kwargs)`` (an rliable interval estimate) with a reproducible bootstrap.
 
     rliable 1.x's stratified bootstraps draw their indices from numpy's global generator
@@ -171,7 +171,7 @@ def _measure(
         return {"metric": metric, "verdict": sides, "p": None, "ci": None}
     x, y, against = sides
     label = claim.text if metric == claim.metric else f"{claim.text} [{metric}]"
-    points, intervals = _bootstrap(
+    points, intervals = seeded_bootstrap(
         label,
         seed,
         rly.get_interval_estimates,
@@ -221,7 +221,7 @@ def _against_paper(claim: Claim, measured: dict[str, Any], reps: int, seed: int)
     from rliable import library as rly
     from rliable import metrics
 
-    _, intervals = _bootstrap(
+    _, intervals = seeded_bootstrap(
         f"{claim.text} [level]",
         seed,
         rly.get_interval_estimates,
@@ -242,10 +242,20 @@ def _against_paper(claim: Claim, measured: dict[str, Any], reps: int, seed: int)
     )
 
 
-def _test_claim(
+def measure_claim(
     claim: Claim, runs: list[RunRecord], tasks: list[str], reps: int, seed: int
 ) -> dict[str, Any]:
-    """One claim on its measure and its second measure, its verdict and what it rests on."""
+    """One claim on ``tasks``: its measure and its second measure, verdicts, power, pairing.
+
+    Returns:
+        ``{"claim", "verdict", "p", "ci", "paired"}``, ``p`` and ``ci`` ``None`` (and the
+        verdict "not run yet") while a side has no finished run; once measured also ``"seeds"``,
+        ``"tasks"``, ``"means"`` (X and Y in the measure's units), ``"secondary"`` (the second
+        measure's ``metric``, ``verdict``, ``p``, ``ci``, ``means``; ``None`` without one),
+        ``"disagree"`` (whether the two verdicts differ; ``None`` without a second measure),
+        ``"power"`` (``detectable``, ``paper_effect``, ``needed``) and, for an ``against``
+        claim, ``"best"`` (each task's baseline).
+    """
     primary = _measure(claim, runs, tasks, claim.metric, reps, seed)
     if primary["p"] is None:
         return {"claim": claim, "verdict": primary["verdict"], "p": None, "ci": None, "paired": "-"}
