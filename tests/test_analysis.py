@@ -123,6 +123,9 @@ def test_each_claim_states_its_power_and_the_seeds_for_the_papers_effect(tmp_pat
     assert equal["power"]["detectable"] == pytest.approx(Z * sd * math.sqrt(2 / 3), rel=1e-6)
     assert equal["power"]["needed"] is None
     assert _row(table, "O3F-IQL equals")[13] == "-"
+    # one online evaluation: the final score is the mean online score, and the verdicts agree
+    assert equal["secondary"]["means"] == pytest.approx(equal["means"])
+    assert equal["disagree"] is False and _row(table, "O3F-IQL equals")[11] == "no"
 
 
 def test_figure_2_is_three_claim_rows_with_the_papers_40x(tmp_path):

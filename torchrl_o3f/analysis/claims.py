@@ -37,7 +37,8 @@ class Claim:
         'final'
         >>> Claim("O3F beats the best", "o3f_iql", "best baseline", against=("iql", "cql")).against
         ('iql', 'cql')
-        >>> Claim("SAC over-estimates", "cql_sac", "cql", metric="q_peak", secondary=None).secondary
+        >>> Claim("SAC over-estimates", "cql_sac", "cql", metric="q_peak", secondary=None).metric
+        'q_peak'
     """
 
     text: str
