@@ -239,12 +239,17 @@ def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list
     """Every experiment of :data:`CLAIMS` into ``out/<experiment>/``, and ``out/claims.md``.
 
     ``claims.md`` puts each of the paper's claims next to what the study measured: the tasks,
-    the seeds per side, the mean final scores, the probability of improvement with its 95%
-    interval, the verdict and whether both sides started from the same offline phases. An
-    experiment without runs yet is listed as "not run yet".
+    the seeds per side; on the claim's measure (:data:`METRICS`) and on its second measure the
+    means, the probability of improvement with its 95% interval and the verdict; a flag where
+    the two verdicts differ; the smallest effect the seeds detect and the seeds per side the
+    paper's own effect needs (:func:`~torchrl_o3f.analysis.detectable_effect`,
+    :func:`~torchrl_o3f.analysis.seeds_needed`); and whether both sides started from the same
+    offline phases. It ends with each experiment's paper-scale command (:func:`paper_command`)
+    and its finished runs. An experiment without runs yet is listed as "not run yet".
 
     Returns:
-        One dict per claim (as in :func:`analyse`'s ``claims``, with ``"experiment"``).
+        One dict per claim (as in :func:`analyse`'s ``claims``, with ``"experiment"``; see
+        :func:`~torchrl_o3f.analysis.stats.measure_claim`).
     """
     out = Path(out)
     rows = []
