@@ -26,7 +26,7 @@ def test_docstring_examples(name):
 def test_every_public_class_has_a_runnable_example():
     """Each class a package namespace exports carries a `>>>` example."""
     missing = []
-    for pkg in ("envs", "modules", "objectives", "data", "trainers"):
+    for pkg in ("envs", "modules", "objectives", "data", "trainers", "analysis"):
         module = importlib.import_module(f"torchrl_o3f.{pkg}")
         for name in getattr(module, "__all__", []):
             obj = getattr(module, name)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from torchrl_o3f.analysis import RunRecord, _offline_phase, collect_runs, pairing
+from torchrl_o3f.analysis import RunRecord, collect_runs, pairing
+from torchrl_o3f.analysis.runs import _offline_phase
 from torchrl_o3f.trainers import TrainerConfig
 from torchrl_o3f.trainers.sweep import offline_key, offline_run_dir, threads_per_job
 
@@ -180,10 +181,11 @@ def test_analyse_all_puts_each_claim_next_to_what_was_measured(tmp_path):
     assert omega["verdict"] == "not reproduced (the other way round)"
     table = (tmp_path / "out" / "claims.md").read_text()
     row = next(line for line in table.splitlines() if "omega = 1" in line)
-    assert "| 3 / 3 | 11.0 / 31.0 | 0.00 [0.00, 0.00] |" in row and "shared (3 of 3)" in row
+    assert "| 3 / 3 | final score | 11.0 / 31.0 | 0.00 [0.00, 0.00] |" in row
+    assert "shared (3 of 3)" in row
     assert table.count("not run yet") == sum(c["p"] is None for c in claims) == len(claims) - 1
     assert (tmp_path / "out" / "fig6_omega" / "summary.md").exists()
-    assert "| `fig6_omega` | 6 | 6 |" in table and "| `fig5_lapo` | 0 | 6 |" in table
+    assert "| `fig6_omega` | 6 | 6 |" in table and "| `fig5_lapo` | 0 | 16 |" in table
 
 
 def test_the_next_best_baseline_is_chosen_per_task(tmp_path):
