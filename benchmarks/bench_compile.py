@@ -12,8 +12,8 @@ Section ``recipe``: the default recipe (O3F-IQL; ``exploration.mode=none`` besid
 the trainer at a short budget, compile off and on: offline updates/s and online frames/s as the
 trainer logs them (medians of its log windows after the first, which holds the compilation).
 
-Both print one markdown table (``--out FILE`` writes it too) and a paper-budget projection
-(1M offline updates + 1M online frames; O3F-LAPO at 20 critic updates per frame).
+It prints one markdown table (``--out FILE`` writes it too), ending with a paper-budget
+projection (1M offline updates + 1M online frames; O3F-LAPO at 20 critic updates per frame).
 
     python benchmarks/bench_compile.py                        # CPU, both sections
     python benchmarks/bench_compile.py --device cuda          # adds compile + cudagraphs
@@ -157,18 +157,39 @@ def time_rounds(fns: dict, batches, *, rounds: int, steps: int, device) -> dict[
     return res
 
 
-def section_updates(args) -> tuple[list[str], dict]:
-    lines = ["| algorithm | variant | updates/s | ms/update | vs eager | warm-up s |"]
-    lines.append("|---|---|---|---|---|---|")
-    rates = {}
-    for algo in [a.name for a in list_algorithms()]:
+Row = tuple[str, str, str, str, str, str]  # measure, variant, rate, time, vs eager, warm-up
+
+
+def rows_of(measure: str, res: dict, unit: str, ms_unit: str) -> tuple[list[Row], dict]:
+    """Table rows of one timed group (the first variant is the baseline) and its rates."""
+    base = next(iter(res.values()))["s_per_call"]
+    rows, rates = [], {}
+    for name, r in res.items():
+        t = r["s_per_call"]
+        rates[name] = 1 / t
+        rows.append(
+            (
+                measure,
+                name,
+                f"{1 / t:.1f} {unit}",
+                f"{1000 * t:.2f} {ms_unit}",
+                f"{base / t:.2f}x",
+                f"{r['warmup_s']:.1f}",
+            )
+        )
+    return rows, rates
+
+
+def section_updates(args) -> tuple[list[Row], dict]:
+    rows, rates = [], {}
+    cuda = torch.device(args.device).type == "cuda"
+    for algo in args.algos.split(","):
         cfg = algo_config(algo, task=TASK)
         batches = make_batches(8, cfg.batch_size, args.device)
         fns = {
             k: agent_step(algo, args.device, batches, **v) for k, v in variants(args.device).items()
         }
         if algo == "iql":
-            cuda = torch.device(args.device).type == "cuda"
             fns["torchrl IQLLoss, compile"] = torchrl_iql_step(
                 args.device, compile=True, cudagraphs=False
             )
@@ -177,14 +198,11 @@ def section_updates(args) -> tuple[list[str], dict]:
                     args.device, compile=True, cudagraphs=True
                 )
         res = time_rounds(fns, batches, rounds=args.rounds, steps=args.steps, device=args.device)
-        base = res["eager"]["s_per_call"]
-        for name, r in res.items():
-            t = r["s_per_call"]
-            rates[(algo, name)] = 1 / t
-            lines.append(
-                f"| {algo} | {name} | {1 / t:.0f} | {1000 * t:.2f} | {base / t:.2f}x | "
-                f"{r['warmup_s']:.1f} |"
-            )
+        got, r = rows_of(f"{algo} update", res, "updates/s", "ms")
+        rows += got
+        rates.update({(algo, k): v for k, v in r.items()})
+    if "lapo" not in args.algos.split(","):
+        return rows, rates
     # LAPO's online step: 20 critic updates and one actor update per frame
     cfg = algo_config("lapo", task=TASK)
     batches = make_batches(8, cfg.batch_size, args.device)
@@ -195,15 +213,10 @@ def section_updates(args) -> tuple[list[str], dict]:
     res = time_rounds(
         fns, batches, rounds=args.rounds, steps=max(1, args.steps // 10), device=args.device
     )
-    base = res["eager"]["s_per_call"]
-    for name, r in res.items():
-        t = r["s_per_call"]
-        rates[("lapo_utd20", name)] = 1 / t
-        lines.append(
-            f"| LAPO UTD-20 step | {name} | {1 / t:.1f} steps/s | {1000 * t:.1f} ms/step | "
-            f"{base / t:.2f}x | {r['warmup_s']:.1f} |"
-        )
-    return lines, rates
+    got, r = rows_of("LAPO UTD-20 online step", res, "steps/s", "ms")
+    rows += got
+    rates.update({("lapo_utd20", k): v for k, v in r.items()})
+    return rows, rates
 
 
 def recipe_rates(out: Path, args, *, mode: str, compile: bool) -> dict[str, float]:
@@ -245,52 +258,69 @@ def recipe_rates(out: Path, args, *, mode: str, compile: bool) -> dict[str, floa
     }
 
 
-def section_recipe(args) -> tuple[list[str], dict]:
-    lines = ["| run | compile | offline updates/s | online frames/s |", "|---|---|---|---|"]
-    rates = {}
+def section_recipe(args) -> tuple[list[Row], dict]:
+    rows, rates = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("o3f", "none"):
             for compile in (False, True):
                 r = recipe_rates(Path(tmp) / f"{mode}-{compile}", args, mode=mode, compile=compile)
                 rates[(mode, compile)] = r
-                lines.append(
-                    f"| O3F-IQL, exploration.mode={mode} | {'on' if compile else 'off'} | "
-                    f"{r['offline_updates_per_s']:.0f} | {r['online_frames_per_s']:.0f} |"
-                )
-    return lines, rates
+            off, on = rates[(mode, False)], rates[(mode, True)]
+            for key, what, unit in (
+                ("offline_updates_per_s", "offline phase", "updates/s"),
+                ("online_frames_per_s", "online phase", "frames/s"),
+            ):
+                for compile, r in (("compile off", off), ("compile on", on)):
+                    rows.append(
+                        (
+                            f"recipe {what}, exploration.mode={mode}",
+                            compile,
+                            f"{r[key]:.1f} {unit}",
+                            f"{1000 / r[key]:.2f} ms",
+                            f"{r[key] / off[key]:.2f}x",
+                            "-",
+                        )
+                    )
+    return rows, rates
 
 
-def projection(updates: dict, recipe: dict, device) -> list[str]:
+def projection(updates: dict, recipe: dict, device) -> list[Row]:
     """Hours of a paper-budget run from the measured rates (1M updates + 1M frames)."""
     best = "compile + cudagraphs" if torch.device(device).type == "cuda" else "compile"
-    lines = ["| run (paper budget) | projected hours |", "|---|---|"]
+    rows: list[Row] = []
     if recipe:
         r = recipe[("o3f", True)]
         hours = (1e6 / r["offline_updates_per_s"] + 1e6 / r["online_frames_per_s"]) / 3600
-        lines.append(f"| O3F-IQL, compiled (recipe rates) | {hours:.1f} |")
-    if updates and recipe:
+        rows.append(
+            ("paper-budget O3F-IQL run (projected)", "compile on", f"{hours:.1f} h", "-", "-", "-")
+        )
+    if ("lapo", best) in updates and ("iql", best) in updates and recipe:
         r = recipe[("o3f", True)]
         # acting per frame: the recipe's online frame time less its one IQL update
         acting = max(0.0, 1 / r["online_frames_per_s"] - 1 / updates[("iql", best)])
         frame = 1 / updates[("lapo_utd20", best)] + acting
         hours = (1e6 / updates[("lapo", best)] + 1e6 * frame) / 3600
-        lines.append(
-            f"| O3F-LAPO, UTD 20, {best} (update rates + the recipe's acting) | {hours:.1f} |"
+        rows.append(
+            ("paper-budget O3F-LAPO run, UTD 20 (projected)", best, f"{hours:.1f} h", "-", "-", "-")
         )
-    return lines
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sections", default="updates,recipe")
+    parser.add_argument(
+        "--algos", default=",".join(a.name for a in list_algorithms()), help="comma-separated"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="updates per variant per round")
     parser.add_argument("--recipe-steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--dataset-root", default=None, help="where datasets are built")
     parser.add_argument("--quick", action="store_true", help="a smoke run of the script")
-    parser.add_argument("--out", default=None, help="also write the tables to this file")
+    parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument("--tests", default="", help="a first row: the CUDA tests' summary")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.steps, args.recipe_steps = 1, 2, 60
@@ -298,17 +328,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sections = args.sections.split(",")
     name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "CPU"
-    text = [f"Device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads"]
+    rows: list[Row] = []
+    if args.tests:
+        rows.append(("CUDA-marked tests", "-", args.tests, "-", "-", "-"))
     updates, recipe = {}, {}
     if "updates" in sections:
-        lines, updates = section_updates(args)
-        text += ["", "Updates (batch and networks of each algorithm's yaml):", "", *lines]
+        got, updates = section_updates(args)
+        rows += got
     if "recipe" in sections:
-        lines, recipe = section_recipe(args)
-        text += ["", f"The recipe end to end ({args.recipe_steps} updates + frames):", "", *lines]
-    proj = projection(updates, recipe, args.device)
-    if len(proj) > 2:
-        text += ["", "Projected wall time of a paper-budget run:", "", *proj]
+        got, recipe = section_recipe(args)
+        rows += got
+    rows += projection(updates, recipe, args.device)
+    text = [
+        f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{args.rounds} rounds of {args.steps} updates; recipe: {args.recipe_steps} updates + "
+        f"{args.recipe_steps} frames, halfcheetah-medium",
+        "",
+        "| measure | variant | rate | time | vs first variant | warm-up s |",
+        "|---|---|---|---|---|---|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
     print("\n".join(text))
     if args.out:
         Path(args.out).write_text("\n".join(text) + "\n")

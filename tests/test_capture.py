@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -258,3 +262,27 @@ def test_compiled_smoke_runs_of_the_other_recipes(tmp_path, dataset_root, algo, 
     summary = OfflineOnlineTrainer(smoke_config(tmp_path, dataset_root, algo, **kw)).train()
     assert summary["online_frames"] == 20
     assert math.isfinite(summary["score_after_online"])
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_end_to_end_on_a_cpu(tmp_path):
+    """``gpu_check.sh --cpu --quick``: the one-shot GPU script, here, prints its one table."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_check.sh"), "--cpu", "--quick", "--algos", "sac"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert table in res.stdout
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| measure | variant | rate |")
+    assert any(r.startswith("| CUDA-marked tests | - | ") and "skipped" in r for r in rows)
+    assert {r.split(" | ")[1] for r in rows if r.startswith("| sac update")} == {"eager", "compile"}
+    online = [r for r in rows if r.startswith("| recipe online phase, exploration.mode=o3f")]
+    assert [r.split(" | ")[1] for r in online] == ["compile off", "compile on"]
+    assert any(r.startswith("| paper-budget O3F-IQL run (projected) | compile on |") for r in rows)

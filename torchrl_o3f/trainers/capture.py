@@ -195,7 +195,9 @@ def compile_step(
     fn = step
     if compile:
         # backward inside the graph: dynamo traces torch.autograd.grad only with this switch
-        torch._dynamo.config.trace_autograd_ops = True
+        # (a torch without it breaks the graph there; a CUDA graph still captures both parts)
+        if hasattr(torch._dynamo.config, "trace_autograd_ops"):
+            torch._dynamo.config.trace_autograd_ops = True
         # every step is a new instance of one method, which dynamo counts as a recompilation of
         # it: a process that builds many agents (a sweep worker, a benchmark) would otherwise
         # fall back to eager after 8, silently
