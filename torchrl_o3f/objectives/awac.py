@@ -12,13 +12,14 @@ from torchrl.data import TensorSpec
 
 from torchrl_o3f.modules.actors import make_iql_actor
 from torchrl_o3f.modules.ensemble import QEnsemble
-from torchrl_o3f.objectives.registry import register_algorithm
-from torchrl_o3f.objectives.sac import (
+from torchrl_o3f.objectives.actor_critic import (
     ActorCriticConfig,
     ActorCriticLoss,
     actor_critic_kwargs,
     make_actor_critic_loss,
 )
+from torchrl_o3f.objectives.base import Annealable
+from torchrl_o3f.objectives.registry import register_algorithm
 
 __all__ = ["AWACConfig", "AWACLoss", "build_awac", "make_awac_loss"]
 
@@ -114,20 +115,12 @@ class AWACLoss(ActorCriticLoss):
             reward_shift=reward_shift,
         )
         self.n_action_samples = int(n_action_samples)
-        self.register_buffer("_lam", torch.tensor(1.0, device=qvalue_network.device))
-        self.lam = lam
+        self.register_annealable("lam", lam, qvalue_network.device)
 
-    @property
-    def lam(self) -> torch.Tensor:
-        """AWAC's ``lambda`` (a buffer; assign a float to anneal)."""
-        return self._lam
-
-    @lam.setter
-    def lam(self, value: float) -> None:
-        value = float(value)
-        if not value > 0 or value == float("inf"):
-            raise ValueError(f"lam must be a finite number > 0, got {value}")
-        self._lam.fill_(value)
+    lam = Annealable(
+        "AWAC's ``lambda`` (a buffer; assign a float to anneal).",
+        check=lambda loss, v: v > 0 or "must be a finite number > 0",
+    )
 
     def _advantage(self, obs: torch.Tensor, pred: torch.Tensor, params) -> torch.Tensor:
         """``A(s, a)`` from ``pred`` = the online ``Q_i(s, a)`` ``[m, *B, 1]``, no gradient.

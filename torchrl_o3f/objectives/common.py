@@ -6,10 +6,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
-from torchrl.objectives.utils import ValueEstimators
 
 __all__ = [
-    "TransitionLossMixin",
     "call_on_tensor",
     "episode_returns",
     "expectile_loss",
@@ -143,57 +141,3 @@ def read_tensors(td: TensorDictBase, keys: list, owner: str) -> list[torch.Tenso
             )
         out.append(value)
     return out
-
-
-class TransitionLossMixin:
-    """The input keys, transition reading and discount setting of one-step TD losses.
-
-    The loss class defines ``tensor_keys`` (with ``observation``, ``action``, ``reward``,
-    ``done``, ``terminated``) and a ``gamma`` buffer.
-
-    Example:
-        >>> from torchrl_o3f.objectives import IQLLoss, LAPOLoss
-        >>> issubclass(IQLLoss, TransitionLossMixin) and issubclass(LAPOLoss, TransitionLossMixin)
-        True
-    """
-
-    @property
-    def in_keys(self) -> list:
-        """The keys read from the input tensordict."""
-        k = self.tensor_keys
-        return [
-            k.observation,
-            k.action,
-            ("next", k.observation),
-            ("next", k.reward),
-            ("next", k.done),
-            ("next", k.terminated),
-        ]
-
-    def _read_transition(self, td: TensorDictBase):
-        """``(observation, action, next observation, reward, terminated)`` of a batch."""
-        k = self.tensor_keys
-        return read_tensors(
-            td,
-            [
-                k.observation,
-                k.action,
-                ("next", k.observation),
-                ("next", k.reward),
-                ("next", k.terminated),
-            ],
-            type(self).__name__,
-        )
-
-    def _set_gamma(self, value_type, hyperparams: dict) -> float:
-        """Validate ``make_value_estimator``'s arguments (TD(0) only) and set ``gamma``."""
-        name = type(self).__name__
-        if value_type is not None and value_type != ValueEstimators.TD0:
-            raise NotImplementedError(f"{name} uses one-step TD(0) targets only, got {value_type}")
-        gamma = float(hyperparams.pop("gamma", self.gamma.item()))
-        if hyperparams:
-            raise TypeError(f"unexpected value-estimator arguments {sorted(hyperparams)}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        self.gamma.fill_(gamma)
-        return gamma

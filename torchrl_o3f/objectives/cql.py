@@ -14,14 +14,10 @@ from torchrl.data import TensorSpec
 
 from torchrl_o3f.modules.actors import make_sac_actor
 from torchrl_o3f.modules.ensemble import QEnsemble
+from torchrl_o3f.objectives.actor_critic import actor_critic_kwargs, make_actor_critic_loss
+from torchrl_o3f.objectives.base import Annealable
 from torchrl_o3f.objectives.registry import register_algorithm
-from torchrl_o3f.objectives.sac import (
-    SACConfig,
-    SACLoss,
-    actor_critic_kwargs,
-    entropy_kwargs,
-    make_actor_critic_loss,
-)
+from torchrl_o3f.objectives.sac import SACConfig, SACLoss, entropy_kwargs
 
 __all__ = ["CQLConfig", "CQLLoss", "build_cql", "make_cql_loss"]
 
@@ -134,9 +130,9 @@ class CQLLoss(SACLoss):
         self.log_alpha_prime = nn.Parameter(
             torch.tensor(math.log(alpha_prime_init), device=device), requires_grad=self.lagrange
         )
-        self.register_buffer("_cql_weight", torch.tensor(0.0, device=device))
+        self.register_annealable("cql_weight", cql_weight, device)
+        # set directly: a fixed-weight CQL refuses a threshold schedule, not its yaml's value
         self.register_buffer("_lagrange_threshold", torch.tensor(0.0, device=device))
-        self.cql_weight = cql_weight
         self._lagrange_threshold.fill_(_finite("lagrange_threshold", lagrange_threshold))
         # log of the uniform density over the action box
         self.register_buffer(
@@ -144,32 +140,20 @@ class CQLLoss(SACLoss):
         )
 
     # ----------------------------------------------------------------- hyper-parameters
-    @property
-    def cql_weight(self) -> torch.Tensor:
-        """The conservative weight ``w`` (a buffer; assign a float to anneal)."""
-        return self._cql_weight
-
-    @cql_weight.setter
-    def cql_weight(self, value: float) -> None:
-        value = _finite("cql_weight", value)
-        if value < 0:
-            raise ValueError(f"cql_weight must be >= 0, got {value}")
-        self._cql_weight.fill_(value)
-
-    @property
-    def lagrange_threshold(self) -> torch.Tensor:
-        """The gap ``tau`` the Lagrange multiplier enforces (a buffer; assign to anneal)."""
-        return self._lagrange_threshold
-
-    @lagrange_threshold.setter
-    def lagrange_threshold(self, value: float) -> None:
-        if not self.lagrange:
-            raise ValueError(
-                "lagrange_threshold has no effect on the fixed-weight CQL (lagrange=False): "
-                "anneal cql_weight instead, or build the loss with lagrange=True "
-                "(algo.lagrange=true)"
+    cql_weight = Annealable(
+        "The conservative weight ``w`` (a buffer; assign a float to anneal).",
+        check=lambda loss, v: v >= 0 or "must be >= 0",
+    )
+    lagrange_threshold = Annealable(
+        "The gap ``tau`` the Lagrange multiplier enforces (a buffer; assign to anneal).",
+        check=lambda loss, v: (
+            loss.lagrange
+            or (
+                "has no effect on the fixed-weight CQL (lagrange=False): anneal cql_weight "
+                "instead, or build the loss with lagrange=True (algo.lagrange=true)"
             )
-        self._lagrange_threshold.fill_(_finite("lagrange_threshold", value))
+        ),
+    )
 
     @property
     def alpha_prime(self) -> torch.Tensor:

@@ -9,17 +9,16 @@ import torch
 from omegaconf import MISSING
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
-from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import TensorSpec
 from torchrl.modules.distributions import IndependentNormal
-from torchrl.objectives import LossModule, ValueEstimators
+from torchrl.objectives import ValueEstimators
 from torchrl.objectives.value import TD0Estimator
 
 from torchrl_o3f.modules.actors import TanhMeanGaussianNet, make_iql_actor, make_value_network
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
+from torchrl_o3f.objectives.base import Annealable, EnsembleLoss
 from torchrl_o3f.objectives.common import (
-    TransitionLossMixin,
     call_on_tensor,
     episode_returns,
     expectile_loss,
@@ -34,7 +33,7 @@ _REDUCTIONS = ("min", "mean", "subset_min")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class IQLLoss(TransitionLossMixin, LossModule):
+class IQLLoss(EnsembleLoss):
     r"""IQL (Kostrikov et al., 2022) with an ensemble critic that is trained in place.
 
     For a batch ``(s, a, r, s', terminated)`` with ``r <- (r + reward_shift) * reward_scale``:
@@ -98,29 +97,6 @@ class IQLLoss(TransitionLossMixin, LossModule):
         True
     """
 
-    @dataclass
-    class _AcceptedKeys:
-        """Tensordict keys the loss reads and writes (change them with ``set_keys``).
-
-        Attributes:
-            observation: the observation (also read under ``"next"``).
-            action: the dataset action.
-            reward: the reward, read under ``"next"``.
-            done: the done flag, read under ``"next"``.
-            terminated: the termination flag (bootstrapping stops), read under ``"next"``.
-            priority: where the per-sample TD error is written (for prioritised replay).
-        """
-
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
-        priority: NestedKey = "td_error"
-
-    tensor_keys: _AcceptedKeys
-    default_keys = _AcceptedKeys
-    default_value_estimator = ValueEstimators.TD0
     out_keys = [
         "loss_actor",
         "loss_qvalue",
@@ -133,8 +109,15 @@ class IQLLoss(TransitionLossMixin, LossModule):
         "log_prob_mean",
     ]
 
-    actor_groups = ("actor",)  # still in critic-only updates
     target_qvalue_network_params: TensorDictParams
+    expectile = Annealable(
+        "IQL's expectile tau (a buffer; assign a float to anneal)",
+        check=lambda loss, v: 0.0 < v < 1.0 or "must be in (0, 1)",
+    )
+    temperature = Annealable(
+        "IQL's inverse temperature beta (a buffer; assign to anneal)",
+        check=lambda loss, v: v >= 0 or "must be >= 0",
+    )
 
     def __init__(
         self,
@@ -181,11 +164,9 @@ class IQLLoss(TransitionLossMixin, LossModule):
         self.target_qvalue_network_params = make_target_params(qvalue_network)
         self._has_update_associated["qvalue_network"] = False
         device = qvalue_network.device
-        self.register_buffer("_expectile", torch.tensor(0.0, device=device))
-        self.register_buffer("_temperature", torch.tensor(0.0, device=device))
+        self.register_annealable("expectile", expectile, device)
+        self.register_annealable("temperature", temperature, device)
         self.register_buffer("gamma", torch.tensor(0.99, device=device))
-        self.expectile = expectile
-        self.temperature = temperature
         self.max_weight = float(max_weight)
         self.qvalue_reduction = qvalue_reduction
         self.subset_size = int(subset_size)
@@ -195,30 +176,6 @@ class IQLLoss(TransitionLossMixin, LossModule):
         self.make_value_estimator(gamma=0.99)
 
     # ----------------------------------------------------------------- hyper-parameters
-    @property
-    def expectile(self) -> torch.Tensor:
-        """IQL's expectile tau (a buffer; assign a float or ``fill_`` it to anneal)."""
-        return self._expectile
-
-    @expectile.setter
-    def expectile(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"expectile must be in (0, 1), got {value}")
-        self._expectile.fill_(value)
-
-    @property
-    def temperature(self) -> torch.Tensor:
-        """IQL's inverse temperature beta (a buffer; assign a float or ``fill_`` it to anneal)."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        value = float(value)
-        if value < 0:
-            raise ValueError(f"temperature must be >= 0, got {value}")
-        self._temperature.fill_(value)
-
     # ----------------------------------------------------------------- torchrl plumbing
     @property
     def qvalue_network_params(self) -> TensorDictBase:
@@ -256,11 +213,7 @@ class IQLLoss(TransitionLossMixin, LossModule):
         if reward.shape != act.shape[:-1] + (1,):
             reward = reward.reshape(*act.shape[:-1], 1)
         terminated = terminated.reshape(reward.shape)
-        if self.reward_shift != 0.0:
-            reward = reward + self.reward_shift
-        if self.reward_scale != 1.0:
-            reward = reward * self.reward_scale
-        return obs, act, next_obs, reward, terminated
+        return obs, act, next_obs, self.transform_reward(reward), terminated
 
     def _target_q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

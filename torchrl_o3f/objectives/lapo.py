@@ -8,17 +8,15 @@ from dataclasses import dataclass
 import torch
 from omegaconf import MISSING
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
-from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import TensorSpec
-from torchrl.objectives import LossModule, ValueEstimators
 
 from torchrl_o3f.modules.actors import action_bounds
 from torchrl_o3f.modules.ensemble import QEnsemble
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor
 from torchrl_o3f.modules.networks import build_mlp
+from torchrl_o3f.objectives.base import EnsembleLoss
 from torchrl_o3f.objectives.common import (
-    TransitionLossMixin,
     call_on_tensor,
     make_target_params,
     module_params,
@@ -75,7 +73,7 @@ def lapo_reward_config(
     }
 
 
-class LAPOLoss(TransitionLossMixin, LossModule):
+class LAPOLoss(EnsembleLoss):
     r"""LAPO (Chen et al., 2022) with O3F's critic: a ``QEnsemble`` with a random-subset target.
 
     On a batch ``(s, a, r, s', d)`` in raw env units (normalised inside with the CVAE's
@@ -146,27 +144,6 @@ class LAPOLoss(TransitionLossMixin, LossModule):
         torch.Size([4, 2])
     """
 
-    @dataclass
-    class _AcceptedKeys:
-        """Tensordict keys the loss reads (change them with ``set_keys``).
-
-        Attributes:
-            observation: the observation (also read under ``"next"``).
-            action: the dataset action.
-            reward: the reward, read under ``"next"``.
-            done: the done flag, read under ``"next"``.
-            terminated: the termination flag (bootstrapping stops), read under ``"next"``.
-        """
-
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
-
-    tensor_keys: _AcceptedKeys
-    default_keys = _AcceptedKeys
-    default_value_estimator = ValueEstimators.TD0
     out_keys = [
         "loss_qvalue",
         "loss_value",
@@ -324,10 +301,6 @@ class LAPOLoss(TransitionLossMixin, LossModule):
             "actor": list(self.latent_actor.parameters()),
         }
 
-    def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
-        """Set the discount: ``loss.make_value_estimator(gamma=0.99)`` (TD(0) only)."""
-        self._set_gamma(value_type, hyperparams)
-
     # ----------------------------------------------------------------- the maths
     def _read(self, td: TensorDictBase):
         obs, act, next_obs, reward, terminated = self._read_transition(td)
@@ -335,8 +308,7 @@ class LAPOLoss(TransitionLossMixin, LossModule):
             obs, act, next_obs = obs.flatten(0, -2), act.flatten(0, -2), next_obs.flatten(0, -2)
         reward = reward.reshape(-1, 1)
         not_done = (~terminated.reshape(-1, 1).bool()).to(reward.dtype)
-        reward = (reward + self.reward_shift) * self.reward_scale
-        return obs, act, next_obs, reward, not_done
+        return obs, act, next_obs, self.transform_reward(reward), not_done
 
     def _target_q_lambda(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Target Q over a random subset of members: lam * min + (1 - lam) * max, ``[B, 1]``.

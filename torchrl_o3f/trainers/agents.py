@@ -13,6 +13,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.objectives import SoftUpdate
 
+from torchrl_o3f.objectives.base import OfflineOnlineLoss
 from torchrl_o3f.objectives.registry import AlgoConfig, get_algorithm
 from torchrl_o3f.trainers.capture import CapturedUpdate, compile_step
 
@@ -81,8 +82,12 @@ class Agent:
                 f"{sorted(groups)}: give one learning rate per parameter group in its yaml"
             )
         self.optimizers = {name: _adam(params, cfg.lr[name]) for name, params in groups.items()}
-        actor_groups = getattr(loss, "actor_groups", ("actor",))
-        self.actor_groups = tuple(g for g in actor_groups if g in groups)
+        if not isinstance(loss, OfflineOnlineLoss):
+            raise TypeError(
+                f"{type(loss).__name__} does not meet the trainer's loss protocol "
+                "(torchrl_o3f.objectives.base.OfflineOnlineLoss): subclass EnsembleLoss"
+            )
+        self.actor_groups = tuple(g for g in loss.actor_groups if g in groups)
         self.target_updater = SoftUpdate(loss, tau=cfg.tau)
         self.num_updates = 0
         self.captured = compile or cudagraphs
@@ -101,11 +106,6 @@ class Agent:
                     step,
                     compile_step(step, compile=compile, mode=compile_mode, cudagraphs=cudagraphs),
                 )
-
-    @property
-    def has_critic_loss(self) -> bool:
-        """Whether the loss has a critic-only objective (``critic_loss``) for critic updates."""
-        return callable(getattr(self.loss, "critic_loss", None))
 
     def adam_state(self, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
         """The Adam state of ``param`` (``step``, ``exp_avg``, ``exp_avg_sq``), created now if new.
@@ -180,8 +180,7 @@ class Agent:
             out = self._steps[update_actor][1](batch)
             self.num_updates += 1
             return out
-        critic_only = not update_actor and self.has_critic_loss
-        out = self.loss.critic_loss(batch) if critic_only else self.loss(batch)
+        out = self.loss(batch) if update_actor else self.loss.critic_loss(batch)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         total = sum(v for k, v in out.items() if isinstance(k, str) and k.startswith("loss_"))

@@ -89,7 +89,7 @@ class CapturedUpdate:
         agent: the :class:`~torchrl_o3f.trainers.agents.Agent` whose loss, optimiser states and
             learning rates the step uses (the very same tensors: nothing is copied).
         update_actor: whether this variant steps the actor's parameter groups (otherwise the
-            loss's ``critic_loss`` when it has one, else its whole loss with the actor still).
+            loss's ``critic_loss``, with the actor's groups still).
 
     Calling it with a batch returns the detached loss tensordict; the agent's ``nonfinite`` (a
     bool tensor on its device) becomes ``True`` at the first update whose loss terms or
@@ -116,8 +116,7 @@ class CapturedUpdate:
         self.agent = agent
         self.loss = agent.loss
         self.update_actor = update_actor
-        critic_only = not update_actor and agent.has_critic_loss
-        self._forward = self.loss.critic_loss if critic_only else self.loss
+        self._forward = self.loss if update_actor else self.loss.critic_loss
         stepped = [n for n in agent.optimizers if update_actor or n not in agent.actor_groups]
         self.groups = []
         for name in stepped:

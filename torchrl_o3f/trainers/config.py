@@ -80,7 +80,7 @@ class ExplorationConfig:
     include_policy_action: bool = False
 
 
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -96,12 +96,12 @@ class CompileConfig:
     a run and its resume: checkpoints are the same with and without them.
 
     Example:
-        >>> CompileConfig(compile=True).mode is None
-        True
+        >>> CompileConfig(compile=True).mode
+        'default'
     """
 
     compile: bool = False
-    mode: str | None = None
+    mode: str = "default"
     cudagraphs: bool = False
 
 

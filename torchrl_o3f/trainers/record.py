@@ -123,7 +123,7 @@ ADDED_KEYS: dict[str, Any] = {
     "budget.warmup_frames": 0,
     "offline_data": True,
     "compile.compile": False,
-    "compile.mode": None,
+    "compile.mode": "default",
     "compile.cudagraphs": False,
 }
 """Keys added after runs were first recorded, with the value every older run had: a record that

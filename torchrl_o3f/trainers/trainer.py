@@ -422,10 +422,11 @@ class OfflineOnlineTrainer:
         target = cfg.anneal_target()
         if target is not None:
             annealed = (self._online_agent or self.agent).loss
-            if not hasattr(annealed, target[0]):
+            if target[0] not in annealed.annealable:
                 raise ConfigError(
                     f"anneal.param={target[0]!r}: the {(self._online_agent or self.agent).cfg.name}"
-                    f" loss has no such hyper-parameter; see its yaml's loosening entry"
+                    f" loss has no such hyper-parameter (it anneals {list(annealed.annealable)}); "
+                    "see its yaml's loosening entry"
                 )
         self._make_guard()
         online = cfg.budget.online_frames
@@ -763,7 +764,7 @@ class OfflineOnlineTrainer:
         c = self.cfg.compile
         if not c.compile:
             return None
-        return {} if c.mode is None else {"mode": c.mode}
+        return {"mode": c.mode}
 
     def _episode_seed(self) -> int:
         return self.cfg.seed + 1 + 7919 * self.counters["episodes"]
@@ -783,11 +784,8 @@ class OfflineOnlineTrainer:
         """Mean Q on online transitions ``[start, end)`` against their discounted MC returns."""
         ep = self.online_data[start:end].to(self.device)
         loss = self.agent.loss
-        gamma = float(getattr(loss, "gamma", self.agent.cfg.gamma))
-        reward = ep["next", "reward"].reshape(-1).double()
-        shift = float(getattr(loss, "reward_shift", 0.0))
-        scale = float(getattr(loss, "reward_scale", 1.0))
-        reward = (reward + shift) * scale
+        gamma = float(loss.gamma)
+        reward = loss.transform_reward(ep["next", "reward"].reshape(-1).double())
         returns = torch.empty_like(reward)
         running = 0.0
         for t in range(reward.numel() - 1, -1, -1):
@@ -864,7 +862,7 @@ class OfflineOnlineTrainer:
                         self.buffer.sample(batch_size), update_actor=u >= utd - actor_utd
                     )
                     self.guard.check(out, phase="online", step=(frames - 1) * utd + u + 1)
-                if self.exploration is not None and hasattr(self.exploration, "step"):
+                if self.exploration is not None:
                     self.exploration.step(1)
                 bar.update(batch.numel())
                 if frames % b.log_every == 0 and not warming_up:
