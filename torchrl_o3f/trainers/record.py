@@ -22,6 +22,7 @@ from typing import Any
 from torchrl_o3f.trainers.config import (
     AnnealConfig,
     BudgetConfig,
+    CompileConfig,
     ExplorationConfig,
     LoggerConfig,
     TrainerConfig,
@@ -282,6 +283,7 @@ def config_from_record(record: dict[str, Any] | str | Path) -> TrainerConfig:
         "budget": BudgetConfig,
         "logger": LoggerConfig,
         "anneal": AnnealConfig,
+        "compile": CompileConfig,
     }
     for key, cls in nested.items():
         values[key] = cls(**values.get(key, {}))
