@@ -122,6 +122,9 @@ def plot_curves(runs, methods, tasks, path, *, reps, seed):
     Each method's mean over seeds with its 95% bootstrap band (``reps // 10`` repetitions, at
     least 200, seeded from ``seed``), each seed's curve faintly behind it; one legend for all
     panels.
+
+    Returns:
+        The figure, closed, once written to ``path`` in each of :data:`FORMATS`.
     """
     plt = _pyplot()
     from rliable import library as rly
@@ -179,6 +182,9 @@ def plot_aggregates(matrix, aggregates, path, *, methods=None):
     has); ``aggregates`` is :func:`~torchrl_o3f.analysis.analyse`'s: ``{method: {"iqm",
     "mean", "ci"}}`` on the 0-1 scale, drawn on the 0-100 one. ``methods`` (default: the
     matrix's) fixes the colours and the order, top to bottom.
+
+    Returns:
+        The figure, closed, once written to ``path`` in each of :data:`FORMATS`.
     """
     plt = _pyplot()
 
@@ -208,6 +214,9 @@ def plot_profiles(matrix, path, *, reps, seed, methods=None):
 
     Drawn on the 0-100 scale with 95% stratified-bootstrap bands; ``methods`` (default: the
     matrix's) fixes the colours and the legend's order.
+
+    Returns:
+        The figure, closed, once written to ``path`` in each of :data:`FORMATS`.
     """
     plt = _pyplot()
     from rliable import library as rly
@@ -245,6 +254,9 @@ def plot_overestimation(runs, methods, tasks, path, *, paper: float | None = Non
     Each method's mean over seeds of the episode's mean Q over its Monte-Carlo return; with
     ``paper`` (the paper's value) that value is drawn and the first :data:`EARLY_EPISODES`
     shaded.
+
+    Returns:
+        The figure, closed, once written to ``path`` in each of :data:`FORMATS`.
     """
     plt = _pyplot()
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
