@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from torchrl_o3f.analysis import (
@@ -14,6 +15,7 @@ from torchrl_o3f.analysis import (
     RunRecord,
     analyse,
     analyse_all,
+    collect_runs,
     detectable_effect,
     online_mean,
     seeds_needed,
@@ -163,3 +165,74 @@ def test_a_claim_names_a_known_measure():
     with pytest.raises(ValueError, match="kind"):
         Claim("x", "a", "b", kind="worse")
     assert all(c.metric in METRICS for claims in CLAIMS.values() for c in claims)
+
+
+def _notes(fig) -> list[str]:
+    return [t.get_text() for t in fig.texts if t.get_text() != fig.get_suptitle()]
+
+
+def test_figures_label_each_method_once_and_note_cells_with_few_seeds(tmp_path):
+    from torchrl_o3f.analysis.figures import FORMATS, SCORE_LABEL, method_colors
+
+    study = tmp_path / "study"
+    methods = ["o3f_iql", "iql", "cql", "awac"]  # fig4_baselines' order
+    for seed in range(3):
+        for k, method in enumerate(methods):
+            if method == "awac" and seed == 2:
+                continue  # awac has 2 seeds: a note, not a silent cell
+            ratios = [5.0 - k, 2.0, 1.0]
+            _run(study, HC, method, seed, 10.0, [20.0 + 10 * k + seed, 30.0 + 10 * k], ratios)
+    out = tmp_path / "out"
+    res = analyse(study, out, experiment="fig4_baselines", reps=100)
+    assert res["methods"] == methods
+    for name in ("curves", "aggregates", "profiles", "overestimation"):
+        for suffix in FORMATS:
+            assert (out / name).with_suffix(suffix).stat().st_size > 1000, (name, suffix)
+    from torchrl_o3f.analysis import figures
+
+    colors = method_colors(methods)
+    fig = figures.plot_profiles(
+        {m: np.full((3, 1), 0.2 * (i + 1)) for i, m in enumerate(methods)},
+        tmp_path / "profiles.png",
+        reps=100,
+        seed=0,
+        methods=methods,
+    )
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == methods  # was the bands' order
+    assert [h.get_color() for h in legend.legend_handles] == [colors[m] for m in methods]
+    (ax,) = fig.axes
+    assert ax.get_xlim()[1] >= 100 and SCORE_LABEL in ax.get_xlabel()  # the 0-100 scale
+    assert _notes(fig) == []  # 3 seeds everywhere: no note
+
+    runs = [r for r in collect_runs(study) if not (r.method == "awac" and r.seed == 1)]
+    fig = figures.plot_curves(runs, methods, [HC], tmp_path / "curves.png", reps=100, seed=0)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == methods
+    (note,) = _notes(fig)
+    assert note.startswith("Fewer than 3 seeds") and f"awac on {HC} (1)" in note.replace("\n", " ")
+    summary = (out / "summary.md").read_text()
+    assert "| awac | 60.0 (2) † |" in summary and f"awac on {HC} (2)" in summary
+
+
+def test_every_pair_of_methods_has_its_probability_of_improvement(tmp_path):
+    study = tmp_path / "study"
+    methods = ["o3f_iql", "iql", "cql", "awac"]
+    for seed in range(3):
+        for k, method in enumerate(methods):
+            _run(study, HC, method, seed, 10.0, [10.0 * k + seed])
+    res = analyse(study, tmp_path / "out", experiment="fig4_baselines", reps=100)
+    pairs = res["pairwise"]
+    assert len(pairs) == len(methods) * (len(methods) - 1) // 2
+    assert [(p["x"], p["y"]) for p in pairs] == [
+        (x, y) for i, x in enumerate(methods) for y in methods[i + 1 :]
+    ]
+    for p in pairs:
+        assert 0 <= p["ci"][0] <= p["p"] <= p["ci"][1] <= 1
+        # each method's seeds all lie above the earlier ones': the later one always wins
+        assert p["p"] == 0.0 and p["seeds"] == (3, 3)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    lines = summary.splitlines()
+    start = lines.index("| X | Y | seeds X / Y | P(X > Y) | 95% CI |") + 2
+    rows = lines[start : lines.index("", start)]
+    assert len(rows) == 6 and rows[0] == "| o3f_iql | iql | 3 / 3 | 0.00 | [0.00, 0.00] |"

@@ -59,6 +59,54 @@ def test_api_reference_covers_every_package_namespace():
     assert namespaces and sorted(namespaces - rendered) == []
 
 
+def test_maths_is_served_by_the_site_not_a_cdn():
+    """MathJax comes from the `docs` extra, added to the site by a hook; no script is remote."""
+    import tomllib
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    scripts = config["extra_javascript"]
+    assert not [s for s in scripts if re.match(r"(https?:)?//", s)], scripts
+    assert "assets/mathjax/tex-mml-chtml.js" in scripts
+    assert "docs/api/mathjax_assets.py" in config["hooks"]
+    assert config["theme"]["font"] is False  # no Google Fonts either
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        docs = tomllib.load(f)["project"]["optional-dependencies"]["docs"]
+    assert any(d.startswith("django-static-mathjax") for d in docs)
+
+
+def _docs_venv() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("O3F_DOCS_VENV", ROOT / ".venv-docs"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (_docs_venv() / "bin" / "mkdocs").exists(), reason="the docs venv (bash .ci/docs)"
+)
+def test_the_built_site_renders_offline_and_shows_each_objects_source(tmp_path):
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [str(_docs_venv() / "bin" / "mkdocs"), "build", "--strict", "-d", str(site)],
+        cwd=ROOT,
+        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    pages = list(site.rglob("*.html"))
+    assert pages
+    for page in pages:
+        html = page.read_text()
+        # no script, stylesheet or font from the web
+        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="((?:https?:)?//[^"]+)"', html)
+        assert remote == [], (page, remote)
+    mathjax = site / "assets" / "mathjax"
+    assert (mathjax / "tex-mml-chtml.js").stat().st_size > 100_000
+    assert list((mathjax / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    api = (site / "api" / "trainers" / "index.html").read_text()
+    assert "assets/mathjax/tex-mml-chtml.js" in api
+    assert "Source code in <code>torchrl_o3f/trainers/trainer.py</code>" in api
+
+
 def _blocks(page: pathlib.Path, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", page.read_text(), flags=re.S)
 

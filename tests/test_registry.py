@@ -31,7 +31,13 @@ from torchrl_o3f.trainers import (
     build_agent,
     load_checkpoint,
 )
-from torchrl_o3f.trainers.record import config_from_record, resume_conflicts, static_record
+from torchrl_o3f.trainers import record as record_module
+from torchrl_o3f.trainers.record import (
+    config_from_record,
+    provenance,
+    resume_conflicts,
+    static_record,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "hopper-random"
@@ -44,6 +50,7 @@ def dataset_root(tmp_path_factory):
 
 def _cfg(out, dataset_root, algo="iql", **kw) -> TrainerConfig:
     return smoke_config(out, dataset_root, algo, **kw)
+
 
 # ------------------------------------------------------------------------------ registry
 def test_registered_algorithms_resolve_for_every_family():
@@ -206,7 +213,15 @@ def test_an_anneal_typo_fails_before_the_offline_phase(tmp_path, dataset_root):
 
 
 # ------------------------------------------------------------------------------ the record
-ALLOWED_NULLS = {"resume", "offline_checkpoint", "offline_fraction"}
+# the commit and dirty flag are unknown (null) where the package is not in a git checkout
+ALLOWED_NULLS = {
+    "resume",
+    "offline_checkpoint",
+    "offline_fraction",
+    "compile.mode",  # torch.compile's default mode
+    "provenance.git_commit",
+    "provenance.dirty",
+}
 
 
 def _nulls(record, prefix=""):
@@ -230,6 +245,7 @@ def test_config_yaml_has_every_number_and_rebuilds_the_same_run(tmp_path, datase
     # the same record is in every checkpoint
     ckpt = load_checkpoint(first / "checkpoints" / "final.pt")
     assert ckpt["meta"]["config"]["algo"] == record["algo"]
+    assert ckpt["meta"]["config"]["provenance"] == record["provenance"] == provenance()
     # read back, it rebuilds the same agent and so the same run
     cfg = config_from_record(first / "config.yaml")
     cfg.output_dir = str(tmp_path / "second")
@@ -242,7 +258,9 @@ def test_config_yaml_has_every_number_and_rebuilds_the_same_run(tmp_path, datase
 
 
 # ------------------------------------------------------------------------------ resume
-def test_resume_refuses_another_run_and_extends_only_when_asked(tmp_path, dataset_root):
+def test_resume_refuses_another_run_and_extends_only_when_asked(
+    tmp_path, dataset_root, monkeypatch
+):
     run = tmp_path / "run"
     OfflineOnlineTrainer(_cfg(run, dataset_root)).train()
 
@@ -259,10 +277,14 @@ def test_resume_refuses_another_run_and_extends_only_when_asked(tmp_path, datase
         resumed()
     with pytest.raises(ConfigError, match="cannot shrink"):
         resumed(**{"budget.online_frames": 30, "extend": True})
-    # safe keys may change; a larger budget with extend=true continues the run
+    # safe keys may change, and so may the code that runs it (another commit, a dirty
+    # checkout); a larger budget with extend=true continues the run
+    other = {"version": "9.9.9", "git_commit": "f" * 40, "dirty": True}
+    monkeypatch.setattr(record_module, "provenance", lambda: other)
     trainer = resumed(**{"budget.online_frames": 90, "extend": True, "logger.backend": "none"})
     summary = trainer.train()
     assert summary["online_frames"] == 90
+    assert OmegaConf.load(run / "config.yaml").provenance == other  # this sitting's code
 
 
 def test_resume_conflicts_ignore_safe_keys():
@@ -274,6 +296,44 @@ def test_resume_conflicts_ignore_safe_keys():
     assert [k for k, *_ in resume_conflicts(cfg, stored)] == ["budget.online_frames"]
     cfg.extend = True
     assert resume_conflicts(cfg, stored) == []
+
+
+def test_the_record_names_the_code_that_ran_it():
+    import torchrl_o3f
+
+    root = Path(torchrl_o3f.__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    try:
+        top = subprocess.run([*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    except OSError:
+        pytest.skip("git is not installed")
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+        pytest.skip("the package is not in a git checkout of its own")
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    status = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout
+    assert provenance() == {
+        "version": torchrl_o3f.__version__,
+        "git_commit": head.strip(),
+        "dirty": bool(status.strip()),
+    }
+
+
+def test_without_git_the_commit_is_unknown_and_nothing_fails(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(record_module.subprocess, "run", no_git)
+    assert provenance()["git_commit"] is None and provenance()["dirty"] is None
+    assert provenance()["version"]
+
+
+def test_another_commit_is_the_same_run_to_resume():
+    cfg = TrainerConfig(task="hopper-medium", algo="iql")
+    stored = static_record(cfg) | {"provenance": {"git_commit": "0" * 40, "dirty": True}}
+    assert resume_conflicts(cfg, stored) == []
+    assert resume_conflicts(config_from_record(stored), stored) == []  # read back, the same
 
 
 def test_a_record_from_before_a_key_existed_resumes_with_its_old_value():

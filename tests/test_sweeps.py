@@ -1,4 +1,4 @@
-"""Sweeps: the smoke experiment through joblib and submitit_local, resumption, the analysis."""
+"""Sweeps: the smoke experiment through joblib, submitit_local and Ray, resumption, the analysis."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def test_threads_and_offline_keys():
     assert threads_per_job({"n_jobs": 4}, cores=16) == 4
     assert threads_per_job({"n_jobs": -1}, cores=8) == 1
     assert threads_per_job({"cpus_per_task": 3}, cores=64) == 3
+    assert threads_per_job({"ray": {"remote": {"num_cpus": 4}}}, cores=64) == 4
     a = TrainerConfig(task="hopper-medium", algo="iql")
     b = TrainerConfig(task="hopper-medium", algo="iql", online_algo=None)
     b.exploration.omega, b.anneal.mode = 1.0, "linear"
@@ -64,11 +65,23 @@ def test_threads_and_offline_keys():
     assert offline_run_dir(a, "root").parts[-1] == "seed0"
 
 
+LAUNCHERS = {
+    "joblib": ["hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra.launcher.cpus_per_task=1"],
+    # a local Ray instance of 2 CPUs (the `ray` extra; skipped without it), one CPU per job
+    "ray": [
+        "+hydra.launcher.ray.init.num_cpus=2",
+        "+hydra.launcher.ray.init.include_dashboard=false",
+    ],
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
 def test_smoke_sweep_then_analysis(tmp_path, dataset_root, launcher):
-    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    extra += ["hydra.launcher.cpus_per_task=1"] if launcher == "submitit_local" else []
+    if launcher == "ray":
+        pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the `ray` extra")
+    extra = LAUNCHERS[launcher]
     res = _sweep(tmp_path, dataset_root, f"hydra/launcher={launcher}", *extra)
     assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-3000:])
     study = tmp_path / "smoke"

@@ -17,10 +17,14 @@ reads every run under the study folder (its ``config.yaml``, ``evaluations.csv``
   experiment tests, each on its measure of :data:`METRICS` (the final score unless it names
   another) and on its pre-declared second measure (the mean online score), with the probability
   of improvement and the verdict its interval gives;
-- figures (PNG): normalised-score curves over online frames per task (mean over seeds, each
-  seed faintly behind it, 95% bootstrap band), the aggregate intervals, performance profiles
-  and, where logged, the critic's over-estimation of the Monte-Carlo return per online episode
-  (the paper's Figure 2).
+- ``summary.md`` also holds P(X > Y) between every two methods of the experiment
+  (:func:`pairwise_improvement`) and marks each cell with fewer than :data:`MIN_SEEDS` seeds;
+- figures (PNG, PDF and SVG of each): normalised-score curves over online frames per task (mean
+  over seeds, each seed faintly behind it, 95% bootstrap band), the aggregate intervals,
+  performance profiles and, where logged, the critic's over-estimation of the Monte-Carlo
+  return per online episode (the paper's Figure 2); each method has one label (its name in the
+  sweep) and one colour in all of them, scores are on the 0-100 scale, and a note under a
+  figure names its cells with fewer than :data:`MIN_SEEDS` seeds.
 
 With ``--all``, ``claims.md`` gathers every claim with both measures, a flag where their verdicts
 differ, and its power: the smallest effect its seeds detect and the seeds per side the paper's
@@ -44,6 +48,7 @@ from torchrl_o3f.analysis.stats import (
     MIN_SEEDS,
     POWER,
     detectable_effect,
+    pairwise_improvement,
     score_matrix,
     seeds_needed,
 )
@@ -68,6 +73,7 @@ __all__ = [
     "main",
     "online_mean",
     "pairing",
+    "pairwise_improvement",
     "paper_command",
     "report_run",
     "score_matrix",

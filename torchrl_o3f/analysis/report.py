@@ -11,6 +11,7 @@ import numpy as np
 
 from torchrl_o3f.analysis.claims import CLAIMS, Claim, paper_command
 from torchrl_o3f.analysis.figures import (
+    few_seeds_note,
     plot_aggregates,
     plot_curves,
     plot_overestimation,
@@ -31,6 +32,7 @@ from torchrl_o3f.analysis.stats import (
     MIN_SEEDS,
     POWER,
     measure_claim,
+    pairwise_improvement,
     score_matrix,
     seeded_bootstrap,
 )
@@ -59,7 +61,9 @@ def analyse(
         FileNotFoundError: when the study (or the experiment's part of it) holds no run.
 
     Returns:
-        ``{"runs": n, "methods": [...], "tasks": [...], "aggregates": {...}, "claims": [...]}``.
+        ``{"runs": n, "methods": [...], "tasks": [...], "aggregates": {...}, "claims": [...],
+        "pairwise": [...]}`` (``pairwise``: :func:`~torchrl_o3f.analysis.pairwise_improvement`
+        between every two methods on the final score).
     """
     from rliable import library as rly
     from rliable import metrics
@@ -108,6 +112,7 @@ def analyse(
         aggregates = {
             m: {"iqm": points[m][0], "mean": points[m][1], "ci": intervals[m]} for m in matrix
         }
+    pairwise = pairwise_improvement(matrix, reps, seed)
     experiment_claims = CLAIMS.get(str(experiment), [])
     claims = [
         measure_claim(claim, runs, [t for t in (claim.tasks or tasks) if t in tasks], reps, seed)
@@ -116,8 +121,8 @@ def analyse(
 
     plot_curves(runs, methods, tasks, out / "curves.png", reps=reps, seed=seed)
     if len(matrix) >= 1:
-        plot_aggregates(matrix, aggregates, out / "aggregates.png")
-        plot_profiles(matrix, out / "profiles.png", reps=reps, seed=seed)
+        plot_aggregates(matrix, aggregates, out / "aggregates.png", methods=methods)
+        plot_profiles(matrix, out / "profiles.png", reps=reps, seed=seed, methods=methods)
     if any(r.episodes and "online/q_overestimation" in r.episodes[0] for r in runs):
         paper = [c.paper_value for c in experiment_claims if c.metric.startswith("q_")]
         plot_overestimation(
@@ -127,13 +132,16 @@ def analyse(
             out / "overestimation.png",
             paper=max((v for v in paper if v is not None), default=None),
         )
-    _write_summary(out / "summary.md", runs, methods, tasks, aggregates, claims, experiment)
+    _write_summary(
+        out / "summary.md", runs, methods, tasks, aggregates, claims, experiment, pairwise
+    )
     return {
         "runs": len(runs),
         "methods": methods,
         "tasks": tasks,
         "aggregates": aggregates,
         "claims": claims,
+        "pairwise": pairwise,
     }
 
 
@@ -160,14 +168,16 @@ def _cells(metric: str, measured: dict[str, Any] | None) -> tuple[str, str, str,
     )
 
 
-def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -> None:
+def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment, pairwise) -> None:
     lines = [f"# {experiment or 'study'}: final normalised scores", ""]
     lines.append(
         "Score after the online phase (D4RL-normalised: 0 random, 100 expert; pointmaze "
         "episodes go past 100, see docs/datasets.md), mean over seeds (seeds in brackets); "
-        "unfinished runs are left out."
+        "unfinished runs are left out. Figures: `curves`, `aggregates`, `profiles` and, where "
+        "logged, `overestimation`, each as `.png`, `.pdf` and `.svg`."
     )
     lines += ["", "| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    few = {}
     for method in methods:
         cells = []
         for task in tasks:
@@ -177,8 +187,14 @@ def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -
                 if r.method == method and r.task == task and r.finished
             ]
             vals = [v for v in vals if v is not None]
-            cells.append(f"{np.mean(vals):.1f} ({len(vals)})" if vals else "-")
+            mark = ""
+            if vals and len(vals) < MIN_SEEDS:
+                few[f"{method} on {task}"], mark = len(vals), " †"
+            cells.append(f"{np.mean(vals):.1f} ({len(vals)}){mark}" if vals else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    note = few_seeds_note(few)
+    if note:
+        lines += ["", f"† {note}."]
     if aggregates:
         head = "Across tasks (rliable, stratified bootstrap, 95% CI; D4RL-normalised scores):"
         lines += ["", head, ""]
@@ -189,6 +205,29 @@ def _write_summary(path, runs, methods, tasks, aggregates, claims, experiment) -
                 f"| {m} | {a['iqm'] * 100:.1f} | [{ci[0][0]:.1f}, {ci[1][0]:.1f}] | "
                 f"{a['mean'] * 100:.1f} | [{ci[0][1]:.1f}, {ci[1][1]:.1f}] |"
             )
+    if pairwise:
+        lines += [
+            "",
+            "Between every two methods (final score; P(X > Y): rliable's probability of "
+            "improvement, the chance that a run of X beats a run of Y on a task, 0.5 neither; "
+            "stratified-bootstrap 95% CI; P(Y > X) = 1 - P(X > Y)):",
+            "",
+            "| X | Y | seeds X / Y | P(X > Y) | 95% CI |",
+            "|---|---|---|---|---|",
+        ]
+        for row in pairwise:
+            (n_x, n_y), (lo, hi) = row["seeds"], row["ci"]
+            mark = " †" if min(n_x, n_y) < MIN_SEEDS else ""
+            lines.append(
+                f"| {row['x']} | {row['y']} | {n_x} / {n_y}{mark} | {row['p']:.2f} | "
+                f"[{lo:.2f}, {hi:.2f}] |"
+            )
+        if any(min(row["seeds"]) < MIN_SEEDS for row in pairwise):
+            lines += [
+                "",
+                f"† fewer than {MIN_SEEDS} seeds on every task on a side: the interval is not "
+                "to be trusted.",
+            ]
     if claims:
         lines += ["", "Claims (probability of improvement P(X > Y), 95% CI), on each measure:", ""]
         lines += [

@@ -138,6 +138,50 @@ def seeded_bootstrap(label: str, seed: int, estimate, *args, **kwargs):
         np.random.set_state(state)
 
 
+def pairwise_improvement(
+    matrix: dict[str, np.ndarray], reps: int = 2000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """P(X > Y) between every pair of methods of ``matrix`` (:func:`score_matrix`).
+
+    rliable's probability of improvement with its stratified-bootstrap 95% interval (``reps``
+    repetitions, seeded from ``seed`` and the pair), for each pair in the order of ``matrix``:
+    ``n * (n - 1) / 2`` rows, X before Y. P(Y > X) is ``1 - P(X > Y)``.
+
+    Returns:
+        One ``{"x", "y", "p", "ci": (lo, hi), "seeds": (n_x, n_y)}`` per pair.
+
+    Example:
+        >>> matrix = {"a": np.array([[0.5], [0.6]]), "b": np.array([[0.1], [0.2]])}
+        >>> [(r["x"], r["y"], r["p"]) for r in pairwise_improvement(matrix, reps=50)]
+        [('a', 'b', 1.0)]
+    """
+    from rliable import library as rly
+    from rliable import metrics
+
+    methods, rows = list(matrix), []
+    for i, x in enumerate(methods):
+        for y in methods[i + 1 :]:
+            points, intervals = seeded_bootstrap(
+                f"pair {x} {y}",
+                seed,
+                rly.get_interval_estimates,
+                {"pair": [matrix[x], matrix[y]]},
+                metrics.probability_of_improvement,
+                reps=reps,
+            )
+            lo, hi = (float(v) for v in np.ravel(intervals["pair"]))
+            rows.append(
+                {
+                    "x": x,
+                    "y": y,
+                    "p": float(np.ravel(points["pair"])[0]),
+                    "ci": (lo, hi),
+                    "seeds": (len(matrix[x]), len(matrix[y])),
+                }
+            )
+    return rows
+
+
 def _sides(
     claim: Claim, runs: list[RunRecord], tasks: list[str], metric: str
 ) -> tuple[np.ndarray, np.ndarray, list[str]] | str:

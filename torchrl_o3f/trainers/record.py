@@ -3,15 +3,18 @@
 The record holds every number a run uses: the trainer config with each default filled in (the
 algorithm's numbers for the task's family, sigma, the episode cap, the dataset size), the online
 algorithm's config, values the run derived from its data (the losses' reward scales), the
-dataset it trained on and the versions of the libraries that ran it. It is written to the run
-directory, stored in every checkpoint and sent to the logger; :func:`config_from_record` turns
-it back into a :class:`~torchrl_o3f.trainers.config.TrainerConfig` that rebuilds the same agent.
+dataset it trained on, the versions of the libraries that ran it and the code's provenance (the
+package version, its git commit and whether the checkout had uncommitted changes). It is
+written to the run directory, stored in every checkpoint and sent to the logger;
+:func:`config_from_record` turns it back into a
+:class:`~torchrl_o3f.trainers.config.TrainerConfig` that rebuilds the same agent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import platform
+import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 from torchrl_o3f.trainers.config import (
     AnnealConfig,
     BudgetConfig,
+    CompileConfig,
     ExplorationConfig,
     LoggerConfig,
     TrainerConfig,
@@ -26,10 +30,12 @@ from torchrl_o3f.trainers.config import (
 
 __all__ = [
     "EXTENDABLE_KEYS",
+    "RECORD_ONLY_KEYS",
     "RESUME_SAFE_KEYS",
     "config_from_record",
     "flatten",
     "library_versions",
+    "provenance",
     "resolved_record",
     "resume_conflicts",
     "static_record",
@@ -53,6 +59,42 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """``git -C root <args>``'s output, or ``None`` where git is missing or fails."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def provenance() -> dict[str, Any]:
+    """Which code ran: the package version, its git commit and whether the checkout was dirty.
+
+    The commit is that of the git checkout holding the imported package (an editable install or
+    ``PYTHONPATH``); ``dirty`` is whether tracked files differ from that commit (untracked files,
+    such as run outputs, do not count). Both are ``None`` where the package is not in a git
+    checkout of its own (an installed wheel) or git is missing: the record then says unknown,
+    and a run never fails for it.
+
+    Example:
+        >>> sorted(provenance())
+        ['dirty', 'git_commit', 'version']
+    """
+    import torchrl_o3f
+
+    root = Path(torchrl_o3f.__file__).resolve().parent.parent
+    top = _git(root, "rev-parse", "--show-toplevel")
+    commit = dirty = None
+    if top is not None and Path(top).resolve() == root:  # the checkout is the package's own
+        commit = _git(root, "rev-parse", "HEAD")
+        status = _git(root, "status", "--porcelain", "--untracked-files=no")
+        dirty = None if commit is None or status is None else bool(status)
+    return {"version": torchrl_o3f.__version__, "git_commit": commit, "dirty": dirty}
 
 
 def _scalar(value: Any) -> Any:
@@ -100,8 +142,14 @@ def resolved_record(trainer) -> dict[str, Any]:
             derived[f"loss.{name}"] = _scalar(value)
     record["derived"] = derived
     record["versions"] = library_versions()
+    record["provenance"] = provenance()
     return record
 
+
+RECORD_ONLY_KEYS = ("derived", "versions", "provenance")
+"""Keys of a record that are not config: what the run derived from its data, the libraries and
+the code that ran it. A resume does not compare them (a run resumed with another commit or
+library is the same run), and :func:`config_from_record` drops them."""
 
 RESUME_SAFE_KEYS = (
     "resume",
@@ -159,7 +207,7 @@ def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[s
         [('seed', 3, 0)]
     """
     mine = static_record(cfg)
-    stored = {k: v for k, v in stored.items() if k not in ("derived", "versions")}
+    stored = {k: v for k, v in stored.items() if k not in RECORD_ONLY_KEYS}
     conflicts = []
     for key in _flat_differences(mine, stored):
         if key.split(".")[0] in RESUME_SAFE_KEYS:
@@ -227,7 +275,7 @@ def config_from_record(record: dict[str, Any] | str | Path) -> TrainerConfig:
     if isinstance(record, (str, Path)):
         record = OmegaConf.to_container(OmegaConf.load(str(record)))
     values = dict(record)
-    for key in ("derived", "versions", "online"):
+    for key in (*RECORD_ONLY_KEYS, "online"):
         values.pop(key, None)
     algo = values.pop("algo")
     nested = {
@@ -235,6 +283,7 @@ def config_from_record(record: dict[str, Any] | str | Path) -> TrainerConfig:
         "budget": BudgetConfig,
         "logger": LoggerConfig,
         "anneal": AnnealConfig,
+        "compile": CompileConfig,
     }
     for key, cls in nested.items():
         values[key] = cls(**values.get(key, {}))

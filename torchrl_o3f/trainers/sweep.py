@@ -49,19 +49,24 @@ def threads_per_job(launcher: dict[str, Any] | None = None, cores: int | None = 
     """Torch/OpenMP threads for one job: the cores shared out over the parallel jobs.
 
     ``launcher`` is the hydra launcher config: joblib's ``n_jobs`` shares the machine's cores,
-    submitit's ``cpus_per_task`` is the job's own allocation; any other launcher (the basic,
-    sequential one) gets every core. Always at least 1.
+    submitit's ``cpus_per_task`` is the job's own allocation, and so is Ray's
+    ``ray.remote.num_cpus`` (1 when unset: Ray then runs one job per core); any other launcher
+    (the basic, sequential one) gets every core. Always at least 1.
 
     Example:
         >>> threads_per_job({"n_jobs": 2}, cores=2), threads_per_job({}, cores=2)
         (1, 2)
         >>> threads_per_job({"cpus_per_task": 8}, cores=64)
         8
+        >>> threads_per_job({"ray": {"init": {}, "remote": {}}}, cores=64)
+        1
     """
     cores = cores or os.cpu_count() or 1
     launcher = launcher or {}
     if launcher.get("cpus_per_task"):
         return max(1, int(launcher["cpus_per_task"]))
+    if isinstance(launcher.get("ray"), dict):
+        return max(1, int((launcher["ray"].get("remote") or {}).get("num_cpus") or 1))
     n_jobs = launcher.get("n_jobs")
     if n_jobs:
         n_jobs = cores if int(n_jobs) < 0 else int(n_jobs)
