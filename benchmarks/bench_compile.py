@@ -259,16 +259,22 @@ def recipe_rates(out: Path, args, *, mode: str, compile: bool) -> dict[str, floa
 
 
 def section_recipe(args) -> tuple[list[Row], dict]:
+    """Compile off and on, alternated ``--recipe-repeats`` times (medians: the machine drifts)."""
     rows, rates = [], {}
+    keys = ("offline_updates_per_s", "online_frames_per_s")
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("o3f", "none"):
-            for compile in (False, True):
-                r = recipe_rates(Path(tmp) / f"{mode}-{compile}", args, mode=mode, compile=compile)
-                rates[(mode, compile)] = r
+            runs = {False: [], True: []}
+            for rep in range(args.recipe_repeats):
+                order = (False, True) if rep % 2 == 0 else (True, False)
+                for compile in order:
+                    out = Path(tmp) / f"{mode}-{compile}-{rep}"
+                    runs[compile].append(recipe_rates(out, args, mode=mode, compile=compile))
+            for compile, got in runs.items():
+                rates[(mode, compile)] = {k: statistics.median(r[k] for r in got) for k in keys}
             off, on = rates[(mode, False)], rates[(mode, True)]
-            for key, what, unit in (
-                ("offline_updates_per_s", "offline phase", "updates/s"),
-                ("online_frames_per_s", "online phase", "frames/s"),
+            for key, what, unit in zip(
+                keys, ("offline phase", "online phase"), ("updates/s", "frames/s")
             ):
                 for compile, r in (("compile off", off), ("compile on", on)):
                     rows.append(
@@ -316,6 +322,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="updates per variant per round")
     parser.add_argument("--recipe-steps", type=int, default=600)
+    parser.add_argument("--recipe-repeats", type=int, default=2, help="runs per arm, alternated")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--dataset-root", default=None, help="where datasets are built")
     parser.add_argument("--quick", action="store_true", help="a smoke run of the script")
@@ -323,7 +330,7 @@ def main() -> None:
     parser.add_argument("--tests", default="", help="a first row: the CUDA tests' summary")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.steps, args.recipe_steps = 1, 2, 60
+        args.rounds, args.steps, args.recipe_steps, args.recipe_repeats = 1, 2, 60, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     sections = args.sections.split(",")
