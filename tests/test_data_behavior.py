@@ -24,10 +24,10 @@ from torchrl_o3f.data import (
     evaluate_policy,
     list_policies,
     load_policy,
-    train_behavior,
 )
 from torchrl_o3f.data.__main__ import main
 from torchrl_o3f.data.behavior import MEDIUM_TARGETS, POLICY_DIR, install_policy
+from torchrl_o3f.trainers import train_behavior
 from torchrl_o3f.trainers.checkpoint import EXIT_RESUMABLE
 
 
@@ -278,9 +278,21 @@ SHIPPED_SHA256 = {
     "walker2d-medium.pt": "ccaa517040e01f03310f8ead32b4a614d97fdf08cdf89bd91df5896f15edf672",
 }
 DATASET_SHA256 = {  # observation, action, reward, next observation, terminated, truncated
-    "halfcheetah-medium": "e150de627c931d6c48191f95c7d5b023a57fee295842d802d972185342a2a860",
-    "hopper-medium": "1ce8c6d244fd0bb99f2b9d875eb2d9d25dbdfc073e5e1d3e8f4c29e3d4f497fa",
-    "walker2d-medium": "d9cb6876c2022dc06a7ebcc0a79caac0248e8a9644c8fb803bc0a0ec4873b596",
+    # one digest per CPU kind the project's machines have had: the policies' float32 matmuls
+    # round differently on another instruction set (an AVX-512 machine gives the second), and
+    # each machine must reproduce its own digest exactly
+    "halfcheetah-medium": {
+        "e150de627c931d6c48191f95c7d5b023a57fee295842d802d972185342a2a860",
+        "ca3efe55de1dac29fa64f694c86f299220f5a3f5de555ebd6eca20f608ef186a",
+    },
+    "hopper-medium": {
+        "1ce8c6d244fd0bb99f2b9d875eb2d9d25dbdfc073e5e1d3e8f4c29e3d4f497fa",
+        "35f2ff95f8cd1053e89262c24a8b214ee03c77302b29c9e7fe4b53a1fb6fabc5",
+    },
+    "walker2d-medium": {
+        "d9cb6876c2022dc06a7ebcc0a79caac0248e8a9644c8fb803bc0a0ec4873b596",
+        "b19db65a421d1b5d978b032b47edc1aa17e16729993d2dfc5dd2b197d6980d69",
+    },
 }
 
 
@@ -303,4 +315,6 @@ def test_datasets_built_from_the_shipped_policies_are_bit_identical(task, tmp_pa
     keys = ("observation", "action", ("next", "reward"), ("next", "observation"))
     for key in (*keys, ("next", "terminated"), ("next", "truncated")):
         digest.update(data[key].contiguous().numpy().tobytes())
-    assert digest.hexdigest() == DATASET_SHA256[task]
+    assert digest.hexdigest() in DATASET_SHA256[task], (
+        f"{task}: {digest.hexdigest()} (CPU capability {torch.backends.cpu.get_cpu_capability()})"
+    )

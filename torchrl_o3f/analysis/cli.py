@@ -6,15 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torchrl_o3f.analysis
 from torchrl_o3f.analysis.report import analyse, analyse_all, report_run
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m torchrl_o3f.analysis``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m torchrl_o3f.analysis", description=torchrl_o3f.analysis.__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m torchrl_o3f.analysis", description=__doc__)
     parser.add_argument("study", help="the study folder (e.g. studies/study), or a run with --run")
     parser.add_argument("--experiment", default=None, help="an experiment name or yaml path")
     parser.add_argument(

@@ -17,7 +17,6 @@ from torchrl_o3f.data.behavior import (
     list_policies,
     load_policy,
     measure_policy,
-    train_behavior,
 )
 from torchrl_o3f.data.builder import (
     DEFAULT_SIZE,
@@ -65,5 +64,21 @@ __all__ = [
     "reference_returns",
     "resolve_dataset",
     "score_label",
-    "train_behavior",
 ]
+
+
+def __getattr__(name: str):
+    # deprecated alias: training a behaviour policy is a trainer run, so it lives in
+    # torchrl_o3f.trainers (the data layer imports nothing above it until this old name is used)
+    if name == "train_behavior":
+        import warnings
+
+        from torchrl_o3f.trainers.behavior import train_behavior
+
+        warnings.warn(
+            "torchrl_o3f.data.train_behavior moved to torchrl_o3f.trainers.train_behavior",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return train_behavior
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -126,7 +126,7 @@ def _run(argv: list[str] | None) -> int:
     elif args.command == "train-behavior":
         import yaml
 
-        from torchrl_o3f.data.behavior import train_behavior
+        from torchrl_o3f.trainers.behavior import train_behavior
         from torchrl_o3f.trainers.checkpoint import EXIT_RESUMABLE
 
         overrides = {}

@@ -41,6 +41,7 @@ from torchrl_o3f._atomic import (
     temporary_tag,
 )
 from torchrl_o3f.data.loader import (
+    DEFAULT_SIZE,
     DatasetNotFoundError,
     _missing_message,
     build_command,
@@ -59,9 +60,6 @@ __all__ = [
     "reference_returns",
     "rollout",
 ]
-
-DEFAULT_SIZE = 1_000_000
-"""Transitions of a dataset built without ``size`` (D4RL's size)."""
 
 BUILD_FORMAT = 1
 """Version of the ``o3f_build`` record; bumped when the way datasets are made changes."""

@@ -200,6 +200,10 @@ def read_metadata(name: str | Task, *, root: str | os.PathLike | None = None) ->
         ) from err
 
 
+DEFAULT_SIZE = 1_000_000
+"""Transitions of a dataset built without ``size`` (D4RL's size)."""
+
+
 def build_command(
     task: Task, dataset_id: str | None = None, root=None, *, overwrite: bool = False
 ) -> str:
@@ -214,8 +218,6 @@ def build_command(
         ...               overwrite=True)
         'python -m torchrl_o3f.data build hopper-random --size 300 --seed 3 --overwrite'
     """
-    from torchrl_o3f.data.builder import DEFAULT_SIZE
-
     m = _DERIVED.match(dataset_id or task.dataset_id)
     size = int(m["size"]) if m and m["size"] else DEFAULT_SIZE
     seed = int(m["seed"]) if m and m["seed"] else 0

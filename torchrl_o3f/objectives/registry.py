@@ -210,7 +210,6 @@ def get_algorithm(name: str) -> Algorithm:
         >>> get_algorithm("lapo").needs_data
         True
     """
-    _import_builtin()
     try:
         return _ALGORITHMS[name]
     except (KeyError, TypeError):
@@ -229,12 +228,7 @@ def list_algorithms() -> list[Algorithm]:
         >>> "iql" in [a.name for a in list_algorithms()]
         True
     """
-    _import_builtin()
     return [a for _, a in sorted(_ALGORITHMS.items())]
-
-
-def _import_builtin() -> None:
-    import torchrl_o3f.objectives  # noqa: F401  (each loss file registers its algorithm)
 
 
 # ----------------------------------------------------------------------------- configs

@@ -1,6 +1,7 @@
 """The offline-then-online trainer: phases, evaluation, logging, checkpoints."""
 
 from torchrl_o3f.trainers.agents import Agent, build_agent
+from torchrl_o3f.trainers.behavior import train_behavior
 from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_o3f.trainers.config import (
     BUDGETS,
@@ -25,6 +26,7 @@ from torchrl_o3f.trainers.torchrl_trainer import (
 from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, make_exploration
 
 __all__ = [
+    "train_behavior",
     "BUDGETS",
     "Agent",
     "AlgoConfig",

@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from torchrl_o3f._version import __file__ as _version_file
+from torchrl_o3f._version import __version__
 from torchrl_o3f.trainers.config import (
     AnnealConfig,
     BudgetConfig,
@@ -85,16 +87,14 @@ def provenance() -> dict[str, Any]:
         >>> sorted(provenance())
         ['dirty', 'git_commit', 'version']
     """
-    import torchrl_o3f
-
-    root = Path(torchrl_o3f.__file__).resolve().parent.parent
+    root = Path(_version_file).resolve().parent.parent
     top = _git(root, "rev-parse", "--show-toplevel")
     commit = dirty = None
     if top is not None and Path(top).resolve() == root:  # the checkout is the package's own
         commit = _git(root, "rev-parse", "HEAD")
         status = _git(root, "status", "--porcelain", "--untracked-files=no")
         dirty = None if commit is None or status is None else bool(status)
-    return {"version": torchrl_o3f.__version__, "git_commit": commit, "dirty": dirty}
+    return {"version": __version__, "git_commit": commit, "dirty": dirty}
 
 
 def _scalar(value: Any) -> Any:

@@ -253,7 +253,7 @@ class OfflineOnlineTrainer:
     ``on_evaluation(trainer, row)`` is called after every evaluation (``row``: phase, counters,
     score, return, ...); when it returns ``True`` during the online phase the run ends there, as
     finished (final checkpoint, ``policy.pt`` and ``summary.json`` with the frames done):
-    :func:`torchrl_o3f.data.train_behavior` stops at its target return this way.
+    :func:`torchrl_o3f.trainers.train_behavior` stops at its target return this way.
     SIGINT/SIGTERM: the offline phase checkpoints after the current update; the online phase
     stops after the current frame's updates, discards the partial episode and writes the state
     of the last episode end (a resumed run redoes those frames exactly); a second signal stops
