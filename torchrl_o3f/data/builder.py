@@ -49,6 +49,7 @@ from torchrl_o3f.data.loader import (
     read_metadata,
 )
 from torchrl_o3f.envs import Task, get_task, list_tasks, make_gym_env
+from torchrl_o3f.errors import O3FError
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -70,7 +71,7 @@ REFERENCE_EPISODES = 10
 """Episodes over which the random and best-policy reference returns are measured."""
 
 
-class DatasetMismatchError(ValueError):
+class DatasetMismatchError(O3FError, ValueError):
     """A dataset on disk was built with other settings (size, seed, task) than requested."""
 
 
@@ -473,12 +474,13 @@ def ensure_dataset(
         True
     """
     task = get_task(task)
-    if not task.buildable:
-        if not (dataset_path(task.dataset_id, root) / "data").is_dir():
-            raise DatasetNotFoundError(
-                _missing_message(task.dataset_id, task, dataset_path(task.dataset_id, root), root)
-            )
-        return task.dataset_id
+    if not task.buildable:  # the package's id, else the hub's (as `minari download` stores it)
+        for dataset_id in dict.fromkeys(filter(None, (task.dataset_id, task.hub_dataset_id))):
+            if (dataset_path(dataset_id, root) / "data").is_dir():
+                return dataset_id
+        raise DatasetNotFoundError(
+            _missing_message(task.dataset_id, task, dataset_path(task.dataset_id, root), root)
+        )
     size = DEFAULT_SIZE if size is None else int(size)
     dataset_id = dataset_id_for(task, size, seed)
     with minari_root(root) as base:

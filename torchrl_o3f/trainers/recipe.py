@@ -1,12 +1,21 @@
-"""Hydra glue shared by the recipes: the typed schema, budget presets and the run function."""
+"""Hydra glue shared by the recipes: the typed schema, budget presets and the run functions.
+
+The run functions print the package's errors as one line on stderr and exit with status 1
+(:func:`~torchrl_o3f.errors.reported`; ``HYDRA_FULL_ERROR=1`` shows the traceback), and a sweep
+checks every job of its grid before the first one starts (:class:`SweepPreflight`).
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
+from torchrl_o3f.errors import ConfigError, O3FError, one_line, reported
 from torchrl_o3f.trainers.config import (
     BUDGETS,
     AnnealConfig,
@@ -14,9 +23,17 @@ from torchrl_o3f.trainers.config import (
     ExplorationConfig,
     LoggerConfig,
     TrainerConfig,
+    checked_task,
 )
 
-__all__ = ["register_configs", "config_from_hydra", "run_recipe", "run_sweep"]
+__all__ = [
+    "SweepPreflight",
+    "check_sweep",
+    "config_from_hydra",
+    "register_configs",
+    "run_recipe",
+    "run_sweep",
+]
 
 
 def register_configs() -> None:
@@ -57,6 +74,7 @@ def config_from_hydra(cfg) -> TrainerConfig:
 
     from torchrl_o3f.objectives.registry import structured_config
 
+    checked_task(cfg.get("task"))  # before the per-family values resolve against it
     raw = OmegaConf.to_container(cfg, resolve=True)
     nested = {
         "exploration": ExplorationConfig,
@@ -118,8 +136,14 @@ def run_recipe(cfg) -> dict[str, Any]:
 
     A run stopped by a signal prints how to resume it and exits with
     :data:`~torchrl_o3f.trainers.checkpoint.EXIT_RESUMABLE` (1 if it stopped before its first
-    checkpoint).
+    checkpoint); one stopped by an error of the package prints its message alone on stderr and
+    exits with 1 (``HYDRA_FULL_ERROR=1``: the traceback too).
     """
+    with reported():
+        return _run_recipe(cfg)
+
+
+def _run_recipe(cfg) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, method_name
@@ -162,8 +186,14 @@ def run_sweep(cfg) -> dict[str, Any]:
 
     The job's threads are its share of the cores (:func:`~torchrl_o3f.trainers.sweep.
     threads_per_job` of the hydra launcher) unless ``threads`` is set; shared offline phases
-    live under ``<study_root>/<budget>``.
+    live under ``<study_root>/<budget>``. An error of the package ends the job as
+    :func:`run_recipe` does.
     """
+    with reported():
+        return _run_sweep(cfg)
+
+
+def _run_sweep(cfg) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -189,3 +219,81 @@ def run_sweep(cfg) -> dict[str, Any]:
             f"offline -> {summary['score_after_online']:.1f} after online"
         )
     return summary
+
+
+def sweep_jobs(config) -> list[list[str]]:
+    """The override lists of every job of a multirun, as hydra's basic sweeper forms them.
+
+    ``config`` is the multirun's primary config: its grid is ``hydra.sweeper.params`` (the
+    experiment's) followed by the command line's overrides (a later key replaces an earlier
+    one); each comma-separated list or ``range`` is one axis of the grid.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    axes: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            axes[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
+def check_sweep(config) -> int:
+    """Compose and validate every job of a multirun before the first one starts.
+
+    Each job's config goes through what a single run checks before any work
+    (:func:`config_from_hydra`: the schema, every value, the algorithms' hyper-parameters,
+    objective switches), so a misspelt task or method costs seconds, not the good runs' hours.
+
+    Returns:
+        The number of jobs checked.
+
+    Raises:
+        ConfigError: naming each distinct problem, a job that has it and how many jobs do;
+            no job has started.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    loader = GlobalHydra.instance().config_loader()
+    jobs = sweep_jobs(config)
+    problems: dict[str, list[str]] = {}
+    for job in jobs:
+        try:
+            job_cfg = loader.load_sweep_config(config, job)
+            with open_dict(job_cfg):
+                del job_cfg["hydra"]
+            config_from_hydra(job_cfg)
+        except O3FError as err:
+            problems.setdefault(one_line(err), []).append(" ".join(job))
+    if problems:
+        failed = sum(len(v) for v in problems.values())
+        details = "; ".join(
+            f"[{jobs_[0]}{f' and {len(jobs_) - 1} more' if len(jobs_) > 1 else ''}] {message}"
+            for message, jobs_ in problems.items()
+        )
+        raise ConfigError(
+            f"{failed} of the sweep's {len(jobs)} jobs cannot run, so none was started: {details}"
+        )
+    return len(jobs)
+
+
+class SweepPreflight(Callback):
+    """Hydra callback of ``recipes/sweep.py``: :func:`check_sweep` before the first job starts.
+
+    Registered in ``recipes/config/sweep.yaml`` (``hydra.callbacks``); a grid with a job that
+    cannot run ends the sweep with the package's one-line error and status 1.
+
+    Example:
+        >>> SweepPreflight().on_multirun_start.__name__
+        'on_multirun_start'
+    """
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        """Check the whole grid (see :func:`check_sweep`)."""
+        with reported():
+            check_sweep(config)
