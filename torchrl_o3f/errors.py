@@ -4,9 +4,9 @@ Every error the package can name derives from :class:`O3FError`: a config it can
 (:class:`ConfigError`), an unknown task or algorithm, a dataset or checkpoint that is missing or
 damaged, a device that is not there, non-finite training, a full disk. Its message is one line
 naming the key or file, the value and the fix. The recipes, the sweep and the command lines
-print that line alone on stderr and exit with status 1 (:func:`reported`); ``HYDRA_FULL_ERROR=1``
-(the recipes) or ``--debug`` (``python -m torchrl_o3f``, ``python -m torchrl_o3f.data``) show the
-traceback as well.
+print that line alone on stderr and exit with status 1 (:func:`reported`, :func:`run_cli`);
+``HYDRA_FULL_ERROR=1`` (the recipes) or ``--debug`` (``python -m torchrl_o3f``,
+``python -m torchrl_o3f.data``) show the traceback as well.
 
 Every layer may import this module; it imports nothing of the package.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "debug_requested",
     "one_line",
     "reported",
+    "run_cli",
 ]
 
 EXIT_ERROR = 1
@@ -134,5 +135,44 @@ def reported(*, debug: bool | None = None) -> Iterator[None]:
     except O3FError as err:
         if debug_requested() if debug is None else debug:
             raise
-        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        _print(err)
         raise SystemExit(EXIT_ERROR) from None
+
+
+def _print(err: BaseException) -> None:
+    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+
+
+def run_cli(
+    run: Callable[[list[str]], int],
+    argv: list[str] | None = None,
+    *,
+    also: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Run a command line's ``run(argv)``; its errors become ``error: <message>`` and status 1.
+
+    Args:
+        run: the command line's body, returning its exit status.
+        argv: its arguments (``None``: ``sys.argv[1:]``); ``--debug`` among them (or
+            ``HYDRA_FULL_ERROR=1``) re-raises the error with its traceback.
+        also: other exception types shown the same way (e.g. ``FileExistsError``).
+
+    Returns:
+        ``run``'s status, or :data:`EXIT_ERROR` after printing the message on stderr.
+
+    Example:
+        >>> def body(argv):
+        ...     raise ConfigError("--size -5: give a size >= 1")
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stderr(io.StringIO()):
+        ...     run_cli(body, [])
+        1
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return run(argv)
+    except (O3FError, *also) as err:
+        if "--debug" in argv or debug_requested():
+            raise
+        _print(err)
+        return EXIT_ERROR
