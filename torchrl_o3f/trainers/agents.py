@@ -197,7 +197,7 @@ def acting_entries(loss) -> list[str]:
 
     The policy's parameters and buffers (whatever the loss calls them: ``actor_network.*``,
     LAPO's ``cvae.*`` and ``latent_actor.*``), the critic ensemble the O3F selector reads
-    (``qvalue_network.*``) and every target copy (``target_*``).
+    (``qvalue_network.*``) and every target network (``target_<name>_params.*``).
 
     Example:
         >>> from torchrl.data import Bounded
@@ -209,10 +209,15 @@ def acting_entries(loss) -> list[str]:
         ['cvae', 'latent_actor', 'qvalue_network']
     """
     policy = {id(t) for t in (*loss.policy.parameters(), *loss.policy.buffers())}
+
+    def target(name: str) -> bool:
+        first = name.split(".", 1)[0]
+        return first.startswith("target_") and first.endswith("_params")
+
     return [
         name
         for name, value in loss.state_dict(keep_vars=True).items()
-        if id(value) in policy or name.startswith(("qvalue_network.", "target_"))
+        if id(value) in policy or name.startswith("qvalue_network.") or target(name)
     ]
 
 

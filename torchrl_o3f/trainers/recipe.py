@@ -98,10 +98,13 @@ def _resumed_config(config: TrainerConfig, overrides: list[str]) -> TrainerConfi
     The recipe's defaults (``budget: cpu``, ...) do not count as changes: a resumed run is the
     run it continues. The trainer then rejects overrides that would change what it computes.
     """
-    from torchrl_o3f.trainers.checkpoint import load_checkpoint
+    from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint
     from torchrl_o3f.trainers.record import config_from_record
 
-    stored = load_checkpoint(config.resume).get("meta", {}).get("config")
+    try:
+        stored = load_checkpoint(config.resume).get("meta", {}).get("config")
+    except CheckpointError as err:
+        raise CheckpointError(f"resume={config.resume}: {err}") from None
     if not (isinstance(stored, dict) and "derived" in stored):
         return config  # a checkpoint without a recorded config: the command line is the config
     base = config_from_record(stored)
@@ -261,6 +264,7 @@ def check_sweep(config) -> int:
 
     loader = GlobalHydra.instance().config_loader()
     jobs = sweep_jobs(config)
+    axes = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1] if jobs else []
     problems: dict[str, list[str]] = {}
     for job in jobs:
         try:
@@ -268,8 +272,8 @@ def check_sweep(config) -> int:
             with open_dict(job_cfg):
                 del job_cfg["hydra"]
             config_from_hydra(job_cfg)
-        except O3FError as err:
-            problems.setdefault(one_line(err), []).append(" ".join(job))
+        except O3FError as err:  # named by the overrides that tell it from the other jobs
+            problems.setdefault(one_line(err), []).append(" ".join(job[i] for i in axes))
     if problems:
         failed = sum(len(v) for v in problems.values())
         details = "; ".join(
