@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -85,6 +86,8 @@ class DeployedPolicy(TensorDictModuleBase):
         dtype = param.dtype if param is not None else torch.float32
         device = param.device if param is not None else None
         try:
+            if not isinstance(observation, torch.Tensor):
+                observation = np.asarray(observation)
             obs = torch.as_tensor(observation, dtype=dtype, device=device)
         except (TypeError, ValueError, RuntimeError) as err:
             raise ObservationError(
