@@ -374,6 +374,29 @@ def test_a_sweep_checks_its_whole_grid_before_the_first_job(tmp_path):
     assert not (tmp_path / "study").exists() and not (tmp_path / "datasets").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_failing_sweep_job_ends_the_sweep_with_one_line(tmp_path):
+    """Where a job runs is checked by the job itself (a sweep may be launched from a login node)."""
+    res = _run(
+        [
+            str(ROOT / "recipes" / "sweep.py"),
+            "experiment=smoke",
+            "hydra/launcher=basic",
+            "hydra.sweeper.params.seed=0",
+            "hydra.sweeper.params.method=o3f_iql",
+            "device=cuda",
+            f"study_root={tmp_path / 'study'}",
+            f"dataset_root={tmp_path / 'datasets'}",
+        ],
+        cwd=tmp_path,
+    )
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "error: sweep job [" in res.stderr and "device=cuda but this machine has no CUDA" in (
+        res.stderr
+    )
+    assert not (tmp_path / "datasets").exists()  # refused before any work
+
+
 def test_a_sweep_job_restarts_a_run_stopped_before_its_first_checkpoint(tmp_path):
     """A folder with nothing to resume is the sweep's own to start again, not another run."""
     from run_harness import smoke_config

@@ -13,9 +13,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 
-from torchrl_o3f.errors import ConfigError, O3FError, one_line, reported
+from torchrl_o3f.errors import ConfigError, O3FError, debug_requested, one_line, reported
 from torchrl_o3f.trainers.config import (
     BUDGETS,
     AnnealConfig,
@@ -27,6 +28,7 @@ from torchrl_o3f.trainers.config import (
 )
 
 __all__ = [
+    "SweepJobError",
     "SweepPreflight",
     "check_sweep",
     "config_from_hydra",
@@ -189,11 +191,26 @@ def run_sweep(cfg) -> dict[str, Any]:
 
     The job's threads are its share of the cores (:func:`~torchrl_o3f.trainers.sweep.
     threads_per_job` of the hydra launcher) unless ``threads`` is set; shared offline phases
-    live under ``<study_root>/<budget>``. An error of the package ends the job as
-    :func:`run_recipe` does.
+    live under ``<study_root>/<budget>``.
+
+    Raises:
+        SweepJobError: for an error of the package: the job fails (hydra's launcher runs the
+            other jobs), and the sweep ends with the job's overrides and the message on one
+            line, status 1 (``HYDRA_FULL_ERROR=1``: the error itself, with its traceback).
     """
-    with reported():
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
         return _run_sweep(cfg)
+    except O3FError as err:
+        if debug_requested():
+            raise
+        job = " ".join(HydraConfig.get().overrides.task)
+        raise SweepJobError(f"error: sweep job [{job}] failed: {one_line(err)}") from None
+
+
+class SweepJobError(CompactHydraException):
+    """A sweep job stopped by an error of the package; hydra prints its one-line message."""
 
 
 def _run_sweep(cfg) -> dict[str, Any]:
@@ -250,7 +267,9 @@ def check_sweep(config) -> int:
 
     Each job's config goes through what a single run checks before any work
     (:func:`config_from_hydra`: the schema, every value, the algorithms' hyper-parameters,
-    objective switches), so a misspelt task or method costs seconds, not the good runs' hours.
+    objective switches; the data of a task that cannot be built here), so a misspelt task or
+    method costs seconds, not the good runs' hours. Where a job runs (its device) is checked
+    by the job itself, on the machine that runs it.
 
     Returns:
         The number of jobs checked.
@@ -266,12 +285,13 @@ def check_sweep(config) -> int:
     jobs = sweep_jobs(config)
     axes = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1] if jobs else []
     problems: dict[str, list[str]] = {}
+    checked: set[tuple] = set()
     for job in jobs:
         try:
             job_cfg = loader.load_sweep_config(config, job)
             with open_dict(job_cfg):
                 del job_cfg["hydra"]
-            config_from_hydra(job_cfg)
+            _check_data(config_from_hydra(job_cfg), checked)
         except O3FError as err:  # named by the overrides that tell it from the other jobs
             problems.setdefault(one_line(err), []).append(" ".join(job[i] for i in axes))
     if problems:
@@ -284,6 +304,17 @@ def check_sweep(config) -> int:
             f"{failed} of the sweep's {len(jobs)} jobs cannot run, so none was started: {details}"
         )
     return len(jobs)
+
+
+def _check_data(cfg: TrainerConfig, checked: set[tuple]) -> None:
+    """A task whose data cannot be built here must have them on disk (checked once per task)."""
+    from torchrl_o3f.data import ensure_dataset
+    from torchrl_o3f.envs import get_task
+
+    key = (cfg.task, cfg.dataset_root)
+    if cfg.offline_data and key not in checked and not get_task(cfg.task).buildable:
+        ensure_dataset(cfg.task, root=cfg.dataset_root, progress=False)  # only looks on disk
+    checked.add(key)
 
 
 class SweepPreflight(Callback):

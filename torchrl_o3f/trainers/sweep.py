@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchrl_o3f.trainers.config import AnnealConfig, TrainerConfig
+from torchrl_o3f.trainers.config import AnnealConfig, TrainerConfig, resolve_device
 
 __all__ = ["SweepConfig", "offline_key", "offline_run_dir", "run_sweep_job", "threads_per_job"]
 
@@ -167,6 +167,7 @@ def run_sweep_job(cfg: TrainerConfig, *, study_root: str | Path | None) -> dict[
     from torchrl_o3f.data import ensure_dataset
     from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer
 
+    resolve_device(cfg.device)  # this machine has the job's device, before any work
     out = Path(cfg.output_dir)
     if _finished(out, cfg):
         summary = json.loads((out / "summary.json").read_text())
