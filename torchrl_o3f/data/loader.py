@@ -245,8 +245,9 @@ def _missing_message(dataset_id: str, task: Task | None, where: Path, root=None)
     hub = (task.hub_dataset_id if task is not None else None) or dataset_id
     if hub != dataset_id:
         msg += f"Nor is the hub's {hub!r} (looked in {dataset_path(hub, root)}). "
+    how = "load_offline_dataset(..., download=True) or " if hub == dataset_id else ""
     return msg + (
-        f"It cannot be built locally: download {hub!r} where a network exists (`minari "
+        f"It cannot be built locally: download {hub!r} where a network exists ({how}`minari "
         f"download {hub}`, into the datasets folder), or copy a Minari dataset folder to "
         f"{where}. Set MINARI_DATASETS_PATH (or pass root=, dataset_root=) to use another "
         "datasets folder."

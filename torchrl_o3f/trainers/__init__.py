@@ -12,7 +12,7 @@ from torchrl_o3f.trainers.config import (
     LoggerConfig,
     TrainerConfig,
 )
-from torchrl_o3f.trainers.deploy import DeployedPolicy, load_policy, save_policy
+from torchrl_o3f.trainers.deploy import DeployedPolicy, ObservationError, load_policy, save_policy
 from torchrl_o3f.trainers.evaluation import evaluate
 from torchrl_o3f.trainers.plotting import plot_learning_curve
 from torchrl_o3f.trainers.torchrl_trainer import (
@@ -35,6 +35,7 @@ __all__ = [
     "DeployedPolicy",
     "ExplorationConfig",
     "LoggerConfig",
+    "ObservationError",
     "OfflineOnlineTrainer",
     "TrainerConfig",
     "build_agent",

@@ -23,6 +23,7 @@ __all__ = [
     "placeholder_data",
     "switch_agent",
     "switch_plan",
+    "switch_refusal",
 ]
 
 
@@ -245,7 +246,7 @@ def switch_plan(offline, online) -> dict[str, list[str]]:
     return {"copied": copied, "kept": kept, "uncarried": [k for k in kept if k in acting]}
 
 
-def uncarried_networks(entries: list[str]) -> str:
+def _networks_of(entries: list[str]) -> str:
     """The networks of state-dict ``entries``, by their first name part: ``cvae.*, ...``."""
     return ", ".join(dict.fromkeys(f"{k.split('.')[0]}.*" for k in entries))
 
@@ -290,7 +291,7 @@ def switch_refusal(offline: str, online: str, uncarried: list[str]) -> str:
     """The one-line refusal of a switch whose acting networks cannot be carried over."""
     return (
         f"online_algo={online}: the switch {offline} -> {online} cannot carry "
-        f"{uncarried_networks(uncarried)} ({len(uncarried)} entries: {online} acts with "
+        f"{_networks_of(uncarried)} ({len(uncarried)} entries: {online} acts with "
         f"networks {offline} does not train), so the online phase would start from untrained "
         f"networks; choose an online_algo with the same networks as algo={offline} (e.g. "
         f"cql -> sac), or set switch_fresh=true to start those networks from scratch"

@@ -15,10 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torchrl.data import Bounded
 
 from torchrl_o3f.envs import Task, UnknownTaskError, get_task
 from torchrl_o3f.errors import ConfigError, StrictFields
 from torchrl_o3f.objectives.registry import AlgoConfig, algo_config, get_algorithm
+from torchrl_o3f.trainers.agents import (
+    build_agent,
+    placeholder_data,
+    switch_plan,
+    switch_refusal,
+)
 
 __all__ = [
     "AnnealConfig",
@@ -366,11 +373,6 @@ class TrainerConfig(StrictFields):
         algorithm acts with is refused unless ``switch_fresh`` (see
         :func:`~torchrl_o3f.trainers.agents.switch_plan`).
         """
-        from torchrl.data import Bounded
-
-        from torchrl_o3f.trainers.agents import build_agent, placeholder_data, switch_refusal
-        from torchrl_o3f.trainers.agents import switch_plan as plan_of
-
         spec, data = Bounded(-1.0, 1.0, shape=(2,)), placeholder_data(3, 2)
         agents = {}
         configs = {"algo": self.algo}
@@ -382,7 +384,7 @@ class TrainerConfig(StrictFields):
             except (ValueError, TypeError) as err:
                 raise ConfigError(_algo_message(algo, key, err)) from None
         if self.switches():
-            uncarried = plan_of(agents["algo"].loss, agents["online_algo"].loss)["uncarried"]
+            uncarried = switch_plan(agents["algo"].loss, agents["online_algo"].loss)["uncarried"]
             if uncarried and not self.switch_fresh:
                 raise ConfigError(switch_refusal(self.algo.name, self.online_algo, uncarried))
 
