@@ -378,11 +378,14 @@ class TrainerConfig(StrictFields):
         configs = {"algo": self.algo}
         if self.switches():
             configs["online_algo"] = self.online_config()
-        for key, algo in configs.items():
-            try:
-                agents[key] = build_agent(algo, spec, observation_dim=3, data=data, device="cpu")
-            except (ValueError, TypeError) as err:
-                raise ConfigError(_algo_message(algo, key, err)) from None
+        with torch.random.fork_rng(devices=[]):  # checking a config draws no random numbers
+            for key, algo in configs.items():
+                try:
+                    agents[key] = build_agent(
+                        algo, spec, observation_dim=3, data=data, device="cpu"
+                    )
+                except (ValueError, TypeError) as err:
+                    raise ConfigError(_algo_message(algo, key, err)) from None
         if self.switches():
             uncarried = switch_plan(agents["algo"].loss, agents["online_algo"].loss)["uncarried"]
             if uncarried and not self.switch_fresh:

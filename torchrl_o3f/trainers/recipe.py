@@ -111,6 +111,7 @@ def _resumed_config(config: TrainerConfig, overrides: list[str]) -> TrainerConfi
         return config  # a checkpoint without a recorded config: the command line is the config
     base = config_from_record(stored)
     base.offline_checkpoint = None  # recorded where the run started; a resume does not restart
+    base.overwrite = False  # nor does it replace the folder it continues
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
         if key.startswith("hydra"):
