@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -356,8 +357,6 @@ class OfflineOnlineTrainer:
 
     def _clear_output_dir(self) -> None:
         """Remove the files of the run ``overwrite=True`` replaces (only the trainer's own)."""
-        import shutil
-
         for name in RUN_FILES:
             path = self.out / name
             if path.is_dir():
