@@ -60,7 +60,11 @@ RUN_FILES = (
     "switch.json",
     "logs",
 )
-"""The files a run writes into its ``output_dir``: a folder holding one of them holds a run."""
+"""The files a run writes into its ``output_dir`` (what ``overwrite=True`` removes)."""
+
+_RUN_MARKERS = ("checkpoints", "metrics.jsonl", "summary.json", "policy.pt")
+"""Names only a run writes, the first two as it starts: a folder with one of them holds a run
+(``config.yaml`` or ``logs/`` alone may be anyone's)."""
 
 TED_KEYS = (
     "observation",
@@ -340,7 +344,7 @@ class OfflineOnlineTrainer:
     # ------------------------------------------------------------------ set-up
     def _check_output_dir(self) -> None:
         """Refuse an ``output_dir`` that holds another run, unless resumed or overwritten."""
-        held = [name for name in RUN_FILES if (self.out / name).exists()]
+        held = [name for name in _RUN_MARKERS if (self.out / name).exists()]
         if not held or self.cfg.overwrite:
             return
         resume = Path(self.cfg.resume) if self.cfg.resume else None
