@@ -15,6 +15,7 @@ import torch
 from run_harness import smoke_config
 
 from torchrl_o3f.trainers import (
+    ConfigError,
     OfflineOnlineTrainer,
     TrainerConfig,
     load_checkpoint,
@@ -77,10 +78,27 @@ def test_cql_to_sac_starts_sac_from_the_cql_policy_and_critics(tmp_path, dataset
     assert t2.exploration.qvalue_network is t2.agent.loss.qvalue_network
 
 
-def test_a_switch_between_different_networks_is_refused(tmp_path, dataset_root):
-    cfg = _cfg(tmp_path, dataset_root, "iql", online_algo="sac")
-    with pytest.raises(ValueError, match="cannot switch iql -> sac"):
-        OfflineOnlineTrainer(cfg).train()
+@pytest.mark.parametrize("online", ["sac", "lapo"])
+def test_a_switch_that_cannot_carry_the_policy_is_refused_before_any_work(
+    tmp_path, dataset_root, online
+):
+    """IQL -> SAC (another actor), IQL -> LAPO (a CVAE and a latent actor IQL does not have)."""
+    cfg = _cfg(tmp_path, dataset_root, "iql", online_algo=online)
+    with pytest.raises(ConfigError, match=f"online_algo={online}: the switch iql -> {online}"):
+        OfflineOnlineTrainer(cfg)
+    assert not list(tmp_path.iterdir())  # refused before any work
+    message = str(pytest.raises(ConfigError, cfg.validate).value)
+    assert "actor_network.*" in message if online == "sac" else "cvae.*" in message
+    assert "switch_fresh=true" in message
+
+
+def test_switch_fresh_starts_what_cannot_be_carried_from_scratch(tmp_path, dataset_root):
+    cfg = _cfg(tmp_path, dataset_root, "iql", online_algo="lapo", switch_fresh=True)
+    cfg.budget.online_frames = 0  # the switch alone
+    OfflineOnlineTrainer(cfg).train()
+    switch = json.loads((tmp_path / "switch.json").read_text())
+    assert any(k.startswith("cvae.") for k in switch["fresh"])
+    assert any(k.startswith("qvalue_network.") for k in switch["copied"])  # critics carried
 
 
 def test_offline_checkpoint_starts_a_switched_online_phase(tmp_path, dataset_root):

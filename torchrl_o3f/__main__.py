@@ -71,12 +71,26 @@ def format_algorithms(task: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m torchrl_o3f`` and the ``torchrl-o3f`` script."""
-    parser = argparse.ArgumentParser(prog="python -m torchrl_o3f", description=__doc__)
+    """Entry point of ``python -m torchrl_o3f`` and the ``torchrl-o3f`` script.
+
+    The package's errors (an unknown task or family) end with their one-line message on stderr
+    and status 1 (``--debug``: the traceback too).
+    """
+    from torchrl_o3f.errors import run_cli
+
+    return run_cli(_run, argv)
+
+
+def _run(argv: list[str]) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser = argparse.ArgumentParser(
+        prog="python -m torchrl_o3f", description=__doc__, parents=[common]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    tasks = sub.add_parser("tasks", help="list the registered tasks")
+    tasks = sub.add_parser("tasks", help="list the registered tasks", parents=[common])
     tasks.add_argument("--family", default=None, help="only this family (e.g. hopper)")
-    algos = sub.add_parser("algorithms", help="list the registered algorithms")
+    algos = sub.add_parser("algorithms", help="list the registered algorithms", parents=[common])
     algos.add_argument("--task", default=None, help="values for this task's family")
     args = parser.parse_args(argv)
     if args.command == "tasks":

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from torchrl_o3f.errors import O3FError
+
 __all__ = [
     "DiskFullError",
     "temporary_tag",
@@ -37,7 +39,7 @@ LEGACY_AGE_S = 24 * 3600
 """Age after which an untagged temporary of an older version of the package counts as stale."""
 
 
-class DiskFullError(OSError):
+class DiskFullError(O3FError, OSError):
     """A write failed for lack of space; the message names the file and the free space."""
 
 

@@ -10,35 +10,27 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m torchrl_o3f.data``.
 
     The package's own errors (a dataset that exists or disagrees, a damaged file, a full disk,
-    a task that cannot be built) end with their one-line message on stderr and status 1, not
-    a traceback; the messages carry the exact command to run next.
+    a task that cannot be built, a bad value) end with their one-line message on stderr and
+    status 1, not a traceback (``--debug``: the traceback too); the messages carry the exact
+    command to run next.
     """
     from omegaconf.errors import OmegaConfBaseException
 
-    from torchrl_o3f._atomic import DiskFullError
-    from torchrl_o3f.data.builder import DatasetMismatchError
-    from torchrl_o3f.data.loader import DatasetFormatError, DatasetNotFoundError
-    from torchrl_o3f.trainers.config import ConfigError
+    from torchrl_o3f.errors import run_cli
 
-    try:
-        return _run(argv)
-    except (
-        DatasetMismatchError,
-        DatasetFormatError,
-        DatasetNotFoundError,
-        DiskFullError,
-        FileExistsError,
-        ConfigError,
-        OmegaConfBaseException,
-    ) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return run_cli(_run, argv, also=(FileExistsError, OmegaConfBaseException))
 
 
 def _run(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torchrl_o3f.data", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser = argparse.ArgumentParser(
+        prog="python -m torchrl_o3f.data", description=__doc__, parents=[common]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build a task's dataset locally (Minari format)")
+    b = sub.add_parser(
+        "build", help="build a task's dataset locally (Minari format)", parents=[common]
+    )
     b.add_argument("task", help="a buildable task, e.g. halfcheetah-medium (see `tasks`)")
     b.add_argument("--size", type=int, default=None, help="transitions (default 1000000)")
     b.add_argument("--seed", type=int, default=0)
@@ -46,7 +38,9 @@ def _run(argv: list[str] | None) -> int:
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--threads", type=int, default=1, help="torch threads of the rollout")
-    ip = sub.add_parser("install-policy", help="measure a training checkpoint and ship it")
+    ip = sub.add_parser(
+        "install-policy", help="measure a training checkpoint and ship it", parents=[common]
+    )
     ip.add_argument(
         "checkpoint", help="a snapshot of train-behavior (<run-dir>/behavior/<name>-step<N>)"
     )
@@ -55,6 +49,7 @@ def _run(argv: list[str] | None) -> int:
     ip.add_argument("--out-dir", default=None, help="default: the package's policies folder")
     tb = sub.add_parser(
         "train-behavior",
+        parents=[common],
         help="train a SAC behaviour policy (e.g. medium) with the trainer",
         description="Trains the registered SAC online from scratch and keeps the actor whose "
         "evaluation return is closest to the target. Writes <out-dir>/<family>-<quality>.pt; "

@@ -50,6 +50,7 @@ from torchrl_o3f.data.loader import (
     read_metadata,
 )
 from torchrl_o3f.envs import Task, get_task, list_tasks, make_gym_env
+from torchrl_o3f.errors import ConfigError, O3FError
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -68,7 +69,7 @@ REFERENCE_EPISODES = 10
 """Episodes over which the random and best-policy reference returns are measured."""
 
 
-class DatasetMismatchError(ValueError):
+class DatasetMismatchError(O3FError, ValueError):
     """A dataset on disk was built with other settings (size, seed, task) than requested."""
 
 
@@ -96,14 +97,20 @@ def dataset_id_for(task: str | Task, size: int | None = None, seed: int = 0) -> 
 
 
 def _check_buildable(task: Task) -> None:
-    if not task.buildable:
-        raise ValueError(
-            f"task {task.name!r} cannot be built locally (its data come from trained "
-            "goal-reaching policies or human demonstrations): load its hub dataset "
-            f"{task.hub_dataset_id!r} with load_offline_dataset({task.name!r}, download=True) "
-            "where a network exists. Buildable tasks: "
-            + ", ".join(t.name for t in list_tasks() if t.buildable)
+    if task.buildable:
+        return
+    buildable = ", ".join(t.name for t in list_tasks() if t.buildable)
+    if task.hub_dataset_id:
+        fix = (
+            f"download its hub dataset with `minari download {task.hub_dataset_id}` where a "
+            "network exists (the trainer then reads it from the datasets folder)"
         )
+    else:
+        fix = "it has no hub dataset either; choose another task"
+    raise ConfigError(
+        f"task {task.name!r} cannot be built locally (the package ships no policy that makes "
+        f"its data): {fix}. Buildable tasks: {buildable}"
+    )
 
 
 def _random_policy(space, rng: np.random.Generator) -> Callable:
@@ -333,7 +340,10 @@ def build_dataset(
     _check_buildable(task)
     size = DEFAULT_SIZE if size is None else int(size)
     if size < 1:
-        raise ValueError(f"size must be a positive number of transitions, got {size}")
+        raise ConfigError(
+            f"size={size}: a dataset needs a positive number of transitions; give a size >= 1 "
+            f"(--size N on the command line; default {DEFAULT_SIZE})"
+        )
     dataset_id = dataset_id_for(task, size, seed)
     final = dataset_path(dataset_id, root)
     if final.exists() and not overwrite:
@@ -471,12 +481,13 @@ def ensure_dataset(
         True
     """
     task = get_task(task)
-    if not task.buildable:
-        if not (dataset_path(task.dataset_id, root) / "data").is_dir():
-            raise DatasetNotFoundError(
-                _missing_message(task.dataset_id, task, dataset_path(task.dataset_id, root), root)
-            )
-        return task.dataset_id
+    if not task.buildable:  # the package's id, else the hub's (as `minari download` stores it)
+        for dataset_id in dict.fromkeys(filter(None, (task.dataset_id, task.hub_dataset_id))):
+            if (dataset_path(dataset_id, root) / "data").is_dir():
+                return dataset_id
+        raise DatasetNotFoundError(
+            _missing_message(task.dataset_id, task, dataset_path(task.dataset_id, root), root)
+        )
     size = DEFAULT_SIZE if size is None else int(size)
     dataset_id = dataset_id_for(task, size, seed)
     with minari_root(root) as base:

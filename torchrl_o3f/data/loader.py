@@ -55,6 +55,7 @@ from torchrl_o3f._atomic import (
     temporary_tag,
 )
 from torchrl_o3f.envs import Task, flatten_observation, list_tasks
+from torchrl_o3f.errors import O3FError
 
 __all__ = [
     "DatasetNotFoundError",
@@ -76,11 +77,11 @@ training: a reward of 1e17 makes Q-values of 1e19 at a discount of 0.99, whose s
 overflow float32 (3.4e38)."""
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(O3FError, FileNotFoundError):
     """No dataset with this id on disk (and no download asked for, or possible)."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(O3FError, ValueError):
     """A dataset on disk is corrupt, truncated, or disagrees with its task's environment."""
 
 
@@ -243,11 +244,14 @@ def _missing_message(dataset_id: str, task: Task | None, where: Path, root=None)
         if task.hub_dataset_id:
             msg += f", or download the hub's {task.hub_dataset_id!r} with download=True"
         return msg + "."
-    hub = task.hub_dataset_id if task is not None else dataset_id
+    hub = (task.hub_dataset_id if task is not None else None) or dataset_id
+    if hub != dataset_id:
+        msg += f"Nor is the hub's {hub!r} (looked in {dataset_path(hub, root)}). "
+    how = "load_offline_dataset(..., download=True) or " if hub == dataset_id else ""
     return msg + (
-        f"It cannot be built locally: download it with load_offline_dataset(..., "
-        f"download=True) where a network exists (`minari download {hub}`), or copy a Minari "
-        f"dataset folder to {where}. Set MINARI_DATASETS_PATH (or pass root=) to use another "
+        f"It cannot be built locally: download {hub!r} where a network exists ({how}`minari "
+        f"download {hub}`, into the datasets folder), or copy a Minari dataset folder to "
+        f"{where}. Set MINARI_DATASETS_PATH (or pass root=, dataset_root=) to use another "
         "datasets folder."
     )
 

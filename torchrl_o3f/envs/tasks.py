@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from torchrl_o3f.errors import O3FError
+
 __all__ = ["Task", "get_task", "list_tasks", "register_task", "UnknownTaskError"]
 
 ScoreKind = Literal["return", "success", "tasks", "raw"]
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(O3FError, KeyError):
     """Raised for a task name the registry does not know; the message lists the known ones."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

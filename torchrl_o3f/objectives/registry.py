@@ -31,6 +31,8 @@ from tensordict import TensorDictBase
 from torchrl.data import TensorSpec
 from torchrl.objectives import LossModule
 
+from torchrl_o3f.errors import O3FError, StrictFields
+
 __all__ = [
     "AlgoConfig",
     "Algorithm",
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 
-class UnknownAlgorithmError(KeyError):
+class UnknownAlgorithmError(O3FError, KeyError):
     """An algorithm name the registry does not know; the message lists the known ones."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
@@ -51,7 +53,7 @@ class UnknownAlgorithmError(KeyError):
 
 
 @dataclass
-class AlgoConfig:
+class AlgoConfig(StrictFields):
     """What every algorithm's config holds: networks, optimisation and its update plan.
 
     Subclasses add the algorithm's own hyper-parameters. No field has a default: the values

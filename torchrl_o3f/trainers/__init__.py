@@ -13,7 +13,7 @@ from torchrl_o3f.trainers.config import (
     LoggerConfig,
     TrainerConfig,
 )
-from torchrl_o3f.trainers.deploy import DeployedPolicy, load_policy, save_policy
+from torchrl_o3f.trainers.deploy import DeployedPolicy, ObservationError, load_policy, save_policy
 from torchrl_o3f.trainers.evaluation import evaluate
 from torchrl_o3f.trainers.plotting import plot_learning_curve
 from torchrl_o3f.trainers.torchrl_trainer import (
@@ -37,6 +37,7 @@ __all__ = [
     "DeployedPolicy",
     "ExplorationConfig",
     "LoggerConfig",
+    "ObservationError",
     "OfflineOnlineTrainer",
     "TrainerConfig",
     "build_agent",

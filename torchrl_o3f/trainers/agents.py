@@ -10,14 +10,23 @@ import math
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import SoftUpdate
 
+from torchrl_o3f.errors import ConfigError
 from torchrl_o3f.objectives.base import OfflineOnlineLoss
 from torchrl_o3f.objectives.registry import AlgoConfig, get_algorithm
 from torchrl_o3f.trainers.capture import CapturedUpdate, compile_step
 
-__all__ = ["Agent", "build_agent", "switch_agent"]
+__all__ = [
+    "Agent",
+    "acting_entries",
+    "build_agent",
+    "placeholder_data",
+    "switch_agent",
+    "switch_plan",
+    "switch_refusal",
+]
 
 
 def _adam(params: list, lr: float) -> torch.optim.Adam:
@@ -255,44 +264,133 @@ def build_agent(
     return Agent(loss, cfg, compile=compile, compile_mode=compile_mode, cudagraphs=cudagraphs)
 
 
-def switch_agent(offline: Agent, online: Agent) -> dict[str, list[str]]:
-    """Start ``online`` (another algorithm) from ``offline``'s policy and critics, in place.
+def placeholder_data(observation_dim: int, action_dim: int) -> TensorDict:
+    """Four transitions, two episodes: enough for a loss's data-derived settings.
 
-    Copied: every entry of the offline loss's state dict whose name and shape the online loss
-    also has: the policy's and the critic ensemble's parameters, their target copies, shared
-    hyper-parameter buffers such as SAC/CQL's entropy temperature. Not copied: optimiser
-    states (the online objective starts its own Adam moments) and what only one loss has (e.g.
-    CQL's Lagrange multiplier, IQL's V network for SAC).
+    Used to build a loss before (or without) its data: to check a config before any work
+    (:func:`switch_plan`) and to rebuild a deployed policy, whose loaded state then replaces
+    what the placeholder set.
+
+    Example:
+        >>> placeholder_data(3, 2)["next", "done"].sum().item()
+        2
+    """
+    n = 4
+    return TensorDict(
+        {
+            "observation": torch.zeros(n, observation_dim),
+            "action": torch.zeros(n, action_dim),
+            "next": {
+                "observation": torch.zeros(n, observation_dim),
+                "reward": torch.tensor([[0.0], [1.0], [0.0], [2.0]]),
+                "done": torch.tensor([[False], [True], [False], [True]]),
+                "terminated": torch.zeros(n, 1, dtype=torch.bool),
+            },
+        },
+        batch_size=[n],
+    )
+
+
+def acting_entries(loss) -> list[str]:
+    """The state-dict entries of the networks a loss acts with: its policy, critics, targets.
+
+    The policy's parameters and buffers (whatever the loss calls them: ``actor_network.*``,
+    LAPO's ``cvae.*`` and ``latent_actor.*``), the critic ensemble the O3F selector reads
+    (``qvalue_network.*``) and every target network (``target_<name>_params.*``).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives import algo_config
+        >>> cfg = algo_config("lapo", overrides={"num_cells": 8})
+        >>> agent = build_agent(cfg, Bounded(-1.0, 1.0, shape=(2,)), observation_dim=3,
+        ...                     data=placeholder_data(3, 2))
+        >>> sorted({k.split(".")[0] for k in acting_entries(agent.loss)})[:3]
+        ['cvae', 'latent_actor', 'qvalue_network']
+    """
+    policy = {id(t) for t in (*loss.policy.parameters(), *loss.policy.buffers())}
+
+    def target(name: str) -> bool:
+        first = name.split(".", 1)[0]
+        return first.startswith("target_") and first.endswith("_params")
+
+    return [
+        name
+        for name, value in loss.state_dict(keep_vars=True).items()
+        if id(value) in policy or name.startswith("qvalue_network.") or target(name)
+    ]
+
+
+def switch_plan(offline, online) -> dict[str, list[str]]:
+    """What an objective switch from loss ``offline`` to loss ``online`` carries over.
+
+    An entry of the online loss's state dict is carried when the offline loss has one of the
+    same name, shape and dtype.
 
     Returns:
-        ``{"copied": [...], "kept": [...]}``: the online state-dict entries taken from the
-        offline agent and those left at their initial values.
-
-    Raises:
-        ValueError: when the policy or the critic ensemble cannot be carried over whole (the two
-            algorithms build different networks: change one's ``num_cells``/``depth``/
-            ``num_qvalue``, or pick algorithms with the same actor family).
+        ``{"copied": [...], "kept": [...], "uncarried": [...]}``: the online entries taken from
+        the offline loss, those left at their initial values, and among the latter those of
+        the networks the online algorithm acts with (:func:`acting_entries`): what the online
+        phase would start from untrained.
     """
-    source = offline.loss.state_dict()
-    target = online.loss.state_dict()
+    source = offline.state_dict()
     copied, kept = [], []
-    update = {}
-    for key, value in target.items():
+    for key, value in online.state_dict().items():
         other = source.get(key)
         if other is not None and other.shape == value.shape and other.dtype == value.dtype:
-            update[key] = other.detach().clone()
             copied.append(key)
         else:
             kept.append(key)
-    required = [
-        k for k in target if k.startswith(("actor_network.", "qvalue_network.", "target_qvalue"))
-    ]
-    missing = [k for k in required if k not in update]
-    if missing or not required:
-        raise ValueError(
-            f"cannot switch {offline.cfg.name} -> {online.cfg.name}: the online policy/critic "
-            f"entries {missing[:4] or '(none found)'} have no counterpart of the same shape in "
-            "the offline agent; both algorithms need the same actor and critic networks"
-        )
+    acting = set(acting_entries(online))
+    return {"copied": copied, "kept": kept, "uncarried": [k for k in kept if k in acting]}
+
+
+def _networks_of(entries: list[str]) -> str:
+    """The networks of state-dict ``entries``, by their first name part: ``cvae.*, ...``."""
+    return ", ".join(dict.fromkeys(f"{k.split('.')[0]}.*" for k in entries))
+
+
+def switch_agent(offline: Agent, online: Agent, *, fresh: bool = False) -> dict[str, list[str]]:
+    """Start ``online`` (another algorithm) from ``offline``'s policy and critics, in place.
+
+    Copied: every entry of the offline loss's state dict whose name and shape the online loss
+    also has (:func:`switch_plan`): the policy's and the critic ensemble's parameters, their
+    target copies, shared hyper-parameter buffers such as SAC/CQL's entropy temperature. Not
+    copied: optimiser states (the online objective starts its own Adam moments) and what only
+    one loss has (e.g. CQL's Lagrange multiplier, IQL's V network for SAC).
+
+    Args:
+        offline: the agent trained offline.
+        online: the online algorithm's agent, changed in place.
+        fresh: accept a switch that cannot carry every network the online algorithm acts with
+            (its policy, critics and their targets): those start at their initial values
+            (``switch_fresh=true`` of the config).
+
+    Returns:
+        ``{"copied": [...], "kept": [...], "fresh": [...]}``: the online state-dict entries
+        taken from the offline agent, those left at their initial values, and among them
+        those of the networks it acts with.
+
+    Raises:
+        ConfigError: when a network the online algorithm acts with cannot be carried over and
+            ``fresh`` is false (the two algorithms build different networks).
+    """
+    plan = switch_plan(offline.loss, online.loss)
+    uncarried = plan["uncarried"]
+    if uncarried and not fresh:
+        raise ConfigError(switch_refusal(offline.cfg.name, online.cfg.name, uncarried))
+    source = offline.loss.state_dict()
+    target = online.loss.state_dict()
+    update = {k: source[k].detach().clone() for k in plan["copied"]}
     online.loss.load_state_dict({**target, **update})
-    return {"copied": copied, "kept": kept}
+    return {"copied": plan["copied"], "kept": plan["kept"], "fresh": uncarried}
+
+
+def switch_refusal(offline: str, online: str, uncarried: list[str]) -> str:
+    """The one-line refusal of a switch whose acting networks cannot be carried over."""
+    return (
+        f"online_algo={online}: the switch {offline} -> {online} cannot carry "
+        f"{_networks_of(uncarried)} ({len(uncarried)} entries: {online} acts with "
+        f"networks {offline} does not train), so the online phase would start from untrained "
+        f"networks; choose an online_algo with the same networks as algo={offline} (e.g. "
+        f"cql -> sac), or set switch_fresh=true to start those networks from scratch"
+    )

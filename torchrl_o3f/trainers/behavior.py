@@ -156,6 +156,7 @@ def train_behavior(
         seed=seed,
         output_dir=str(run_dir),
         resume=str(run_dir) if resume.exists() else None,
+        overwrite=not resume.exists(),  # a run stopped before its first checkpoint restarts
         threads=threads,
         progress=progress,
         method="train-behavior",

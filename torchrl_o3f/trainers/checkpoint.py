@@ -32,6 +32,7 @@ from torchrl_o3f._atomic import (
     remove_stale_temporaries,
     write_atomic,
 )
+from torchrl_o3f.errors import O3FError
 
 __all__ = [
     "EXIT_RESUMABLE",
@@ -63,7 +64,7 @@ CHECKPOINT_FORMAT = "torchrl-o3f-checkpoint/2"
 _FORMAT_KEY, _DIGEST_KEY, _TYPE_KEY = "o3f_format", "o3f_sha256", "__o3f_type__"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(O3FError, RuntimeError):
     """A checkpoint that is missing, unreadable, damaged, unsafe, or belongs to another run."""
 
 

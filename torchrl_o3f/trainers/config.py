@@ -10,13 +10,22 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torchrl.data import Bounded
 
-from torchrl_o3f.envs import get_task
+from torchrl_o3f.envs import Task, UnknownTaskError, get_task
+from torchrl_o3f.errors import ConfigError, StrictFields
 from torchrl_o3f.objectives.registry import AlgoConfig, algo_config, get_algorithm
+from torchrl_o3f.trainers.agents import (
+    build_agent,
+    placeholder_data,
+    switch_plan,
+    switch_refusal,
+)
 
 __all__ = [
     "AnnealConfig",
@@ -29,6 +38,8 @@ __all__ = [
     "BUDGETS",
     "EXPLORATION_MODES",
     "ANNEAL_MODES",
+    "checked_task",
+    "resolve_device",
 ]
 
 EXPLORATION_MODES = ("o3f", "gaussian", "none")
@@ -40,10 +51,6 @@ WANDB_MODES = ("online", "offline", "disabled")
 CARRIED_OVER = ("num_qvalue", "num_cells", "depth", "layer_norm", "reward_scale", "reward_shift")
 """What an objective switch keeps from the offline algorithm's config (the critic it hands over
 was trained with these networks and this reward transform)."""
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; raised before any training starts."""
 
 
 def _require(ok: bool, key: str, value: Any, what: str) -> None:
@@ -60,7 +67,7 @@ def _number(value: Any) -> bool:
 
 
 @dataclass
-class ExplorationConfig:
+class ExplorationConfig(StrictFields):
     """The post-policy exploration module of the online phase.
 
     ``mode``: ``"o3f"`` (the optimistic action selector), ``"gaussian"`` (additive Gaussian
@@ -84,7 +91,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 @dataclass
-class CompileConfig:
+class CompileConfig(StrictFields):
     """How updates run: eagerly (the default) or as a captured, compiled step.
 
     The keys are torchrl's sota-implementations': ``compile`` wraps each algorithm's captured
@@ -106,7 +113,7 @@ class CompileConfig:
 
 
 @dataclass
-class BudgetConfig:
+class BudgetConfig(StrictFields):
     """How long each phase runs and how often the trainer evaluates and checkpoints.
 
     ``offline_steps`` gradient steps offline, ``online_frames`` env steps online (each followed
@@ -133,7 +140,7 @@ class BudgetConfig:
 
 
 @dataclass
-class AnnealConfig:
+class AnnealConfig(StrictFields):
     """Loosening the objective during the online phase (the paper's Figure 3).
 
     ``mode="none"`` keeps the offline objective. ``"abrupt"`` sets the loss hyper-parameter
@@ -154,7 +161,7 @@ class AnnealConfig:
 
 
 @dataclass
-class LoggerConfig:
+class LoggerConfig(StrictFields):
     """Where a run's scalars go: a torchrl logger (``csv``, ``tensorboard``, ``wandb``, ``none``).
 
     ``exp_name`` ``None``: ``<algo>[-<online algo>]-<task>``. ``project``, ``group``, ``entity``
@@ -177,7 +184,7 @@ class LoggerConfig:
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(StrictFields):
     """Everything one offline-then-online run needs.
 
     ``algo`` is the offline algorithm: a typed algorithm config
@@ -195,9 +202,19 @@ class TrainerConfig:
     share of the cores). ``method``: a label of the run's method for sweeps and analysis (e.g.
     ``o3f_iql``); it changes nothing in the run.
 
+    ``switch_fresh=True`` accepts an objective switch that cannot carry every network the
+    online algorithm acts with (e.g. IQL -> LAPO: LAPO's CVAE and latent actor have no IQL
+    counterpart): those start at their initial values. Without it such a switch is refused
+    before any work, naming what cannot be carried.
+
     ``resume=<run dir>`` continues a stopped run: every value must equal the run's recorded
     one (``config.yaml``) except where and how it runs (:data:`~torchrl_o3f.trainers.record.
-    RESUME_SAFE_KEYS`); ``extend=true`` lets a finished run continue to a larger budget.
+    RESUME_SAFE_KEYS`); ``extend=true`` lets a finished run continue to a larger budget. A new
+    run refuses an ``output_dir`` that holds another run's record unless ``overwrite=True``,
+    which removes that run's files first.
+
+    Unknown attributes are refused (``cfg.budget.ofline_steps = 5`` raises
+    :class:`~torchrl_o3f.errors.UnknownKeyError`), as the recipes refuse unknown keys.
 
     Example:
         >>> cfg = TrainerConfig(task="hopper-medium", algo="iql")
@@ -227,6 +244,8 @@ class TrainerConfig:
     threads: int = 0
     method: str = ""
     offline_data: bool = True
+    switch_fresh: bool = False
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.algo, str):
@@ -303,7 +322,7 @@ class TrainerConfig:
         Every numeric field is checked for type and range, the task and algorithms must be
         registered and the algorithm's learning rates must be finite and positive.
         """
-        get_task(self.task)  # UnknownTaskError lists the known tasks
+        checked_task(self.task)
         if isinstance(self.algo, str):
             self.algo = algo_config(self.algo, task=self.task)
         if not isinstance(self.algo, AlgoConfig):
@@ -375,9 +394,44 @@ class TrainerConfig:
         _require(
             isinstance(self.offline_data, bool), "offline_data", self.offline_data, "true or false"
         )
+        for key in ("switch_fresh", "overwrite"):
+            value = getattr(self, key)
+            _require(isinstance(value, bool), key, value, "true or false")
+        if self.overwrite and self.resume:
+            raise ConfigError(
+                f"overwrite=true with resume={self.resume}: a resumed run continues its folder; "
+                "drop overwrite to resume, or drop resume to start the run again from scratch"
+            )
         if not self.offline_data:
             self._validate_online_only()
+        self._validate_losses()
         return self
+
+    def _validate_losses(self) -> None:
+        """Build the run's losses on placeholder data, before any work.
+
+        A hyper-parameter the loss refuses (``algo.expectile=1.5``) is a :class:`ConfigError`
+        naming its key, and an objective switch that cannot carry the networks the online
+        algorithm acts with is refused unless ``switch_fresh`` (see
+        :func:`~torchrl_o3f.trainers.agents.switch_plan`).
+        """
+        spec, data = Bounded(-1.0, 1.0, shape=(2,)), placeholder_data(3, 2)
+        agents = {}
+        configs = {"algo": self.algo}
+        if self.switches():
+            configs["online_algo"] = self.online_config()
+        with torch.random.fork_rng(devices=[]):  # checking a config draws no random numbers
+            for key, algo in configs.items():
+                try:
+                    agents[key] = build_agent(
+                        algo, spec, observation_dim=3, data=data, device="cpu"
+                    )
+                except (ValueError, TypeError) as err:
+                    raise ConfigError(_algo_message(algo, key, err)) from None
+        if self.switches():
+            uncarried = switch_plan(agents["algo"].loss, agents["online_algo"].loss)["uncarried"]
+            if uncarried and not self.switch_fresh:
+                raise ConfigError(switch_refusal(self.algo.name, self.online_algo, uncarried))
 
     def _validate_online_only(self) -> None:
         b = self.budget
@@ -456,6 +510,67 @@ class TrainerConfig:
             )
 
 
+def checked_task(name: str) -> Task:
+    """The registered task ``name`` of a config's ``task`` key.
+
+    Raises:
+        UnknownTaskError: naming the key, the value, the closest task names and the command
+            that lists them.
+
+    Example:
+        >>> checked_task("hopper-medium").env_id
+        'Hopper-v5'
+    """
+    try:
+        return get_task(name)
+    except UnknownTaskError as err:
+        raise UnknownTaskError(f"task={name}: {err}") from None
+
+
+def _algo_message(algo: AlgoConfig, key: str, err: Exception) -> str:
+    """``err`` of a loss built from ``algo``, with the config key it is about."""
+    text = str(err)
+    name = text.split(" ", 1)[0].rstrip(":")
+    for field_name in dataclasses.fields(algo):
+        if name == field_name.name:
+            return f"{key}.{text} (the {algo.name} loss refuses it; see its yaml for the default)"
+    return f"{key}={algo.name}: {text}"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The device of ``device``: ``"auto"`` -> CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: for a device this machine does not have (CUDA absent, or an index past
+            the GPUs it has).
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device={device!r} is not a device; use device=auto, cpu or cuda[:i]"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={device} but this machine has no CUDA (torch {torch.__version__}); "
+                "use device=auto (CUDA when present, else the CPU) or device=cpu"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(
+                f"device={device} but this machine has {count} CUDA device(s) (cuda:0.."
+                f"cuda:{count - 1}); use device=auto or one of those"
+            )
+    return dev
+
+
 def _validate_algo(algo: AlgoConfig, key: str) -> None:
     """Type and range checks of the fields every algorithm has."""
     ints = {"num_qvalue": 1, "num_cells": 1, "depth": 1, "batch_size": 1, "utd_ratio": 1}
@@ -493,7 +608,23 @@ def _validate_algo(algo: AlgoConfig, key: str) -> None:
             _require(math.isfinite(value), f"{key}.{name}", value, "a finite number")
 
 
-BUDGETS: dict[str, BudgetConfig] = {
+class _Presets(Mapping):
+    """Named presets handed out as copies: changing one a config holds leaves the preset."""
+
+    def __init__(self, presets: dict[str, Any]):
+        self._presets = presets
+
+    def __getitem__(self, name: str):
+        return dataclasses.replace(self._presets[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._presets)
+
+    def __len__(self) -> int:
+        return len(self._presets)
+
+
+BUDGETS: Mapping[str, BudgetConfig] = _Presets({
     "smoke": BudgetConfig(
         offline_steps=40,
         online_frames=60,
@@ -524,4 +655,5 @@ BUDGETS: dict[str, BudgetConfig] = {
         log_every=1_000,
         dataset_size=1_000_000,
     ),
-}
+})
+"""The budget presets (``budget=<name>``); each look-up is a fresh copy (never shared)."""

@@ -12,17 +12,25 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from torchrl_o3f.errors import O3FError
+from torchrl_o3f.trainers.agents import placeholder_data
 from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from torchrl_o3f.trainers.config import resolve_device
 
-__all__ = ["DeployedPolicy", "load_policy", "save_policy"]
+__all__ = ["DeployedPolicy", "ObservationError", "load_policy", "save_policy"]
 
 POLICY_FORMAT = "torchrl-o3f-policy/1"
+
+
+class ObservationError(O3FError, ValueError):
+    """An observation a deployed policy cannot act on: the wrong size, or not numbers."""
 
 
 class DeployedPolicy(TensorDictModuleBase):
@@ -31,56 +39,88 @@ class DeployedPolicy(TensorDictModuleBase):
     Deterministic by default (the policy's mean / mode, as in evaluation); with
     ``deterministic=False`` it samples under RANDOM exploration like the behaviour policy
     (without any post-policy exploration module). Works on tensordicts with and without batch
-    dimensions; ``act(observation)`` takes a tensor.
+    dimensions; ``act(observation)`` takes a tensor, a numpy array or a list.
+
+    Observations are converted once to the policy's dtype (float32) and device, so float64
+    numpy arrays (what gymnasium returns) are accepted; with ``observation_dim`` given (as
+    :func:`load_policy` does) an observation of another size is refused with
+    :class:`ObservationError` naming both sizes.
 
     Args:
         policy: the algorithm's acting module (``loss.policy``).
         deterministic: act with the deterministic policy.
+        observation_dim: the size of the observations the policy was trained on (``None``: not
+            checked).
 
     Example:
-        >>> import torch
+        >>> import numpy as np
         >>> from torchrl.data import Bounded
         >>> from torchrl_o3f.modules import make_iql_actor
-        >>> policy = DeployedPolicy(make_iql_actor(3, Bounded(-1.0, 1.0, shape=(2,)), num_cells=8))
-        >>> policy.act(torch.zeros(3)).shape
+        >>> actor = make_iql_actor(3, Bounded(-1.0, 1.0, shape=(2,)), num_cells=8)
+        >>> policy = DeployedPolicy(actor, observation_dim=3)
+        >>> policy.act(np.zeros(3)).shape  # float64 numpy, as gymnasium gives it
         torch.Size([2])
+        >>> policy.act(np.zeros(5))
+        Traceback (most recent call last):
+        ...
+        torchrl_o3f.trainers.deploy.ObservationError: observation of size 5 ...
     """
 
-    def __init__(self, policy: TensorDictModuleBase, *, deterministic: bool = True):
+    def __init__(
+        self,
+        policy: TensorDictModuleBase,
+        *,
+        deterministic: bool = True,
+        observation_dim: int | None = None,
+    ):
         self.in_keys = list(policy.in_keys)
         self.out_keys = list(policy.out_keys)
         super().__init__()
         self.policy = policy
         self.deterministic = deterministic
+        self.observation_dim = observation_dim
+
+    def _observation(self, observation) -> torch.Tensor:
+        """``observation`` as a tensor of the policy's dtype and device, its size checked."""
+        param = next(self.policy.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        device = param.device if param is not None else None
+        try:
+            if not isinstance(observation, torch.Tensor):
+                observation = np.asarray(observation)
+            obs = torch.as_tensor(observation, dtype=dtype, device=device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ObservationError(
+                f"observation of type {type(observation).__name__} is not an array of numbers "
+                f"({err}); give a tensor, a numpy array or a list of floats"
+            ) from None
+        size = obs.shape[-1] if obs.dim() else 1
+        if self.observation_dim is not None and (obs.dim() == 0 or size != self.observation_dim):
+            raise ObservationError(
+                f"observation of size {size} (shape {list(obs.shape)}), but the policy was "
+                f"trained on observations of size {self.observation_dim}: give the flat "
+                f"observation vector of the run's task, shape [{self.observation_dim}] or "
+                f"[batch, {self.observation_dim}]"
+            )
+        return obs
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Write ``action`` into ``tensordict``."""
+        """Write ``action`` into ``tensordict`` (its observation converted and checked)."""
+        key = self.in_keys[0]
+        tensordict.set(key, self._observation(tensordict.get(key)))
         kind = ExplorationType.DETERMINISTIC if self.deterministic else ExplorationType.RANDOM
         with set_exploration_type(kind), torch.no_grad():
             return self.policy(tensordict)
 
-    def act(self, observation: torch.Tensor) -> torch.Tensor:
-        """The action for an observation tensor ``[*batch, obs_dim]`` -> ``[*batch, act_dim]``."""
-        td = TensorDict({self.in_keys[0]: observation}, batch_size=observation.shape[:-1])
+    def act(self, observation) -> torch.Tensor:
+        """The action for an observation ``[*batch, obs_dim]`` -> ``[*batch, act_dim]``.
+
+        Raises:
+            ObservationError: for an observation of the wrong size or not made of numbers.
+        """
+        obs = self._observation(observation)
+        td = TensorDict({self.in_keys[0]: obs}, batch_size=obs.shape[:-1], device=obs.device)
         return self(td)["action"]
-
-
-def _placeholder_data(observation_dim: int, action_dim: int) -> TensorDict:
-    """Four transitions, two episodes: data-derived settings the loaded state then replaces."""
-    n = 4
-    return TensorDict(
-        {
-            "observation": torch.zeros(n, observation_dim),
-            "action": torch.zeros(n, action_dim),
-            "next": {
-                "observation": torch.zeros(n, observation_dim),
-                "reward": torch.tensor([[0.0], [1.0], [0.0], [2.0]]),
-                "done": torch.tensor([[False], [True], [False], [True]]),
-                "terminated": torch.zeros(n, 1, dtype=torch.bool),
-            },
-        },
-        batch_size=[n],
-    )
 
 
 def _build_policy(record: dict[str, Any], observation_dim: int, spec: Bounded, device):
@@ -88,7 +128,7 @@ def _build_policy(record: dict[str, Any], observation_dim: int, spec: Bounded, d
     from torchrl_o3f.trainers.record import config_from_record
 
     cfg = config_from_record(record).online_config()  # the policy that acted last
-    data = _placeholder_data(observation_dim, spec.shape[-1])
+    data = placeholder_data(observation_dim, spec.shape[-1])
     loss = get_algorithm(cfg.name).make_loss(
         cfg, observation_dim=observation_dim, action_spec=spec, data=data, device=device
     )
@@ -130,6 +170,7 @@ def load_policy(
     Raises:
         CheckpointError: when ``source`` is neither a policy file nor a trainer checkpoint, or
             records no config.
+        ConfigError: for a device this machine does not have (``device="cuda"`` without CUDA).
 
     Example:
         >>> import tempfile
@@ -140,14 +181,15 @@ def load_policy(
         >>> _ = OfflineOnlineTrainer(cfg).train()  # doctest: +SKIP
         >>> policy = load_policy(cfg.output_dir)  # doctest: +SKIP
     """
+    device = resolve_device(device)  # before reading anything: a missing GPU is one line
     path = Path(source)
     if path.is_dir() and (path / "policy.pt").exists():
         path = path / "policy.pt"
     state = load_checkpoint(path)
-    device = torch.device(device)
     if state.get("format") == POLICY_FORMAT:
         spec = Bounded(state["action_low"], state["action_high"], shape=state["action_low"].shape)
-        loss = _build_policy(state["config"], state["observation_dim"], spec, device)
+        obs_dim = int(state["observation_dim"])
+        loss = _build_policy(state["config"], obs_dim, spec, device)
         loss.policy.load_state_dict(state["policy"])
     else:
         record = state.get("meta", {}).get("config") if isinstance(state, dict) else None
@@ -164,5 +206,6 @@ def load_policy(
         probe.close()
         loss = _build_policy(record, obs_dim, spec, device)
         loss.load_state_dict(state["agent"]["loss"])
-    policy = DeployedPolicy(loss.policy, deterministic=deterministic).to(device)
+    policy = DeployedPolicy(loss.policy, deterministic=deterministic, observation_dim=obs_dim)
+    policy = policy.to(device)
     return policy

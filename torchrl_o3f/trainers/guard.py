@@ -20,10 +20,12 @@ from typing import Any
 import torch
 from tensordict import TensorDictBase
 
+from torchrl_o3f.errors import O3FError
+
 __all__ = ["NonFiniteError", "NonFiniteGuard", "check_finite_state"]
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(O3FError, RuntimeError):
     """Training produced a NaN or an infinity; the run stops without writing that state."""
 
 

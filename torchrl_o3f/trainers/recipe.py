@@ -1,12 +1,22 @@
-"""Hydra glue shared by the recipes: the typed schema, budget presets and the run function."""
+"""Hydra glue shared by the recipes: the typed schema, budget presets and the run functions.
+
+The run functions print the package's errors as one line on stderr and exit with status 1
+(:func:`~torchrl_o3f.errors.reported`; ``HYDRA_FULL_ERROR=1`` shows the traceback), and a sweep
+checks every job of its grid before the first one starts (:class:`SweepPreflight`).
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+
+from torchrl_o3f.errors import ConfigError, O3FError, debug_requested, one_line, reported
 from torchrl_o3f.trainers.config import (
     BUDGETS,
     AnnealConfig,
@@ -15,9 +25,18 @@ from torchrl_o3f.trainers.config import (
     ExplorationConfig,
     LoggerConfig,
     TrainerConfig,
+    checked_task,
 )
 
-__all__ = ["register_configs", "config_from_hydra", "run_recipe", "run_sweep"]
+__all__ = [
+    "SweepJobError",
+    "SweepPreflight",
+    "check_sweep",
+    "config_from_hydra",
+    "register_configs",
+    "run_recipe",
+    "run_sweep",
+]
 
 
 def register_configs() -> None:
@@ -58,6 +77,7 @@ def config_from_hydra(cfg) -> TrainerConfig:
 
     from torchrl_o3f.objectives.registry import structured_config
 
+    checked_task(cfg.get("task"))  # before the per-family values resolve against it
     raw = OmegaConf.to_container(cfg, resolve=True)
     nested = {
         "exploration": ExplorationConfig,
@@ -82,14 +102,18 @@ def _resumed_config(config: TrainerConfig, overrides: list[str]) -> TrainerConfi
     The recipe's defaults (``budget: cpu``, ...) do not count as changes: a resumed run is the
     run it continues. The trainer then rejects overrides that would change what it computes.
     """
-    from torchrl_o3f.trainers.checkpoint import load_checkpoint
+    from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint
     from torchrl_o3f.trainers.record import config_from_record
 
-    stored = load_checkpoint(config.resume).get("meta", {}).get("config")
+    try:
+        stored = load_checkpoint(config.resume).get("meta", {}).get("config")
+    except CheckpointError as err:
+        raise CheckpointError(f"resume={config.resume}: {err}") from None
     if not (isinstance(stored, dict) and "derived" in stored):
         return config  # a checkpoint without a recorded config: the command line is the config
     base = config_from_record(stored)
     base.offline_checkpoint = None  # recorded where the run started; a resume does not restart
+    base.overwrite = False  # nor does it replace the folder it continues
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
         if key.startswith("hydra"):
@@ -120,8 +144,14 @@ def run_recipe(cfg) -> dict[str, Any]:
 
     A run stopped by a signal prints how to resume it and exits with
     :data:`~torchrl_o3f.trainers.checkpoint.EXIT_RESUMABLE` (1 if it stopped before its first
-    checkpoint).
+    checkpoint); one stopped by an error of the package prints its message alone on stderr and
+    exits with 1 (``HYDRA_FULL_ERROR=1``: the traceback too).
     """
+    with reported():
+        return _run_recipe(cfg)
+
+
+def _run_recipe(cfg) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, method_name
@@ -165,7 +195,28 @@ def run_sweep(cfg) -> dict[str, Any]:
     The job's threads are its share of the cores (:func:`~torchrl_o3f.trainers.sweep.
     threads_per_job` of the hydra launcher) unless ``threads`` is set; shared offline phases
     live under ``<study_root>/<budget>``.
+
+    Raises:
+        SweepJobError: for an error of the package: the job fails (hydra's launcher runs the
+            other jobs), and the sweep ends with the job's overrides and the message on one
+            line, status 1 (``HYDRA_FULL_ERROR=1``: the error itself, with its traceback).
     """
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return _run_sweep(cfg)
+    except O3FError as err:
+        if debug_requested():
+            raise
+        job = " ".join(HydraConfig.get().overrides.task)
+        raise SweepJobError(f"error: sweep job [{job}] failed: {one_line(err)}") from None
+
+
+class SweepJobError(CompactHydraException):
+    """A sweep job stopped by an error of the package; hydra prints its one-line message."""
+
+
+def _run_sweep(cfg) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -191,3 +242,96 @@ def run_sweep(cfg) -> dict[str, Any]:
             f"offline -> {summary['score_after_online']:.1f} after online"
         )
     return summary
+
+
+def sweep_jobs(config) -> list[list[str]]:
+    """The override lists of every job of a multirun, as hydra's basic sweeper forms them.
+
+    ``config`` is the multirun's primary config: its grid is ``hydra.sweeper.params`` (the
+    experiment's) followed by the command line's overrides (a later key replaces an earlier
+    one); each comma-separated list or ``range`` is one axis of the grid.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    axes: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            axes[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
+def check_sweep(config) -> int:
+    """Compose and validate every job of a multirun before the first one starts.
+
+    Each job's config goes through what a single run checks before any work
+    (:func:`config_from_hydra`: the schema, every value, the algorithms' hyper-parameters,
+    objective switches; the data of a task that cannot be built here), so a misspelt task or
+    method costs seconds, not the good runs' hours. Where a job runs (its device) is checked
+    by the job itself, on the machine that runs it.
+
+    Returns:
+        The number of jobs checked.
+
+    Raises:
+        ConfigError: naming each distinct problem, a job that has it and how many jobs do;
+            no job has started.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    loader = GlobalHydra.instance().config_loader()
+    jobs = sweep_jobs(config)
+    axes = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1] if jobs else []
+    problems: dict[str, list[str]] = {}
+    checked: set[tuple] = set()
+    for job in jobs:
+        try:
+            job_cfg = loader.load_sweep_config(config, job)
+            with open_dict(job_cfg):
+                del job_cfg["hydra"]
+            _check_data(config_from_hydra(job_cfg), checked)
+        except O3FError as err:  # named by the overrides that tell it from the other jobs
+            problems.setdefault(one_line(err), []).append(" ".join(job[i] for i in axes))
+    if problems:
+        failed = sum(len(v) for v in problems.values())
+        details = "; ".join(
+            f"[{jobs_[0]}{f' and {len(jobs_) - 1} more' if len(jobs_) > 1 else ''}] {message}"
+            for message, jobs_ in problems.items()
+        )
+        raise ConfigError(
+            f"{failed} of the sweep's {len(jobs)} jobs cannot run, so none was started: {details}"
+        )
+    return len(jobs)
+
+
+def _check_data(cfg: TrainerConfig, checked: set[tuple]) -> None:
+    """A task whose data cannot be built here must have them on disk (checked once per task)."""
+    from torchrl_o3f.data import ensure_dataset
+    from torchrl_o3f.envs import get_task
+
+    key = (cfg.task, cfg.dataset_root)
+    if cfg.offline_data and key not in checked and not get_task(cfg.task).buildable:
+        ensure_dataset(cfg.task, root=cfg.dataset_root, progress=False)  # only looks on disk
+    checked.add(key)
+
+
+class SweepPreflight(Callback):
+    """Hydra callback of ``recipes/sweep.py``: :func:`check_sweep` before the first job starts.
+
+    Registered in ``recipes/config/sweep.yaml`` (``hydra.callbacks``); a grid with a job that
+    cannot run ends the sweep with the package's one-line error and status 1.
+
+    Example:
+        >>> SweepPreflight().on_multirun_start.__name__
+        'on_multirun_start'
+    """
+
+    def on_multirun_start(self, config, **kwargs: Any) -> None:
+        """Check the whole grid (see :func:`check_sweep`)."""
+        with reported():
+            check_sweep(config)

@@ -135,7 +135,10 @@ def resolved_record(trainer) -> dict[str, Any]:
         "num_offline": int(trainer.num_offline),
         "device": str(trainer.device),
         "exp_name": trainer.exp_name(),
+        "env": trainer.env_used(),
     }
+    if state is not None:  # the checkpoint this sitting started from
+        derived["resumed_from"] = trainer.resumed_from
     for name in ("reward_scale", "reward_shift", "lam"):
         value = getattr(trainer.agent.loss, name, None)
         if value is not None:
@@ -162,6 +165,7 @@ RESUME_SAFE_KEYS = (
     "offline_checkpoint",
     "method",
     "compile",
+    "overwrite",
 )
 """Keys a resumed run may change: where and how it runs and logs, not what it computes
 (``offline_checkpoint`` only matters when a run starts; ``method`` is a label; ``compile`` runs
@@ -173,6 +177,8 @@ ADDED_KEYS: dict[str, Any] = {
     "compile.compile": False,
     "compile.mode": "default",
     "compile.cudagraphs": False,
+    "switch_fresh": False,
+    "overwrite": False,
 }
 """Keys added after runs were first recorded, with the value every older run had: a record that
 lacks one of them ran with that value, so resuming it with that value is the same run."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchrl_o3f.trainers.config import AnnealConfig, TrainerConfig
+from torchrl_o3f.trainers.config import AnnealConfig, TrainerConfig, resolve_device
 
 __all__ = ["SweepConfig", "offline_key", "offline_run_dir", "run_sweep_job", "threads_per_job"]
 
@@ -147,6 +147,7 @@ def _ensure_offline(cfg: TrainerConfig, root: Path) -> Path:
                 budget=dataclasses.replace(cfg.budget, online_frames=0),
                 output_dir=str(out),
                 resume=str(out) if (out / "checkpoints" / "latest.pt").exists() else None,
+                overwrite=not (out / "checkpoints" / "latest.pt").exists(),  # nothing to resume
                 offline_checkpoint=None,
                 method=f"{cfg.algo.name} (offline)",
             )
@@ -175,6 +176,7 @@ def run_sweep_job(cfg: TrainerConfig, *, study_root: str | Path | None) -> dict[
     from torchrl_o3f.data import ensure_dataset
     from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer
 
+    resolve_device(cfg.device)  # this machine has the job's device, before any work
     out = Path(cfg.output_dir)
     if _finished(out, cfg):
         summary = json.loads((out / "summary.json").read_text())
@@ -190,10 +192,12 @@ def run_sweep_job(cfg: TrainerConfig, *, study_root: str | Path | None) -> dict[
             )
     if (out / "checkpoints" / "latest.pt").exists():
         cfg = dataclasses.replace(cfg, resume=str(out), offline_checkpoint=None)
-    elif study_root is not None and cfg.offline_checkpoint is None and cfg.budget.online_frames:
-        try:
-            boundary = _ensure_offline(cfg, Path(study_root))
-        except _Stopped:
-            return {"stopped": True, "step": 0, "frames": 0}
-        cfg = dataclasses.replace(cfg, offline_checkpoint=str(boundary))
+    else:  # a start: what the folder may hold is a run stopped before its first checkpoint
+        cfg = dataclasses.replace(cfg, overwrite=True)
+        if study_root is not None and cfg.offline_checkpoint is None and cfg.budget.online_frames:
+            try:
+                boundary = _ensure_offline(cfg, Path(study_root))
+            except _Stopped:
+                return {"stopped": True, "step": 0, "frames": 0}
+            cfg = dataclasses.replace(cfg, offline_checkpoint=str(boundary))
     return OfflineOnlineTrainer(cfg.validate()).train()

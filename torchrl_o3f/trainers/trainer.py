@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from torchrl_o3f.trainers.checkpoint import (
     set_rng_state,
     write_atomic,
 )
-from torchrl_o3f.trainers.config import ConfigError, TrainerConfig
+from torchrl_o3f.trainers.config import ConfigError, TrainerConfig, resolve_device
 from torchrl_o3f.trainers.evaluation import evaluate
 from torchrl_o3f.trainers.guard import NonFiniteError, NonFiniteGuard, check_finite_state
 
@@ -40,12 +41,30 @@ __all__ = [
     "OfflineOnlineTrainer",
     "as_ted_dataset",
     "make_env_from_id",
+    "cap_episodes",
     "make_exploration",
     "resolve_device",
     "TED_KEYS",
 ]
 
 _LOG = logging.getLogger(__name__)  # hydra's job log (<recipe>.log) receives these lines
+
+RUN_FILES = (
+    "config.yaml",
+    "checkpoints",
+    "metrics.jsonl",
+    "summary.json",
+    "evaluations.csv",
+    "learning_curve.png",
+    "policy.pt",
+    "switch.json",
+    "logs",
+)
+"""The files a run writes into its ``output_dir`` (what ``overwrite=True`` removes)."""
+
+_RUN_MARKERS = ("checkpoints", "metrics.jsonl", "summary.json", "policy.pt")
+"""Names only a run writes, the first two as it starts: a folder with one of them holds a run
+(``config.yaml`` or ``logs/`` alone may be anyone's)."""
 
 TED_KEYS = (
     "observation",
@@ -121,8 +140,11 @@ def as_ted_dataset(dataset, *, root=None) -> tuple[str, TensorDictBase]:
     return name, data
 
 
-def make_env_from_id(env_id: str):
+def make_env_from_id(env_id: str, *, max_episode_steps: int | None = None):
     """A torchrl env of a gymnasium id with float32 observations (for ``env=<id>``).
+
+    ``max_episode_steps`` (``None``: the id's own) is the episode cap given to
+    ``gymnasium.make``.
 
     Example:
         >>> make_env_from_id("Pendulum-v1").action_spec.shape
@@ -130,16 +152,29 @@ def make_env_from_id(env_id: str):
     """
     from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
 
-    return TransformedEnv(GymEnv(env_id), DoubleToFloat())
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    return TransformedEnv(GymEnv(env_id, **kwargs), DoubleToFloat())
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but CUDA is not available; use device=auto or cpu")
-    return torch.device(device)
+def cap_episodes(env, max_steps: int):
+    """``env`` with its episodes truncated after ``max_steps`` steps (a run's episode cap).
+
+    Appends a torchrl ``StepCounter`` (on a key of its own, so an env that counts its steps
+    already keeps its count): an episode then ends at the cap or at the env's own end,
+    whichever comes first.
+
+    Example:
+        >>> env = cap_episodes(make_env_from_id("Pendulum-v1"), 7)
+        >>> env.rollout(100).shape
+        torch.Size([7])
+    """
+    from torchrl.envs import StepCounter, TransformedEnv
+
+    counter = StepCounter(max_steps=max_steps, step_count_key="o3f_episode_step")
+    if isinstance(env, TransformedEnv):
+        env.append_transform(counter)
+        return env
+    return TransformedEnv(env, counter)
 
 
 def make_exploration(
@@ -207,6 +242,15 @@ def method_name(cfg: TrainerConfig) -> str:
     if cfg.exploration.mode == "o3f":
         return f"O3F-{algo}"
     return f"{algo} + {cfg.exploration.mode}" if cfg.exploration.mode != "none" else algo
+
+
+def _checkpoint_file(src: str) -> str:
+    """The checkpoint file ``src`` (a run directory or a file) names."""
+    path = Path(src)
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        path = folder / "latest.pt"
+    return str(path)
 
 
 class _StopRequested(Exception):
@@ -286,6 +330,7 @@ class OfflineOnlineTrainer:
         self.device = resolve_device(cfg.device)
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
+        self._check_output_dir()
         self._signals = StopSignals(message="stopping after the current update")
         self._episode_end: dict[str, Any] | None = None  # online: state at the last episode end
         self._saved_state: dict[str, Any] | None = None
@@ -297,12 +342,42 @@ class OfflineOnlineTrainer:
         return self._signals.requested
 
     # ------------------------------------------------------------------ set-up
+    def _check_output_dir(self) -> None:
+        """Refuse an ``output_dir`` that holds another run, unless resumed or overwritten."""
+        held = [name for name in _RUN_MARKERS if (self.out / name).exists()]
+        if not held or self.cfg.overwrite:
+            return
+        resume = Path(self.cfg.resume) if self.cfg.resume else None
+        if resume is not None and self.out.resolve() in (
+            resume.resolve(),
+            *resume.resolve().parents[:2],
+        ):
+            return  # the run resumed here is this folder's run
+        raise ConfigError(
+            f"output_dir={self.out} holds another run ({', '.join(held[:3])}); resume it with "
+            f"resume={self.out}, give this run another output_dir, or set overwrite=true to "
+            "replace it"
+        )
+
+    def _clear_output_dir(self) -> None:
+        """Remove the files of the run ``overwrite=True`` replaces (only the trainer's own)."""
+        for name in RUN_FILES:
+            path = self.out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
     def _check_resume_compatible(self) -> None:
         src = self.cfg.resume or self.cfg.offline_checkpoint
         if not src:
             self._resume_state = None
             return
-        state = load_checkpoint(src)
+        key = "resume" if self.cfg.resume else "offline_checkpoint"
+        try:
+            state = load_checkpoint(src)
+        except CheckpointError as err:
+            raise CheckpointError(f"{key}={src}: {err}") from None
         meta = state.get("meta", {})
         for key in ("task", "algo"):
             mine = self.cfg.task if key == "task" else self.cfg.algo.name
@@ -319,6 +394,7 @@ class OfflineOnlineTrainer:
                 f"{state['counters']['phase']!r}); use checkpoints/offline.pt of a run"
             )
         self._resume_state = state
+        self.resumed_from = _checkpoint_file(src)
 
     def _check_same_run(self, src, state: dict[str, Any]) -> None:
         """A resumed run is the same run: its config, and a budget not below what is done."""
@@ -349,9 +425,11 @@ class OfflineOnlineTrainer:
             )
 
     def _build(self) -> None:
-        from torchrl_o3f.data import ensure_dataset, load_offline_dataset
+        from torchrl_o3f.data import DatasetFormatError, ensure_dataset, load_offline_dataset
 
         cfg, task = self.cfg, self.task
+        if cfg.overwrite:
+            self._clear_output_dir()
         if not cfg.offline_data:
             dataset_id, data = "none", None
         elif self._dataset is None:
@@ -379,7 +457,7 @@ class OfflineOnlineTrainer:
         if data["observation"].shape[-1] != obs_dim or (
             data["action"].shape[-1] != self.action_spec.shape[-1]
         ):
-            raise ValueError(
+            raise DatasetFormatError(
                 f"dataset {dataset_id} has observations of size {data['observation'].shape[-1]} "
                 f"and actions of size {data['action'].shape[-1]}, but {task.env_id} has "
                 f"{obs_dim} and {self.action_spec.shape[-1]}: the dataset is not for this task"
@@ -459,11 +537,24 @@ class OfflineOnlineTrainer:
         self.eval_env = self._make_env(seed=cfg.seed + 10_000, device=self.device)
         self._make_logger()
 
+    def env_used(self) -> str:
+        """What env the run acts in: the task's gymnasium id, or the ``env`` given to it."""
+        if self._env_fn is None:
+            return self.task.env_id
+        if callable(self._env_fn):
+            name = getattr(self._env_fn, "__qualname__", type(self._env_fn).__name__)
+            return f"{getattr(self._env_fn, '__module__', '?')}.{name} (given as env=)"
+        return f"{self._env_fn} (given as env=)"
+
     def _make_env(self, *, seed: int | None = None, device=None):
-        """A new env of the run: the task's, or one from the ``env`` given to the trainer."""
+        """A new env of the run: the task's, or the ``env`` given to it, with the episode cap."""
+        cap = self.env_kwargs["max_episode_steps"]
         if self._env_fn is None:
             return make_env(self.task, seed=seed, device=device, **self.env_kwargs)
-        env = self._env_fn() if callable(self._env_fn) else make_env_from_id(self._env_fn)
+        if callable(self._env_fn):
+            env = cap_episodes(self._env_fn(), cap)
+        else:
+            env = make_env_from_id(self._env_fn, max_episode_steps=cap)
         if device is not None:
             env = env.to(device)
         if seed is not None:
@@ -508,14 +599,16 @@ class OfflineOnlineTrainer:
         """Replace the offline agent by the online algorithm's (``copy``: from the offline one)."""
         online = self._online_agent
         if copy:
-            self.switch_info = switch_agent(self.agent, online)
+            self.switch_info = switch_agent(self.agent, online, fresh=self.cfg.switch_fresh)
             _LOG.info(
                 "objective switch %s -> %s: copied %d entries (policy, critics, targets), kept "
-                "%d at their initial values (see switch.json)",
+                "%d at their initial values, of which %d of networks it acts with "
+                "(switch_fresh; see switch.json)",
                 self.cfg.algo.name,
                 online.cfg.name,
                 len(self.switch_info["copied"]),
                 len(self.switch_info["kept"]),
+                len(self.switch_info["fresh"]),
             )
             text = json.dumps(
                 {"from": self.cfg.algo.name, "to": online.cfg.name, **self.switch_info}, indent=2
@@ -906,6 +999,15 @@ class OfflineOnlineTrainer:
         state = self._resume_state
         if state is not None:
             self._restore(state, fresh_online=bool(self.cfg.offline_checkpoint))
+            c = state["counters"]
+            _LOG.info(
+                "%s from %s: phase %s, offline step %d, online frame %d",
+                "resumed" if self.cfg.resume else "online phase started",
+                self.resumed_from,
+                c["phase"],
+                c["step"],
+                c["frames"],
+            )
         self._install_signals()
         t_start = time.perf_counter()
         try:
