@@ -36,7 +36,7 @@ _REDUCTIONS = ("min", "mean", "subset_min")
 
 
 class ActorCriticLoss(EnsembleLoss):
-    r"""The shared part of SAC, CQL and AWAC: an actor and a ``QEnsemble`` trained by TD(0).
+    r"""The shared part of SAC, CQL, AWAC and TD3+BC: an actor and a ``QEnsemble`` trained by TD(0).
 
     For a batch ``(s, a, r, s', terminated)`` with ``r <- (r + reward_shift) * reward_scale``:
 
@@ -353,7 +353,7 @@ def make_actor_critic_loss(
 
 @dataclass
 class ActorCriticConfig(AlgoConfig):
-    """What the SAC, CQL and AWAC configs share: the critic target and the rewards.
+    """What the SAC, CQL, AWAC and TD3+BC configs share: the critic target and the rewards.
 
     Attributes:
         backup: ``"soft"`` (SAC and CQL only), ``"sampled"`` or ``"mean"`` (see
