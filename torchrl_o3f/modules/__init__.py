@@ -1,8 +1,10 @@
 """TensorDict modules: the Q ensemble, the O3F action selector and its critics, networks."""
 
 from torchrl_o3f.modules.actors import (
+    TanhDeterministicNet,
     TanhMeanGaussianNet,
     action_bounds,
+    make_deterministic_actor,
     make_iql_actor,
     make_value_network,
 )
@@ -25,8 +27,10 @@ __all__ += [
     "LAPOPolicy",
     "LatentActor",
     "LatentDecoder",
+    "TanhDeterministicNet",
     "TanhMeanGaussianNet",
     "action_bounds",
+    "make_deterministic_actor",
     "make_iql_actor",
     "make_value_network",
 ]

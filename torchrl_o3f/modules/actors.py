@@ -1,4 +1,4 @@
-"""Actor and state-value network builders for the offline losses (IQL's policy and V(s)).
+"""Actor and state-value network builders for the losses (IQL's, SAC's and TD3's policies, V(s)).
 
 IQL's policy (Kostrikov et al., 2022, and CORL's re-implementation) is a diagonal Gaussian whose
 mean is squashed by ``tanh`` into the action bounds and whose log standard deviation is a free,
@@ -13,15 +13,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.data import Bounded, TensorSpec
 from torchrl.modules import MLP, ProbabilisticActor, ValueOperator
 from torchrl.modules.distributions import IndependentNormal
 
-from torchrl_o3f.modules.networks import build_mlp
+from torchrl_o3f.modules.networks import (
+    build_mlp,
+    register_normalization_buffers,
+    set_normalization_buffers,
+)
 
-__all__ = ["TanhMeanGaussianNet", "action_bounds", "make_iql_actor", "make_value_network"]
+__all__ = [
+    "TanhDeterministicNet",
+    "TanhMeanGaussianNet",
+    "action_bounds",
+    "make_deterministic_actor",
+    "make_iql_actor",
+    "make_value_network",
+]
 
 
 def _env_row(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -326,3 +338,141 @@ def make_sac_actor(
         distribution_kwargs={"low": low.to(device or "cpu"), "high": high.to(device or "cpu")},
         return_log_prob=False,
     )
+
+
+class TanhDeterministicNet(nn.Module):
+    """TD3's policy: observation -> ``center + half_range * tanh(MLP((obs - loc) / scale))``.
+
+    The action lies inside the bounds by construction. ``observation_loc``/``observation_scale``
+    (buffers, saved with the state dict; identity by default) normalise the observation inside
+    the network, so the policy takes raw env observations whatever its loss trained it on.
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_low: lower action bounds, shape ``[action_dim]``.
+        action_high: upper action bounds, shape ``[action_dim]``.
+        num_cells: width of the hidden layers.
+        depth: number of hidden layers.
+        activation: activation name or class.
+        layer_norm: LayerNorm after each hidden layer.
+        observation_loc, observation_scale: the observation normalisation (``None``: identity);
+            see :meth:`set_observation_normalization`.
+        device: device of the parameters.
+
+    Raises:
+        ValueError: for bounds that are not ``low < high`` elementwise.
+
+    Example:
+        >>> import torch
+        >>> net = TanhDeterministicNet(3, torch.tensor([-2.0]), torch.tensor([2.0]), num_cells=16,
+        ...                            observation_loc=torch.ones(3))
+        >>> action = net(torch.zeros(5, 3))
+        >>> action.shape, bool((action.abs() <= 2).all())
+        (torch.Size([5, 1]), True)
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_low: torch.Tensor,
+        action_high: torch.Tensor,
+        *,
+        num_cells: int = 256,
+        depth: int = 2,
+        activation: str | type[nn.Module] = "relu",
+        layer_norm: bool = False,
+        observation_loc: torch.Tensor | None = None,
+        observation_scale: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        low = torch.as_tensor(action_low, dtype=torch.float32, device=device).reshape(-1)
+        high = torch.as_tensor(action_high, dtype=torch.float32, device=device).reshape(-1)
+        if low.shape != high.shape or (high <= low).any():
+            raise ValueError(f"need action_low < action_high elementwise, got {low}, {high}")
+        self.net: MLP = build_mlp(
+            observation_dim,
+            low.numel(),
+            num_cells=num_cells,
+            depth=depth,
+            activation=activation,
+            layer_norm=layer_norm,
+            device=device,
+        )
+        self.register_buffer("center", (high + low) / 2)
+        self.register_buffer("half_range", (high - low) / 2)
+        register_normalization_buffers(self, observation_dim, None, device)
+        self.set_observation_normalization(observation_loc, observation_scale)
+
+    def set_observation_normalization(
+        self, loc: torch.Tensor | None = None, scale: torch.Tensor | None = None
+    ) -> None:
+        """Set the observation normalisation ``(obs - loc) / scale`` (``None``: identity)."""
+        set_normalization_buffers(self, loc, scale)
+
+    def forward(
+        self, observation: torch.Tensor, params: TensorDictBase | None = None
+    ) -> torch.Tensor:
+        """The action ``[*batch, action_dim]``; ``params`` (as ``from_module(self)``) overrides."""
+        if params is not None:
+            flat = dict(params.flatten_keys(".").items())
+            return torch.func.functional_call(self, flat, (observation,))
+        obs = (observation - self.observation_loc) / self.observation_scale
+        return torch.addcmul(self.center, torch.tanh(self.net(obs)), self.half_range)
+
+
+def make_deterministic_actor(
+    observation_dim: int,
+    action_spec: TensorSpec,
+    *,
+    num_cells: int = 256,
+    depth: int = 2,
+    activation: str | type[nn.Module] = "relu",
+    layer_norm: bool = False,
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
+    observation_key: str = "observation",
+    action_key: str = "action",
+    device: torch.device | str | None = None,
+) -> TensorDictModule:
+    """TD3's deterministic policy (:class:`TanhDeterministicNet`) as a ``TensorDictModule``.
+
+    Reads ``observation_key`` (raw env observations) and writes ``action_key``, inside the
+    spec's bounds, the same under every exploration type (exploration is a post-policy module's
+    job, e.g. the O3F selector). The network is ``actor.module``.
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_spec: a bounded action spec (a batched env's spec stands for one env's bounds).
+        num_cells: width of the hidden layers.
+        depth: number of hidden layers.
+        activation: activation name or class.
+        layer_norm: LayerNorm after each hidden layer.
+        observation_loc: subtracted from observations (``None``: 0).
+        observation_scale: divides them, after (``None``: 1).
+        observation_key: the key read.
+        action_key: the key written.
+        device: device of the parameters.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> actor = make_deterministic_actor(3, Bounded(-2.0, 2.0, shape=(1,)), num_cells=16)
+        >>> actor(TensorDict({"observation": torch.randn(4, 3)}, [4]))["action"].shape
+        torch.Size([4, 1])
+    """
+    low, high = action_bounds(action_spec)
+    net = TanhDeterministicNet(
+        observation_dim,
+        low,
+        high,
+        num_cells=num_cells,
+        depth=depth,
+        activation=activation,
+        layer_norm=layer_norm,
+        observation_loc=observation_loc,
+        observation_scale=observation_scale,
+        device=device,
+    )
+    return TensorDictModule(net, in_keys=[observation_key], out_keys=[action_key])

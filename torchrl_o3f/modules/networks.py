@@ -93,9 +93,11 @@ _NORMALIZATION = ("observation_loc", "observation_scale", "action_loc", "action_
 
 
 def register_normalization_buffers(
-    module: nn.Module, observation_dim: int, action_dim: int, device=None
+    module: nn.Module, observation_dim: int, action_dim: int | None, device=None
 ) -> None:
     """Register identity ``observation_loc/scale`` and ``action_loc/scale`` buffers on a module.
+
+    ``action_dim=None``: the observation buffers only (a module that reads no action).
 
     Example:
         >>> m = torch.nn.Module()
@@ -105,8 +107,9 @@ def register_normalization_buffers(
     """
     module.register_buffer("observation_loc", torch.zeros(observation_dim, device=device))
     module.register_buffer("observation_scale", torch.ones(observation_dim, device=device))
-    module.register_buffer("action_loc", torch.zeros(action_dim, device=device))
-    module.register_buffer("action_scale", torch.ones(action_dim, device=device))
+    if action_dim is not None:
+        module.register_buffer("action_loc", torch.zeros(action_dim, device=device))
+        module.register_buffer("action_scale", torch.ones(action_dim, device=device))
 
 
 def set_normalization_buffers(
@@ -119,7 +122,7 @@ def set_normalization_buffers(
     """Fill the buffers of :func:`register_normalization_buffers` (``None``: identity).
 
     A value may be a scalar (broadcast to every entry) or one value per entry; scales must be
-    positive.
+    positive. A module registered without action buffers takes observation values only.
 
     Example:
         >>> m = torch.nn.Module()
@@ -130,7 +133,11 @@ def set_normalization_buffers(
     """
     values = (observation_loc, observation_scale, action_loc, action_scale)
     for name, value in zip(_NORMALIZATION, values):
-        buf = getattr(module, name)
+        buf = getattr(module, name, None)
+        if buf is None:
+            if value is not None:
+                raise ValueError(f"{type(module).__name__} has no {name} (it reads no action)")
+            continue
         if value is None:
             buf.fill_(0.0 if name.endswith("loc") else 1.0)
             continue

@@ -1,6 +1,6 @@
 """Loss modules on the shared :class:`~torchrl_o3f.modules.QEnsemble`, and their registry.
 
-IQL, LAPO, SAC, CQL and AWAC. Each loss file registers its algorithm
+IQL, LAPO, SAC, CQL, AWAC and TD3+BC. Each loss file registers its algorithm
 (:func:`~torchrl_o3f.objectives.registry.register_algorithm`); its numbers live in
 ``torchrl_o3f/config/algo/<name>.yaml``.
 """
@@ -31,6 +31,7 @@ from torchrl_o3f.objectives.registry import (
     register_algorithm,
 )
 from torchrl_o3f.objectives.sac import SACLoss, make_sac_loss
+from torchrl_o3f.objectives.td3_bc import TD3BCConfig, TD3BCLoss, build_td3_bc, make_td3_bc_loss
 
 __all__ = [
     "AWACLoss",
@@ -42,10 +43,13 @@ __all__ = [
     "LAPOConfig",
     "LAPOLoss",
     "SACLoss",
+    "TD3BCConfig",
+    "TD3BCLoss",
     "UnknownAlgorithmError",
     "algo_config",
     "build_iql",
     "build_lapo",
+    "build_td3_bc",
     "episode_returns",
     "expectile_loss",
     "get_algorithm",
@@ -56,6 +60,7 @@ __all__ = [
     "make_iql_loss",
     "make_lapo_loss",
     "make_sac_loss",
+    "make_td3_bc_loss",
     "make_target_params",
     "module_params",
     "register_algorithm",

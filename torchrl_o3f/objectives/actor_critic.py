@@ -1,11 +1,12 @@
-"""The base of the actor-critic baselines: a stochastic actor and a TD(0) ensemble critic.
+"""The base of the actor-critic baselines: an actor and a TD(0) ensemble critic.
 
-:class:`ActorCriticLoss` holds what SAC, CQL and AWAC share on a shared
+:class:`ActorCriticLoss` holds what SAC, CQL, AWAC and TD3+BC share on a shared
 :class:`~torchrl_o3f.modules.QEnsemble` (trained in place): policy sampling inside a loss and
 the TD(0) regression of the ensemble onto a target computed with the target members.
 :class:`~torchrl_o3f.objectives.SACLoss` adds the entropy terms,
-:class:`~torchrl_o3f.objectives.CQLLoss` the conservative term to SAC, and
-:class:`~torchrl_o3f.objectives.AWACLoss` advantage-weighted regression for the actor.
+:class:`~torchrl_o3f.objectives.CQLLoss` the conservative term to SAC,
+:class:`~torchrl_o3f.objectives.AWACLoss` advantage-weighted regression for the actor, and
+:class:`~torchrl_o3f.objectives.TD3BCLoss` a deterministic actor with TD3's smoothed target.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _REDUCTIONS = ("min", "mean", "subset_min")
 
 
 class ActorCriticLoss(EnsembleLoss):
-    r"""The shared part of SAC, CQL and AWAC: an actor and a ``QEnsemble`` trained by TD(0).
+    r"""The shared part of SAC, CQL, AWAC and TD3+BC: an actor and a ``QEnsemble`` trained by TD(0).
 
     For a batch ``(s, a, r, s', terminated)`` with ``r <- (r + reward_shift) * reward_scale``:
 
@@ -48,7 +49,8 @@ class ActorCriticLoss(EnsembleLoss):
     policy (``backup="sampled"``), the policy's deterministic action (``"mean"``), or, for SAC,
     drawn with the entropy bonus ``- alpha log pi(a'|s')`` (``"soft"``).
 
-    Subclasses define ``_actor_terms`` (and may extend ``_critic_terms``). The ensemble passed
+    Subclasses define ``_actor_terms`` (and may extend ``_critic_terms``; a subclass with
+    another kind of actor overrides ``_check_actor`` and ``_next_value``). The ensemble passed
     in is trained in place: its parameters are the loss's ``qvalue`` group, no copy is made.
 
     Args:
@@ -94,12 +96,7 @@ class ActorCriticLoss(EnsembleLoss):
                 f"trained in place and shared with the selector), got "
                 f"{type(qvalue_network).__name__}"
             )
-        if not hasattr(actor_network, "get_dist_params"):
-            raise TypeError(
-                f"{name}: actor_network must be a probabilistic actor (a tensordict "
-                "ProbabilisticTensorDictSequential such as torchrl's ProbabilisticActor), got "
-                f"{type(actor_network).__name__}"
-            )
+        self._check_actor(actor_network)
         if backup not in self._backups:
             raise ValueError(f"{name}: backup must be one of {self._backups}, got {backup!r}")
         if qvalue_reduction not in _REDUCTIONS:
@@ -130,6 +127,16 @@ class ActorCriticLoss(EnsembleLoss):
         self.reward_scale = float(reward_scale)
         self.reward_shift = float(reward_shift)
         self.make_value_estimator(gamma=0.99)
+
+    @classmethod
+    def _check_actor(cls, actor_network) -> None:
+        """Raise ``TypeError`` for an actor the loss cannot train (one with no distribution)."""
+        if not hasattr(actor_network, "get_dist_params"):
+            raise TypeError(
+                f"{cls.__name__}: actor_network must be a probabilistic actor (a tensordict "
+                "ProbabilisticTensorDictSequential such as torchrl's ProbabilisticActor), got "
+                f"{type(actor_network).__name__}"
+            )
 
     # ----------------------------------------------------------------- torchrl plumbing
     @property
@@ -304,18 +311,22 @@ def make_actor_critic_loss(
     depth: int,
     layer_norm: bool,
     gamma: float,
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> ActorCriticLoss:
     """The loss ``loss_class(actor, QEnsemble(...), **loss_kwargs)``, discounting by ``gamma``.
 
-    The shared assembly of the SAC, CQL and AWAC factories: the critic is a ``QEnsemble`` of
-    ``num_qvalue`` members of ``depth`` hidden layers of ``num_cells`` for ``action_spec``'s
-    actions.
+    The shared assembly of the SAC, CQL, AWAC and TD3+BC factories: the critic is a
+    ``QEnsemble`` of ``num_qvalue`` members of ``depth`` hidden layers of ``num_cells`` for
+    ``action_spec``'s actions, normalising its observations with ``observation_loc`` and
+    ``observation_scale`` when given (identity otherwise).
 
     Example:
         >>> from torchrl.data import Bounded
         >>> from torchrl_o3f.modules.actors import make_sac_actor
+        >>> from torchrl_o3f.objectives import SACLoss
         >>> spec = Bounded(-1.0, 1.0, shape=(2,))
         >>> loss = make_actor_critic_loss(SACLoss, make_sac_actor(3, spec, num_cells=8), 3, spec,
         ...                               num_qvalue=2, num_cells=8, depth=1, layer_norm=False,
@@ -331,6 +342,8 @@ def make_actor_critic_loss(
         num_cells=num_cells,
         depth=depth,
         layer_norm=layer_norm,
+        observation_loc=observation_loc,
+        observation_scale=observation_scale,
         device=device,
     )
     loss = loss_class(actor, qvalue, action_spec=action_spec, **loss_kwargs)
@@ -340,7 +353,7 @@ def make_actor_critic_loss(
 
 @dataclass
 class ActorCriticConfig(AlgoConfig):
-    """What the SAC, CQL and AWAC configs share: the critic target and the rewards.
+    """What the SAC, CQL, AWAC and TD3+BC configs share: the critic target and the rewards.
 
     Attributes:
         backup: ``"soft"`` (SAC and CQL only), ``"sampled"`` or ``"mean"`` (see

@@ -1,0 +1,293 @@
+"""TD3+BC (Fujimoto & Gu, 2021) on a shared :class:`~torchrl_o3f.modules.QEnsemble`.
+
+The TD(0) regression of the critics is :class:`~torchrl_o3f.objectives.actor_critic.
+ActorCriticLoss`'s; this file adds TD3's target (the target actor's action with clipped noise)
+and the actor's Q term with behaviour cloning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import MISSING
+from tensordict import TensorDictBase, TensorDictParams
+from tensordict.nn import TensorDictModule
+from torchrl.data import TensorSpec
+
+from torchrl_o3f.modules.actors import TanhDeterministicNet, make_deterministic_actor
+from torchrl_o3f.modules.ensemble import QEnsemble
+from torchrl_o3f.objectives.actor_critic import (
+    ActorCriticConfig,
+    ActorCriticLoss,
+    actor_critic_kwargs,
+    make_actor_critic_loss,
+)
+from torchrl_o3f.objectives.base import Annealable
+from torchrl_o3f.objectives.common import make_target_params, read_tensors
+from torchrl_o3f.objectives.registry import register_algorithm
+
+__all__ = ["TD3BCConfig", "TD3BCLoss", "build_td3_bc", "make_td3_bc_loss"]
+
+
+class TD3BCLoss(ActorCriticLoss):
+    r"""TD3+BC (Fujimoto & Gu, 2021): TD3 whose actor also regresses onto the dataset actions.
+
+    For a batch ``(s, a, r, s', terminated)``, with ``\bar\pi`` and ``\bar Q_i`` the target
+    actor and critics and ``\epsilon \sim \mathcal{N}(0, 1)`` drawn per action entry:
+
+    .. math::
+
+        a' &= \mathrm{clip}(\bar\pi(s') + h\, \mathrm{clip}(\sigma \epsilon, -c, c), low, high)\\
+        L_Q &= \textstyle\sum_i \mathbb{E}\, (Q_i(s, a) - r - \gamma (1 - d) \min_i \bar Q_i(s',
+            a'))^2 \\
+        L_\pi &= -\lambda\, \mathbb{E}\, Q_1(s, \pi(s)) + \mathbb{E}\, (\pi(s) - a)^2, \quad
+            \lambda = \alpha / \mathbb{E}\, |Q_1(s, \pi(s))| \quad\text{(detached)}
+
+    with ``h`` the half range of the action bounds (``sigma = policy_noise`` and ``c =
+    noise_clip`` are in units of it) and ``Q_1`` the ensemble's first member, read through
+    detached parameters. ``critic_loss`` gives ``L_Q`` alone (TD3's delayed actor updates:
+    the trainer's ``actor_delay``). The actor's targets are ``target_actor_network_params``.
+
+    Args:
+        actor_network: a deterministic actor from
+            :func:`~torchrl_o3f.modules.actors.make_deterministic_actor`.
+        qvalue_network: the :class:`~torchrl_o3f.modules.QEnsemble` to train (in place).
+
+    Keyword Args:
+        action_spec: the bounded action spec.
+        alpha: the weight of the Q term against behaviour cloning (2.5; a buffer, annealable).
+        policy_noise: std of the target policy smoothing noise (0.2).
+        noise_clip: its clip (0.5).
+        backup: ``"smoothed"`` (the target above; the only one).
+        qvalue_reduction, subset_size, reward_scale, reward_shift: as :class:`ActorCriticLoss`.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> loss = make_td3_bc_loss(3, Bounded(-1.0, 1.0, shape=(2,)), num_cells=16)
+        >>> td = TensorDict({
+        ...     "observation": torch.randn(8, 3), "action": torch.rand(8, 2) * 2 - 1,
+        ...     "next": {"observation": torch.randn(8, 3), "reward": torch.randn(8, 1),
+        ...              "done": torch.zeros(8, 1, dtype=torch.bool),
+        ...              "terminated": torch.zeros(8, 1, dtype=torch.bool)}}, batch_size=[8])
+        >>> out = loss(td)
+        >>> (out["loss_actor"] + out["loss_qvalue"]).backward()
+        >>> sorted(loss.parameter_groups()), sorted(loss.critic_loss(td).keys())
+        (['actor', 'qvalue'], ['loss_qvalue', 'qvalue_mean'])
+    """
+
+    target_actor_network_params: TensorDictParams
+    _backups = ("smoothed",)
+    alpha = Annealable(
+        "TD3+BC's alpha, the Q term's weight (a buffer; assign a float to anneal)",
+        check=lambda loss, v: v >= 0 or "must be >= 0",
+    )
+
+    def __init__(
+        self,
+        actor_network: TensorDictModule,
+        qvalue_network: QEnsemble,
+        *,
+        action_spec: TensorSpec,
+        alpha: float = 2.5,
+        policy_noise: float = 0.2,
+        noise_clip: float = 0.5,
+        backup: str = "smoothed",
+        **kwargs,
+    ):
+        if policy_noise < 0 or noise_clip < 0:
+            raise ValueError(
+                f"need policy_noise, noise_clip >= 0, got {policy_noise}, {noise_clip}"
+            )
+        super().__init__(
+            actor_network, qvalue_network, action_spec=action_spec, backup=backup, **kwargs
+        )
+        self.target_actor_network_params = make_target_params(actor_network)
+        self._has_update_associated["actor_network"] = False
+        device = qvalue_network.device
+        self.register_annealable("alpha", alpha, device)
+        self.policy_noise = float(policy_noise)
+        self.noise_clip = float(noise_clip)
+        self.register_buffer(
+            "first_member", torch.zeros(1, dtype=torch.long, device=device), persistent=False
+        )
+
+    @classmethod
+    def _check_actor(cls, actor_network) -> None:
+        if not isinstance(getattr(actor_network, "module", None), TanhDeterministicNet):
+            raise TypeError(
+                f"{cls.__name__}: actor_network must be a deterministic actor from "
+                f"make_deterministic_actor, got {type(actor_network).__name__}"
+            )
+
+    def _next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """``min_i Q'_i(s', a')`` at the target actor's smoothed action, ``[*B, 1]``, no grad."""
+        with torch.no_grad():
+            action = self.actor_network.module(next_obs, self.target_actor_network_params["module"])
+            noise = (torch.randn_like(action) * self.policy_noise).clamp(
+                -self.noise_clip, self.noise_clip
+            )
+            action = self._project(action + noise * (self.action_high - self.action_low) / 2)
+            return self._target_q(next_obs, action)
+
+    def _actor_terms(self, obs, act, pred):
+        action = self.actor_network.module(obs)
+        frozen = self._detached_qvalue_params()
+        q = self.qvalue_network.values(obs, action, frozen, members=self.first_member)[0]
+        q_weight = self._alpha / q.abs().mean().detach()
+        bc_mse = (action - act).square().mean()
+        loss_actor = bc_mse - q_weight * q.mean()
+        diagnostics = {
+            "q_weight": q_weight.detach(),
+            "bc_mse": bc_mse.detach(),
+            "actor_q_mean": q.mean().detach(),
+        }
+        return {"loss_actor": loss_actor}, diagnostics
+
+
+def make_td3_bc_loss(
+    observation_dim: int,
+    action_spec: TensorSpec,
+    *,
+    num_qvalue: int = 2,
+    num_cells: int = 256,
+    depth: int = 2,
+    layer_norm: bool = False,
+    gamma: float = 0.99,
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    **loss_kwargs,
+) -> TD3BCLoss:
+    """A :class:`TD3BCLoss` with TD3's networks, the actor and critics normalising observations.
+
+    Args:
+        observation_dim: size of the (flat) observation.
+        action_spec: bounded action spec of the environment.
+        num_qvalue: critics (2: TD3's twin critics).
+        num_cells: width of every hidden layer (actor and critics).
+        depth: hidden layers per network.
+        layer_norm: LayerNorm in the critics.
+        gamma: discount.
+        observation_loc: subtracted from observations in both networks (``None``: 0).
+        observation_scale: divides them, after (``None``: 1).
+        device: device of every network.
+        **loss_kwargs: forwarded to :class:`TD3BCLoss` (``alpha``, ``policy_noise``, ...).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> loss = make_td3_bc_loss(17, Bounded(-1.0, 1.0, shape=(6,)), num_cells=32)
+        >>> loss.qvalue_network.num_members, float(loss.alpha)
+        (2, 2.5)
+    """
+    norm = {"observation_loc": observation_loc, "observation_scale": observation_scale}
+    actor = make_deterministic_actor(
+        observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device, **norm
+    )
+    return make_actor_critic_loss(
+        TD3BCLoss,
+        actor,
+        observation_dim,
+        action_spec,
+        num_qvalue=num_qvalue,
+        num_cells=num_cells,
+        depth=depth,
+        layer_norm=layer_norm,
+        gamma=gamma,
+        device=device,
+        **norm,
+        **loss_kwargs,
+    )
+
+
+# ------------------------------------------------------------------------------ registration
+@dataclass
+class TD3BCConfig(ActorCriticConfig):
+    """TD3+BC's own hyper-parameters (values: ``config/algo/td3_bc.yaml``).
+
+    Attributes:
+        alpha: the weight of the Q term against behaviour cloning.
+        policy_noise: std of the target policy smoothing noise (in half action ranges).
+        noise_clip: its clip (in half action ranges).
+        normalize_observations: normalise observations inside the actor and the critics with
+            the offline data's mean and std (+ 1e-3).
+
+    Example:
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> cfg = algo_config("td3_bc", task="hopper-medium")
+        >>> cfg.alpha, cfg.actor_delay, cfg.normalize_observations
+        (2.5, 2, True)
+    """
+
+    alpha: float = MISSING
+    policy_noise: float = MISSING
+    noise_clip: float = MISSING
+    normalize_observations: bool = MISSING
+
+
+def observation_statistics(data: TensorDictBase, eps: float = 1e-3) -> dict[str, torch.Tensor]:
+    """``observation_loc`` and ``observation_scale``: the mean and std + ``eps`` of ``data``.
+
+    The std is the population one (as the TD3+BC code's numpy ``std``).
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> data = TensorDict({"observation": torch.tensor([[0.0], [2.0]])}, [2])
+        >>> stats = observation_statistics(data)
+        >>> stats["observation_loc"], stats["observation_scale"]
+        (tensor([1.]), tensor([1.0010]))
+    """
+    (obs,) = read_tensors(data, ["observation"], "observation_statistics (TED layout)")
+    obs = obs.reshape(-1, obs.shape[-1]).double()
+    loc, scale = obs.mean(0), obs.std(0, correction=0) + eps
+    return {"observation_loc": loc.float(), "observation_scale": scale.float()}
+
+
+@register_algorithm(
+    "td3_bc",
+    config=TD3BCConfig,
+    description="TD3+BC (Fujimoto & Gu, 2021) on a QEnsemble",
+)
+def build_td3_bc(
+    cfg: TD3BCConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    data: TensorDictBase | None,
+    device: torch.device | str | None = None,
+) -> TD3BCLoss:
+    """The registered builder of TD3+BC: :func:`make_td3_bc_loss` with ``cfg``'s numbers.
+
+    Raises:
+        ValueError: ``normalize_observations`` without offline data.
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> cfg = algo_config("td3_bc", overrides={"normalize_observations": False})
+        >>> loss = build_td3_bc(cfg, observation_dim=3, action_spec=Bounded(-1.0, 1.0, shape=(2,)),
+        ...                     data=None)
+        >>> loss.policy_noise, loss.noise_clip
+        (0.2, 0.5)
+    """
+    norm = {}
+    if cfg.normalize_observations:
+        if data is None:
+            raise ValueError(
+                "algo.normalize_observations=true needs the offline data (observation mean and "
+                "std); set algo.normalize_observations=false for an online-only run"
+            )
+        norm = observation_statistics(data)
+    return make_td3_bc_loss(
+        observation_dim,
+        action_spec,
+        device=device,
+        alpha=cfg.alpha,
+        policy_noise=cfg.policy_noise,
+        noise_clip=cfg.noise_clip,
+        **norm,
+        **actor_critic_kwargs(cfg),
+    )
