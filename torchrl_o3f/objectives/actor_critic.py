@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import MISSING
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
-from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
+from tensordict.nn import ProbabilisticTensorDictSequential
 from torch import nn
 from torchrl.data import TensorSpec
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -140,19 +140,9 @@ class ActorCriticLoss(EnsembleLoss):
 
     # ----------------------------------------------------------------- torchrl plumbing
     @property
-    def qvalue_network_params(self) -> TensorDictBase:
-        """The ensemble's own parameters (the soft-update source; the very same tensors)."""
-        return module_params(self.qvalue_network)
-
-    @property
     def actor_network_params(self) -> TensorDictBase:
         """The actor's own parameters (the very same tensors)."""
         return module_params(self.actor_network)
-
-    @property
-    def policy(self) -> TensorDictModuleBase:
-        """The actor to use in a collector (the ``actor_network`` itself)."""
-        return self.actor_network
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters per optimiser: ``actor`` and ``qvalue`` (subclasses add)."""

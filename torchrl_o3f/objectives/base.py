@@ -21,7 +21,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule, ValueEstimators
 
-from torchrl_o3f.objectives.common import read_tensors
+from torchrl_o3f.objectives.common import module_params, read_tensors
 
 __all__ = ["Annealable", "EnsembleLoss", "OfflineOnlineLoss"]
 
@@ -168,6 +168,16 @@ class EnsembleLoss(LossModule):
     # set by each loss: floats, or scalar buffers where the loss saves them (LAPO)
     reward_shift: float | torch.Tensor
     reward_scale: float | torch.Tensor
+
+    @property
+    def qvalue_network_params(self) -> TensorDictBase:
+        """The ensemble's own parameters (the soft-update source; the very same tensors)."""
+        return module_params(self.qvalue_network)
+
+    @property
+    def policy(self) -> TensorDictModuleBase:
+        """The module to act with in a collector: the ``actor_network`` unless overridden."""
+        return self.actor_network
 
     def register_annealable(self, name: str, value: float, device=None) -> None:
         """Create the buffer of the :class:`Annealable` ``name`` and assign ``value`` (checked)."""

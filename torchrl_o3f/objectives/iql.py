@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import MISSING
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
-from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
+from tensordict.nn import ProbabilisticTensorDictSequential
 from torch import nn
 from torchrl.data import TensorSpec
 from torchrl.modules.distributions import IndependentNormal
@@ -23,7 +23,6 @@ from torchrl_o3f.objectives.common import (
     episode_returns,
     expectile_loss,
     make_target_params,
-    module_params,
 )
 from torchrl_o3f.objectives.registry import AlgoConfig, register_algorithm
 
@@ -175,18 +174,7 @@ class IQLLoss(EnsembleLoss):
         self.loss_function = loss_function
         self.make_value_estimator(gamma=0.99)
 
-    # ----------------------------------------------------------------- hyper-parameters
     # ----------------------------------------------------------------- torchrl plumbing
-    @property
-    def qvalue_network_params(self) -> TensorDictBase:
-        """The ensemble's own parameters (the soft-update source; the very same tensors)."""
-        return module_params(self.qvalue_network)
-
-    @property
-    def policy(self) -> TensorDictModuleBase:
-        """The actor to use in a collector (the ``actor_network`` itself)."""
-        return self.actor_network
-
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters per network: ``actor``, ``qvalue`` and ``value``."""
         return {

@@ -258,11 +258,6 @@ class LAPOLoss(EnsembleLoss):
         )
 
     @property
-    def qvalue_network_params(self) -> TensorDictBase:
-        """The ensemble's own parameters (soft-update source)."""
-        return module_params(self.qvalue_network)
-
-    @property
     def decoder_params(self) -> TensorDictBase:
         """The CVAE decoder's own parameters (soft-update source)."""
         return module_params(self.cvae.decoder)
