@@ -271,7 +271,10 @@ def _power_cells(claim: Claim, measured: dict[str, Any]) -> str:
     if power["needed"] is None:
         return f"{detectable} | -"
     paper = f"{power['paper_effect']:{fmt}}"
-    return f"{detectable} | {power['needed']} (effect {paper})"
+    needed = power["needed"]
+    # the minimum a verdict needs: the paper's effect would show with fewer
+    needed = f"{needed}, the minimum" if needed <= MIN_SEEDS else f"{needed}"
+    return f"{detectable} | {needed} (effect {paper})"
 
 
 def analyse_all(study: str | Path, out: str | Path, *, reps: int = 2000) -> list[dict]:
