@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from torchrl_o3f.errors import run_cli
+
 
 def format_tasks(family: str | None = None) -> str:
     """The registered tasks as a plain-text table (name, env id, dataset ids, sigma, score).
@@ -76,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     The package's errors (an unknown task or family) end with their one-line message on stderr
     and status 1 (``--debug``: the traceback too).
     """
-    from torchrl_o3f.errors import run_cli
-
     return run_cli(_run, argv)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from torchrl_o3f.analysis.claims import CLAIMS, Claim, paper_command
 from torchrl_o3f.analysis.figures import (
@@ -36,6 +38,8 @@ from torchrl_o3f.analysis.stats import (
     score_matrix,
     seeded_bootstrap,
 )
+from torchrl_o3f.data.scores import score_label
+from torchrl_o3f.envs import UnknownTaskError
 
 
 def analyse(
@@ -420,13 +424,6 @@ def report_run(run: str | Path, out: str | Path) -> dict[str, Any]:
         ...     print(str(err).split(":")[0])
         not a finished run
     """
-    import shutil
-
-    from omegaconf import OmegaConf
-
-    from torchrl_o3f.data.scores import score_label
-    from torchrl_o3f.envs import UnknownTaskError
-
     run, out = Path(run), Path(out)
     missing = [f for f in RUN_RECORD if not (run / f).is_file()]
     if missing:

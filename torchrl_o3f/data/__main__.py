@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from omegaconf.errors import OmegaConfBaseException
+
+from torchrl_o3f.errors import run_cli
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m torchrl_o3f.data``.
@@ -14,10 +18,6 @@ def main(argv: list[str] | None = None) -> int:
     status 1, not a traceback (``--debug``: the traceback too); the messages carry the exact
     command to run next.
     """
-    from omegaconf.errors import OmegaConfBaseException
-
-    from torchrl_o3f.errors import run_cli
-
     return run_cli(_run, argv, also=(FileExistsError, OmegaConfBaseException))
 
 

@@ -17,7 +17,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.data import Bounded, TensorSpec
-from torchrl.modules import MLP, ProbabilisticActor, ValueOperator
+from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.modules.distributions import IndependentNormal
 
 from torchrl_o3f.modules.networks import (
@@ -87,6 +87,41 @@ def action_bounds(action_spec: TensorSpec) -> tuple[torch.Tensor, torch.Tensor]:
     return low, high
 
 
+def _tanh_head(
+    module: nn.Module,
+    observation_dim: int,
+    action_low,
+    action_high,
+    *,
+    num_cells: int,
+    depth: int,
+    activation,
+    layer_norm: bool,
+    device,
+) -> int:
+    """Give ``module`` an MLP ``net`` and the ``center`` / ``half_range`` buffers of its bounds.
+
+    The actions of a tanh-squashed head are ``center + tanh(net(x)) * half_range``. Returns the
+    action size; raises ``ValueError`` for bounds that are not ``low < high`` elementwise.
+    """
+    low = torch.as_tensor(action_low, dtype=torch.float32, device=device).reshape(-1)
+    high = torch.as_tensor(action_high, dtype=torch.float32, device=device).reshape(-1)
+    if low.shape != high.shape or (high <= low).any():
+        raise ValueError(f"need action_low < action_high elementwise, got {low}, {high}")
+    module.net = build_mlp(
+        observation_dim,
+        low.numel(),
+        num_cells=num_cells,
+        depth=depth,
+        activation=activation,
+        layer_norm=layer_norm,
+        device=device,
+    )
+    module.register_buffer("center", (high + low) / 2)
+    module.register_buffer("half_range", (high - low) / 2)
+    return low.numel()
+
+
 class TanhMeanGaussianNet(nn.Module):
     """IQL's policy head: observation -> (loc, scale) of a Gaussian with a tanh-squashed mean.
 
@@ -129,16 +164,13 @@ class TanhMeanGaussianNet(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        low = torch.as_tensor(action_low, dtype=torch.float32, device=device).reshape(-1)
-        high = torch.as_tensor(action_high, dtype=torch.float32, device=device).reshape(-1)
-        if low.shape != high.shape or (high <= low).any():
-            raise ValueError(f"need action_low < action_high elementwise, got {low}, {high}")
         if log_std_min >= log_std_max:
             raise ValueError(f"need log_std_min < log_std_max, got {log_std_min}, {log_std_max}")
-        action_dim = low.numel()
-        self.net: MLP = build_mlp(
+        action_dim = _tanh_head(
+            self,
             observation_dim,
-            action_dim,
+            action_low,
+            action_high,
             num_cells=num_cells,
             depth=depth,
             activation=activation,
@@ -146,8 +178,6 @@ class TanhMeanGaussianNet(nn.Module):
             device=device,
         )
         self.log_std = nn.Parameter(torch.zeros(action_dim, device=device))
-        self.register_buffer("center", (high + low) / 2)
-        self.register_buffer("half_range", (high - low) / 2)
         self.log_std_min = float(log_std_min)
         self.log_std_max = float(log_std_max)
 
@@ -386,21 +416,17 @@ class TanhDeterministicNet(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        low = torch.as_tensor(action_low, dtype=torch.float32, device=device).reshape(-1)
-        high = torch.as_tensor(action_high, dtype=torch.float32, device=device).reshape(-1)
-        if low.shape != high.shape or (high <= low).any():
-            raise ValueError(f"need action_low < action_high elementwise, got {low}, {high}")
-        self.net: MLP = build_mlp(
+        _tanh_head(
+            self,
             observation_dim,
-            low.numel(),
+            action_low,
+            action_high,
             num_cells=num_cells,
             depth=depth,
             activation=activation,
             layer_norm=layer_norm,
             device=device,
         )
-        self.register_buffer("center", (high + low) / 2)
-        self.register_buffer("half_range", (high - low) / 2)
         register_normalization_buffers(self, observation_dim, None, device)
         self.set_observation_normalization(observation_loc, observation_scale)
 

@@ -234,7 +234,8 @@ class EnsembleLoss(LossModule):
         name = type(self).__name__
         if value_type is not None and value_type != ValueEstimators.TD0:
             raise NotImplementedError(f"{name} uses one-step TD(0) targets only, got {value_type}")
-        gamma = float(hyperparams.pop("gamma", self.gamma.item()))
+        gamma = hyperparams.pop("gamma", None)
+        gamma = float(self.gamma if gamma is None else gamma)
         if hyperparams:
             raise TypeError(f"unexpected value-estimator arguments {sorted(hyperparams)}")
         if not 0.0 <= gamma <= 1.0:
