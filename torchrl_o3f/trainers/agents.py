@@ -180,7 +180,8 @@ class Agent:
                     group["lr"].fill_(lr)
                 else:
                     group["lr"] = lr
-            self._lr[name].fill_(lr)
+            if self.captured:  # what the captured step reads; eager Adam has its own
+                self._lr[name].fill_(lr)
 
     def update(self, batch: TensorDictBase, *, update_actor: bool = True) -> TensorDictBase:
         """One gradient step on ``batch``; returns the loss tensordict (detached)."""
