@@ -121,6 +121,14 @@ def test_ensure_dataset_builds_once_and_checks_the_record(tmp_path):
         ensure_dataset("hopper-random", size=120, root=tmp_path, progress=False)
 
 
+def test_a_relative_datasets_folder_builds_and_loads(tmp_path, monkeypatch):
+    """A relative root (``dataset_root=datasets``) is the folder under the working directory."""
+    monkeypatch.chdir(tmp_path)
+    dataset_id = ensure_dataset("hopper-random", size=120, root="datasets", progress=False)
+    assert (tmp_path / "datasets" / dataset_id / "data" / "metadata.json").exists()
+    assert load_offline_dataset(dataset_id, root="datasets").shape[0] == 120
+
+
 def test_ensure_dataset_non_buildable(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="cannot be built locally.*download=True"):
         ensure_dataset("antmaze-umaze", root=tmp_path)

@@ -218,6 +218,7 @@ ALLOWED_NULLS = {
     "resume",
     "offline_checkpoint",
     "offline_fraction",
+    "dataset",  # no Minari id given: the task's own dataset (derived.dataset_id names it)
     "compile.mode",  # torch.compile's default mode
     "provenance.git_commit",
     "provenance.dirty",

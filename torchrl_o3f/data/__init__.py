@@ -26,6 +26,7 @@ from torchrl_o3f.data.builder import (
     ensure_dataset,
     reference_returns,
 )
+from torchrl_o3f.data.dataset_task import dataset_task, dataset_task_name
 from torchrl_o3f.data.loader import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -54,6 +55,8 @@ __all__ = [
     "build_sac_actor",
     "dataset_id_for",
     "dataset_path",
+    "dataset_task",
+    "dataset_task_name",
     "ensure_dataset",
     "evaluate_policy",
     "install_policy",

@@ -100,7 +100,8 @@ def minari_root(root: str | os.PathLike | None) -> Iterator[Path]:
     """
     old = os.environ.get("MINARI_DATASETS_PATH")
     if root is not None:
-        os.environ["MINARI_DATASETS_PATH"] = os.fspath(root)
+        # absolute: Minari and the builder join it to other paths (a relative one doubled)
+        os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(os.fspath(root))
     try:
         from minari.storage.datasets_root_dir import get_dataset_path
 
@@ -248,11 +249,12 @@ def _missing_message(dataset_id: str, task: Task | None, where: Path, root=None)
     if hub != dataset_id:
         msg += f"Nor is the hub's {hub!r} (looked in {dataset_path(hub, root)}). "
     how = "load_offline_dataset(..., download=True) or " if hub == dataset_id else ""
+    then = f"task={task.name}" if task is not None else f"dataset={hub}"
     return msg + (
         f"It cannot be built locally: download {hub!r} where a network exists ({how}`minari "
         f"download {hub}`, into the datasets folder), or copy a Minari dataset folder to "
-        f"{where}. Set MINARI_DATASETS_PATH (or pass root=, dataset_root=) to use another "
-        "datasets folder."
+        f"{where}; then `python recipes/o3f_iql.py {then}` trains on it. Set "
+        "MINARI_DATASETS_PATH (or pass root=, dataset_root=) to use another datasets folder."
     )
 
 

@@ -122,7 +122,7 @@ def transition_buffer(
     *,
     online_capacity: int,
     offline_fraction: float | None = None,
-    device: torch.device | str | None = None,
+    device: torch.device | str = "cpu",
 ) -> ReplayBuffer:
     """The replay buffer of an offline-then-online run, holding ``data`` (TED transitions).
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torchrl.data import Bounded
 
+from torchrl_o3f.data.dataset_task import dataset_task, dataset_task_name
 from torchrl_o3f.envs import Task, UnknownTaskError, get_task
 from torchrl_o3f.errors import ConfigError, StrictFields
 from torchrl_o3f.objectives.registry import AlgoConfig, algo_config, get_algorithm
@@ -25,6 +25,19 @@ from torchrl_o3f.trainers.agents import (
     placeholder_data,
     switch_plan,
     switch_refusal,
+)
+from torchrl_o3f.trainers.options import (
+    ANNEAL_MODES,
+    BUDGETS,
+    COMPILE_MODES,
+    EXPLORATION_MODES,
+    LOGGER_BACKENDS,
+    WANDB_MODES,
+    AnnealConfig,
+    BudgetConfig,
+    CompileConfig,
+    ExplorationConfig,
+    LoggerConfig,
 )
 
 __all__ = [
@@ -42,11 +55,9 @@ __all__ = [
     "resolve_device",
 ]
 
-EXPLORATION_MODES = ("o3f", "gaussian", "none")
-ANNEAL_MODES = ("none", "abrupt", "linear")
-LOGGER_BACKENDS = ("csv", "tensorboard", "wandb", "none")
-WANDB_MODES = ("online", "offline", "disabled")
 
+DEFAULT_TASK = "halfcheetah-medium"
+"""The task of a config that names neither a task nor a dataset."""
 
 CARRIED_OVER = ("num_qvalue", "num_cells", "depth", "layer_norm", "reward_scale", "reward_shift")
 """What an objective switch keeps from the offline algorithm's config (the critic it hands over
@@ -64,123 +75,6 @@ def _integer(value: Any) -> bool:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass
-class ExplorationConfig(StrictFields):
-    """The post-policy exploration module of the online phase.
-
-    ``mode``: ``"o3f"`` (the optimistic action selector), ``"gaussian"`` (additive Gaussian
-    noise with the same sigma: the paper's ablation) or ``"none"`` (the policy's own sampling).
-    ``sigma`` ``None`` takes the task's sigma (0.2 locomotion, 0.05 otherwise); the run's
-    ``config.yaml`` records the number used.
-
-    Example:
-        >>> ExplorationConfig(mode="gaussian", sigma=0.1).num_candidates
-        100
-    """
-
-    mode: str = "o3f"
-    num_candidates: int = 100
-    sigma: float | None = None
-    omega: float = 0.0
-    include_policy_action: bool = False
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-@dataclass
-class CompileConfig(StrictFields):
-    """How updates run: eagerly (the default) or as a captured, compiled step.
-
-    The keys are torchrl's sota-implementations': ``compile`` wraps each algorithm's captured
-    update (:class:`~torchrl_o3f.trainers.capture.CapturedUpdate`: loss, gradients, Adam and
-    target update with no host synchronisation) in ``torch.compile`` with ``mode``;
-    ``cudagraphs`` replays it as a CUDA graph (``tensordict.nn.CudaGraphModule``; CUDA only).
-    Off by default: on CPU compilation costs tens of seconds for a gain within the machine's
-    noise (docs/performance.md); on a GPU turn both on for long runs. Either may change between
-    a run and its resume: checkpoints are the same with and without them.
-
-    Example:
-        >>> CompileConfig(compile=True).mode
-        'default'
-    """
-
-    compile: bool = False
-    mode: str = "default"
-    cudagraphs: bool = False
-
-
-@dataclass
-class BudgetConfig(StrictFields):
-    """How long each phase runs and how often the trainer evaluates and checkpoints.
-
-    ``offline_steps`` gradient steps offline, ``online_frames`` env steps online (each followed
-    by ``algo.utd_ratio`` updates). ``warmup_frames``: the first online frames act uniformly at
-    random and make no update (SAC's warm-up, for a run that starts from scratch; 0: none, the
-    policy acts from the first frame). ``dataset_size`` ``None``: the dataset's default size;
-    ``max_episode_steps`` ``None``: the task's episode cap. The run's ``config.yaml`` records
-    the numbers used.
-
-    Example:
-        >>> BudgetConfig(offline_steps=1000, online_frames=500).eval_every
-        5000
-    """
-
-    offline_steps: int = 20_000
-    online_frames: int = 10_000
-    eval_every: int = 5_000
-    eval_episodes: int = 5
-    checkpoint_every: int = 5_000
-    log_every: int = 250
-    dataset_size: int | None = 100_000
-    max_episode_steps: int | None = None
-    warmup_frames: int = 0
-
-
-@dataclass
-class AnnealConfig(StrictFields):
-    """Loosening the objective during the online phase (the paper's Figure 3).
-
-    ``mode="none"`` keeps the offline objective. ``"abrupt"`` sets the loss hyper-parameter
-    ``param`` to ``end`` at the start of the online phase; ``"linear"`` moves it there linearly
-    over ``frames`` online frames. ``param``/``end`` ``None``: the online algorithm's
-    ``loosening`` entry of its yaml (IQL: expectile -> 0.85; CQL: the Lagrange threshold;
-    AWAC: lambda).
-
-    Example:
-        >>> AnnealConfig(mode="linear", frames=5000).param is None
-        True
-    """
-
-    mode: str = "none"
-    frames: int = 10_000
-    param: str | None = None
-    end: float | None = None
-
-
-@dataclass
-class LoggerConfig(StrictFields):
-    """Where a run's scalars go: a torchrl logger (``csv``, ``tensorboard``, ``wandb``, ``none``).
-
-    ``exp_name`` ``None``: ``<algo>[-<online algo>]-<task>``. ``project``, ``group``, ``entity``
-    and ``mode`` (``online``, ``offline``: written locally and synced later with ``wandb
-    sync``, ``disabled``) are wandb's (as in torchrl's sota configs); ``tensorboard`` and
-    ``wandb`` need their extras (``pip install torchrl-o3f[tensorboard]`` / ``[wandb]``). The
-    run's resolved config is sent as the run's hparams / wandb config.
-
-    Example:
-        >>> LoggerConfig(backend="wandb", project="o3f", mode="offline").group
-        ''
-    """
-
-    backend: str = "csv"
-    exp_name: str | None = None
-    project: str = "torchrl-o3f"
-    group: str = ""
-    entity: str = ""
-    mode: str = "online"
 
 
 @dataclass
@@ -213,6 +107,13 @@ class TrainerConfig(StrictFields):
     run refuses an ``output_dir`` that holds another run's record unless ``overwrite=True``,
     which removes that run's files first.
 
+    ``dataset=<minari id>`` trains on any Minari dataset on disk (under ``dataset_root``, else
+    ``MINARI_DATASETS_PATH`` or Minari's folder): Minari's ``mujoco/*``, the D4RL ids, a user's.
+    With ``task`` unset the run acts in the env the dataset records and scores with its
+    reference returns (:func:`~torchrl_o3f.data.dataset_task`; raw returns, labelled so, when
+    it has none); with ``task`` set, the task gives the env and the scores and the dataset only
+    the data. ``task`` unset and no dataset: ``halfcheetah-medium``.
+
     Unknown attributes are refused (``cfg.budget.ofline_steps = 5`` raises
     :class:`~torchrl_o3f.errors.UnknownKeyError`), as the recipes refuse unknown keys.
 
@@ -222,7 +123,7 @@ class TrainerConfig(StrictFields):
         (0.7, 'o3f')
     """
 
-    task: str = "halfcheetah-medium"
+    task: str | None = None
     algo: Any = "iql"
     online_algo: str | None = None
     online_overrides: dict[str, Any] = field(default_factory=dict)
@@ -246,8 +147,14 @@ class TrainerConfig(StrictFields):
     offline_data: bool = True
     switch_fresh: bool = False
     overwrite: bool = False
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
+        if self.dataset is not None and self.task in (None, dataset_task_name(self.dataset)):
+            # the dataset's own task (registered again from its record on every load)
+            self.task = dataset_task(self.dataset, root=self.dataset_root).name
+        elif self.task is None:
+            self.task = DEFAULT_TASK
         if isinstance(self.algo, str):
             self.algo = algo_config(self.algo, task=self.task)
 
@@ -389,6 +296,18 @@ class TrainerConfig(StrictFields):
                 f"logger.backend={self.logger.backend} needs the {needs} package: "
                 f"pip install 'torchrl-o3f[{needs}]' (or use logger.backend=csv)"
             )
+        if self.dataset is not None:
+            _require(
+                isinstance(self.dataset, str) and "/" in self.dataset,
+                "dataset",
+                self.dataset,
+                "a Minari dataset id such as mujoco/hopper/medium-v0 (or null: the task's own)",
+            )
+            if not self.offline_data:
+                raise ConfigError(
+                    f"dataset={self.dataset} and offline_data=false: an online-only run reads no "
+                    "dataset; drop one of them"
+                )
         if self.resume and self.offline_checkpoint:
             raise ConfigError("give either resume or offline_checkpoint, not both")
         _require(
@@ -606,54 +525,3 @@ def _validate_algo(algo: AlgoConfig, key: str) -> None:
     for name, value in algo.hyperparameters().items():
         if isinstance(value, float):
             _require(math.isfinite(value), f"{key}.{name}", value, "a finite number")
-
-
-class _Presets(Mapping):
-    """Named presets handed out as copies: changing one a config holds leaves the preset."""
-
-    def __init__(self, presets: dict[str, Any]):
-        self._presets = presets
-
-    def __getitem__(self, name: str):
-        return dataclasses.replace(self._presets[name])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._presets)
-
-    def __len__(self) -> int:
-        return len(self._presets)
-
-
-BUDGETS: Mapping[str, BudgetConfig] = _Presets({
-    "smoke": BudgetConfig(
-        offline_steps=40,
-        online_frames=60,
-        eval_every=50,
-        eval_episodes=1,
-        checkpoint_every=20,
-        log_every=10,
-        dataset_size=2_000,
-        max_episode_steps=30,
-    ),
-    "cpu": BudgetConfig(),
-    # the CPU scale of the committed study (recipes/sweep.py): about 5-10 core-minutes an IQL run
-    "study": BudgetConfig(
-        offline_steps=5_000,
-        online_frames=5_000,
-        eval_every=1_000,
-        eval_episodes=5,
-        checkpoint_every=2_500,
-        log_every=250,
-        dataset_size=50_000,
-    ),
-    "paper": BudgetConfig(
-        offline_steps=1_000_000,
-        online_frames=1_000_000,
-        eval_every=10_000,
-        eval_episodes=10,
-        checkpoint_every=50_000,
-        log_every=1_000,
-        dataset_size=1_000_000,
-    ),
-})
-"""The budget presets (``budget=<name>``); each look-up is a fresh copy (never shared)."""

@@ -15,7 +15,9 @@ from typing import Any
 
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
+from torchrl_o3f.data import dataset_task
 from torchrl_o3f.errors import ConfigError, O3FError, debug_requested, one_line, reported
 from torchrl_o3f.trainers.config import (
     BUDGETS,
@@ -48,13 +50,16 @@ def register_configs() -> None:
     - ``algo/<name>_schema``: each registered algorithm's typed config, which its yaml
       (``torchrl_o3f/config/algo/<name>.yaml``, on the recipes' search path) extends;
     - ``budget/<preset>``: :data:`~torchrl_o3f.trainers.config.BUDGETS`;
-    - the ``o3f.family`` resolver of the per-family values.
+    - the ``o3f.family`` resolver of the per-family values and ``o3f.dataset_task``, the task of
+      a ``dataset=<minari id>``.
     """
     from hydra.core.config_store import ConfigStore
 
     from torchrl_o3f.objectives.registry import list_algorithms, register_resolvers
 
     register_resolvers()
+    if not OmegaConf.has_resolver("o3f.dataset_task"):
+        OmegaConf.register_new_resolver("o3f.dataset_task", _dataset_task)
     cs = ConfigStore.instance()
     cs.store(name="trainer_schema", node=TrainerConfig)
     for name, budget in BUDGETS.items():
@@ -64,6 +69,18 @@ def register_configs() -> None:
     from torchrl_o3f.trainers.sweep import SweepConfig
 
     cs.store(name="sweep_schema", node=SweepConfig)
+
+
+def _dataset_task(default: str, *, _root_) -> str:
+    """The ``o3f.dataset_task`` resolver: the root ``dataset``'s task, or ``default``.
+
+    The recipes' ``task: ${o3f.dataset_task:halfcheetah-medium}``: ``dataset=<minari id>``
+    alone names the task (its env and scores from the dataset's record); ``task=`` overrides.
+    """
+    dataset = _root_.get("dataset", None)
+    if not dataset:
+        return default
+    return dataset_task(dataset, root=_root_.get("dataset_root", None)).name
 
 
 def _build(cls, values: dict[str, Any]):

@@ -49,7 +49,7 @@ class RunSetup:
         else:
             dataset_id, data = run_dataset(
                 task,
-                self._dataset,
+                self._dataset if self._dataset is not None else cfg.dataset,
                 size=cfg.budget.dataset_size,
                 seed=cfg.dataset_seed,
                 root=cfg.dataset_root,

@@ -148,6 +148,11 @@ class OfflineOnlineTrainer(RunSetup, RunState):
         check_output_dir(cfg)
         # where the run starts: checked now, before any work
         self._resume_state, self.resumed_from = load_start_state(cfg)
+        if dataset is not None and cfg.dataset is not None:
+            raise ConfigError(
+                f"a dataset object was given and dataset={cfg.dataset}: give the dataset once "
+                "(the object, or the Minari id in the config)"
+            )
         self._dataset, self._env_fn = dataset, env
         self._hooks: dict[str, list[Callable]] = {stage: [] for stage in HOOK_STAGES}
         if on_evaluation is not None:
