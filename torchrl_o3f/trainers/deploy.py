@@ -11,6 +11,7 @@ package is written by :func:`~torchrl_o3f.trainers.export.export_policy`.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,14 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from torchrl_o3f.envs import get_task, make_env, make_gym_env
 from torchrl_o3f.errors import O3FError
+from torchrl_o3f.objectives.registry import get_algorithm
 from torchrl_o3f.trainers.agents import placeholder_data
 from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_o3f.trainers.config import resolve_device
+from torchrl_o3f.trainers.evaluation import evaluate
+from torchrl_o3f.trainers.record import config_from_record
 
 __all__ = [
     "DeployedPolicy",
@@ -183,9 +188,6 @@ class DeployedPolicy(TensorDictModuleBase):
 
 
 def _build_policy(record: dict[str, Any], observation_dim: int, spec: Bounded, device):
-    from torchrl_o3f.objectives.registry import get_algorithm
-    from torchrl_o3f.trainers.record import config_from_record
-
     cfg = config_from_record(record).online_config()  # the policy that acted last
     data = placeholder_data(observation_dim, spec.shape[-1])
     loss = get_algorithm(cfg.name).make_loss(
@@ -265,8 +267,6 @@ def _load_run(
                 f"{path} is neither a torchrl-o3f policy file nor a checkpoint that records its "
                 "config; give a run directory, its policy.pt or one of its checkpoints"
             )
-        from torchrl_o3f.envs import make_env
-
         probe = make_env(record["task"])
         spec = probe.action_spec
         obs_dim = probe.observation_spec["observation"].shape[-1]
@@ -286,8 +286,6 @@ def _load_run(
 
 def _run_env_settings(record: dict[str, Any]):
     """``(config, task, episode cap)`` of a recorded run, refusing one that acted in its own env."""
-    from torchrl_o3f.trainers.record import config_from_record
-
     cfg = config_from_record(record)
     env_used = (record.get("derived") or {}).get("env", "")
     if "given as env=" in str(env_used):
@@ -333,9 +331,6 @@ def evaluate_run(
         >>> evaluate_run("runs/my-iql", num_episodes=10)["score"]  # doctest: +SKIP
         42.0
     """
-    from torchrl_o3f.envs import make_env
-    from torchrl_o3f.trainers.evaluation import evaluate
-
     if num_episodes is not None and (not isinstance(num_episodes, int) or num_episodes < 1):
         raise O3FError(f"num_episodes must be an integer >= 1, got {num_episodes!r}")
     policy, record = _load_run(source, device=device)
@@ -415,8 +410,6 @@ def render_episode(
         >>> render_episode("runs/my-iql", "episode.gif", seed=0)  # doctest: +SKIP
         {'return': 1523.4, 'length': 1000, 'frames': 1001}
     """
-    from torchrl_o3f.envs import get_task, make_gym_env
-
     path = Path(path)
     if not path.parent.is_dir():
         raise O3FError(f"cannot write {path}: its folder {path.parent} does not exist")
@@ -432,7 +425,9 @@ def render_episode(
         task = task or run_task
         seed = cfg.seed + 10_000 if seed is None else int(seed)
         cap = max_steps or cap
-    env = make_gym_env(task, render_mode="rgb_array", max_episode_steps=cap)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MuJoCo's GL backends warn about a missing display
+        env = make_gym_env(task, render_mode="rgb_array", max_episode_steps=cap)
     frames, total, steps = [], 0.0, 0
     try:
         obs, _ = env.reset(seed=seed)
@@ -455,7 +450,9 @@ def render_episode(
 def _render(env, task: str) -> np.ndarray:
     """One ``rgb_array`` frame, or a :class:`RenderError` saying why the env cannot render."""
     try:
-        frame = env.render()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame = env.render()
     except Exception as err:  # MuJoCo raises its own, OpenGL's or AttributeErrors here
         raise RenderError(
             f"the {task} env cannot render on this machine ({type(err).__name__}: {err}); on a "

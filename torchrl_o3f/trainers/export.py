@@ -83,7 +83,7 @@ class ActingNetwork(nn.Module):
         self.register_buffer("action_high", policy.action_high)
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        """The deterministic actions ``[*batch, act_dim]`` for observations ``[*batch, obs_dim]``."""
+        """Deterministic actions ``[*batch, act_dim]`` for observations ``[*batch, obs_dim]``."""
         td = TensorDict({self.observation_key: observation}, batch_size=observation.shape[:-1])
         with set_exploration_type(ExplorationType.DETERMINISTIC):
             action = self.policy(td).get(self.action_key)
@@ -97,8 +97,10 @@ def _check_output(path: Path, format: str) -> None:
         valid = ", ".join(EXPORT_FORMATS)
         raise ExportError(f"unknown export format {format!r}; choose one of: {valid}")
     if path.is_dir():
-        raise ExportError(f"--out {path} is a folder; give a file path such as {path}/policy"
-                          f"{EXPORT_FORMATS[format]}")
+        raise ExportError(
+            f"--out {path} is a folder; give a file path such as {path}/policy"
+            f"{EXPORT_FORMATS[format]}"
+        )
     if not path.parent.is_dir():
         raise ExportError(f"cannot write {path}: its folder {path.parent} does not exist")
     if format == "onnx":
@@ -175,7 +177,7 @@ def export_policy(
         action_dim = net(example).shape[-1]
         program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     meta = _metadata(policy, action_dim, record, format)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         if format == "torchscript":
             with warnings.catch_warnings():
