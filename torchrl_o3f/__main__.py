@@ -169,9 +169,11 @@ def format_evaluation(
         >>> print(format_evaluation("runs/my-iql", episodes=10))  # doctest: +SKIP
         normalised score 12.3 +- 0.4 (return 456.7 +- 8.9, mean length 120, 10 episodes)
     """
-    from torchrl_o3f.trainers.deploy import evaluate_run, render_episode
+    from torchrl_o3f.trainers.deploy import evaluate_run, render_episode, video_writer
 
     _check_run(run)
+    if video is not None:
+        video_writer(video)  # a missing writer is refused before the episodes run
     res = evaluate_run(run, num_episodes=episodes, seed=seed)
     line = (
         f"normalised score {res['score']:.6g} +- {res['score_std']:.6g} (return "

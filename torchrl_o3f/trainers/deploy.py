@@ -39,6 +39,7 @@ __all__ = [
     "load_policy",
     "render_episode",
     "save_policy",
+    "video_writer",
 ]
 
 POLICY_FORMAT = "torchrl-o3f-policy/1"
@@ -75,6 +76,8 @@ class DeployedPolicy(TensorDictModuleBase):
         action_low: lower action bounds ``[act_dim]`` in env units (``None``: not known);
             :meth:`predict` clips into them, and so does an exported file.
         action_high: upper action bounds ``[act_dim]``.
+        action_key: the key of the action among the policy's outputs (a probabilistic actor
+            also writes ``loc`` and ``scale``).
 
     Example:
         >>> import numpy as np
@@ -101,6 +104,7 @@ class DeployedPolicy(TensorDictModuleBase):
         observation_dim: int | None = None,
         action_low: torch.Tensor | None = None,
         action_high: torch.Tensor | None = None,
+        action_key: str = "action",
     ):
         self.in_keys = list(policy.in_keys)
         self.out_keys = list(policy.out_keys)
@@ -108,6 +112,7 @@ class DeployedPolicy(TensorDictModuleBase):
         self.policy = policy
         self.deterministic = deterministic
         self.observation_dim = observation_dim
+        self.action_key = action_key
         if (action_low is None) != (action_high is None):
             raise ValueError("give both action_low and action_high, or neither")
         low = high = None
@@ -159,7 +164,7 @@ class DeployedPolicy(TensorDictModuleBase):
         """
         obs = self._observation(observation)
         td = TensorDict({self.in_keys[0]: obs}, batch_size=obs.shape[:-1], device=obs.device)
-        return self(td)[self.out_keys[0]]
+        return self(td)[self.action_key]
 
     def predict(self, observation) -> np.ndarray:
         """The action for one observation ``[obs_dim]`` or a batch ``[B, obs_dim]``, as numpy.
@@ -190,9 +195,11 @@ class DeployedPolicy(TensorDictModuleBase):
 def _build_policy(record: dict[str, Any], observation_dim: int, spec: Bounded, device):
     cfg = config_from_record(record).online_config()  # the policy that acted last
     data = placeholder_data(observation_dim, spec.shape[-1])
-    loss = get_algorithm(cfg.name).make_loss(
-        cfg, observation_dim=observation_dim, action_spec=spec, data=data, device=device
-    )
+    with warnings.catch_warnings():  # acting only: no target network is ever updated here
+        warnings.filterwarnings("ignore", message="No target network updater")
+        loss = get_algorithm(cfg.name).make_loss(
+            cfg, observation_dim=observation_dim, action_spec=spec, data=data, device=device
+        )
     return loss
 
 
@@ -358,10 +365,25 @@ def _policy_device(policy: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _video_writer(path: Path):
-    """``imageio``'s ``mimsave``, or a :class:`RenderError` naming what to install."""
+def video_writer(path: str | os.PathLike):
+    """``imageio``'s ``mimsave`` for a video file ``path``, checked before any episode runs.
+
+    Raises:
+        RenderError: when ``imageio`` is not installed, or ``imageio-ffmpeg`` for a suffix other
+            than ``.gif``; the message gives the pip command.
+        O3FError: when the folder of ``path`` does not exist.
+
+    Example:
+        >>> video_writer("no/such/folder/episode.gif")
+        Traceback (most recent call last):
+        ...
+        torchrl_o3f.errors.O3FError: cannot write no/such/folder/episode.gif: its folder ...
+    """
     import importlib.util
 
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise O3FError(f"cannot write {path}: its folder {path.parent} does not exist")
     if importlib.util.find_spec("imageio") is None:
         raise RenderError(
             f"writing {path.name} needs imageio, which is not installed: pip install imageio"
@@ -411,9 +433,7 @@ def render_episode(
         {'return': 1523.4, 'length': 1000, 'frames': 1001}
     """
     path = Path(path)
-    if not path.parent.is_dir():
-        raise O3FError(f"cannot write {path}: its folder {path.parent} does not exist")
-    write = _video_writer(path)
+    write = video_writer(path)
     if isinstance(source, DeployedPolicy):
         if task is None:
             raise O3FError("render_episode of a DeployedPolicy needs its task= (a task name)")

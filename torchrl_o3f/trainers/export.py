@@ -78,7 +78,7 @@ class ActingNetwork(nn.Module):
         super().__init__()
         self.policy = policy.policy
         self.observation_key = policy.in_keys[0]
-        self.action_key = policy.out_keys[0]
+        self.action_key = policy.action_key
         self.register_buffer("action_low", policy.action_low)
         self.register_buffer("action_high", policy.action_high)
 
@@ -242,7 +242,7 @@ def _save_onnx(program, example, batch, meta: str, path: Path) -> None:
     finally:
         quiet.setLevel(level)
     onnx_program.model.metadata_props[METADATA_NAME] = meta
-    onnx_program.save(str(path))
+    onnx_program.save(str(path), external_data=False)  # one file: the weights inside
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
