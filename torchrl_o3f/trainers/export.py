@@ -9,13 +9,10 @@ acting module called under ``ExplorationType.DETERMINISTIC``), so whatever the n
 is in the file: observation normalisation buffers, LAPO's latent policy and target decoder, the
 tanh squashing and the clipping to the bounds.
 
-=============== ========== ==========================================================
-format          suffix     loads with
-=============== ========== ==========================================================
-``torchscript`` ``.pt``    ``torch.jit.load(path)``
-``export``      ``.pt2``   ``torch.export.load(path).module()``
-``onnx``        ``.onnx``  ``onnxruntime.InferenceSession(path)`` (input ``observation``)
-=============== ========== ==========================================================
+- ``torchscript`` (``.pt``): ``torch.jit.load(path)``;
+- ``export`` (``.pt2``): ``torch.export.load(path).module()``;
+- ``onnx`` (``.onnx``): ``onnxruntime.InferenceSession(path)``, input ``observation``, output
+  ``action`` (the ``onnx`` extra: ``pip install 'torchrl-o3f[onnx]'``).
 
 Each file carries a small JSON record (``o3f.json``: sizes, bounds, algorithm, task): in
 TorchScript's and ``torch.export``'s extra files and in the ONNX model's metadata.
