@@ -193,6 +193,7 @@ class DeployedPolicy(TensorDictModuleBase):
 
 
 def _build_policy(record: dict[str, Any], observation_dim: int, spec: Bounded, device):
+    """The run's loss, built from its record, and its acting module (``loss.policy``)."""
     cfg = config_from_record(record).online_config()  # the policy that acted last
     data = placeholder_data(observation_dim, spec.shape[-1])
     with warnings.catch_warnings():  # acting only: no target network is ever updated here
@@ -200,7 +201,7 @@ def _build_policy(record: dict[str, Any], observation_dim: int, spec: Bounded, d
         loss = get_algorithm(cfg.name).make_loss(
             cfg, observation_dim=observation_dim, action_spec=spec, data=data, device=device
         )
-    return loss
+        return loss, loss.policy
 
 
 def save_policy(trainer, path: str | os.PathLike) -> Path:
@@ -265,8 +266,8 @@ def _load_run(
         spec = Bounded(state["action_low"], state["action_high"], shape=state["action_low"].shape)
         obs_dim = int(state["observation_dim"])
         record = state["config"]
-        loss = _build_policy(record, obs_dim, spec, device)
-        loss.policy.load_state_dict(state["policy"])
+        _, acting = _build_policy(record, obs_dim, spec, device)
+        acting.load_state_dict(state["policy"])
     else:
         record = state.get("meta", {}).get("config") if isinstance(state, dict) else None
         if not isinstance(record, dict) or "derived" not in record:
@@ -278,10 +279,10 @@ def _load_run(
         spec = probe.action_spec
         obs_dim = probe.observation_spec["observation"].shape[-1]
         probe.close()
-        loss = _build_policy(record, obs_dim, spec, device)
+        loss, acting = _build_policy(record, obs_dim, spec, device)
         loss.load_state_dict(state["agent"]["loss"])
     policy = DeployedPolicy(
-        loss.policy,
+        acting,
         deterministic=deterministic,
         observation_dim=obs_dim,
         action_low=spec.space.low,
