@@ -124,7 +124,8 @@ def export_policy(
     The file maps a float32 observation batch ``[B, obs_dim]`` (raw env observations, any
     ``B >= 1``) to float32 actions ``[B, act_dim]`` in env units within the action bounds,
     equal to :func:`~torchrl_o3f.trainers.load_policy`'s deterministic actions; the policy's
-    observation normalisation is inside. See the module's table for how each format loads.
+    observation normalisation is inside. The module's docstring says how each format loads. A
+    run is exported on the CPU; a given ``DeployedPolicy`` on the device it lives on.
 
     Args:
         source: a run directory, its ``policy.pt``, a trainer checkpoint, or a
@@ -163,7 +164,7 @@ def export_policy(
     else:
         source_file = _source_file(Path(source))
         if path.exists() and source_file.exists() and path.resolve() == source_file.resolve():
-            raise ExportError(f"--out {path} is the run's own policy file; give another path")
+            raise ExportError(f"{path} is the run's own policy file; give another output path")
         policy, record = _load_run(source)
     if policy.observation_dim is None:
         raise ExportError("the DeployedPolicy has no observation_dim; give it one to export")
