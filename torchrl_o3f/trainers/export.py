@@ -95,8 +95,7 @@ def _check_output(path: Path, format: str) -> None:
         raise ExportError(f"unknown export format {format!r}; choose one of: {valid}")
     if path.is_dir():
         raise ExportError(
-            f"--out {path} is a folder; give a file path such as {path}/policy"
-            f"{EXPORT_FORMATS[format]}"
+            f"{path} is a folder; give a file path such as {path}/policy{EXPORT_FORMATS[format]}"
         )
     if not path.parent.is_dir():
         raise ExportError(f"cannot write {path}: its folder {path.parent} does not exist")
