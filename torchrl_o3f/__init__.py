@@ -10,7 +10,8 @@ The package is a set of TorchRL components, in layers that import only downwards
 - :mod:`torchrl_o3f.objectives`: the loss protocol and the registered algorithms' losses (IQL,
   LAPO, SAC, CQL, AWAC, ...) on the shared ensemble;
 - :mod:`torchrl_o3f.trainers`: the offline-then-online trainer used by the recipes, and
-  :func:`load_policy`, a trained policy for deployment;
+  :func:`load_policy`, a trained policy for deployment, and :func:`export_policy`, one file
+  that acts without this package (TorchScript, ``torch.export``, ONNX);
 - :mod:`torchrl_o3f.analysis`: the statistics and figures of sweeps.
 
 The names below are imported on first use, so ``import torchrl_o3f.data`` loads the data layer
@@ -32,6 +33,7 @@ _EXPORTS = {
     "make_iql_loss": "torchrl_o3f.objectives",
     "make_lapo_loss": "torchrl_o3f.objectives",
     "load_policy": "torchrl_o3f.trainers.deploy",
+    "export_policy": "torchrl_o3f.trainers.export",
 }
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "O3FActionSelector",
     "QEnsemble",
     "__version__",
+    "export_policy",
     "get_task",
     "list_tasks",
     "load_policy",

@@ -1,11 +1,20 @@
-"""Command line: ``python -m torchrl_o3f tasks`` / ``algorithms`` list what is registered."""
+"""Command line of the package.
+
+``python -m torchrl_o3f tasks`` / ``algorithms`` list what is registered;
+``python -m torchrl_o3f export RUN --format torchscript|export|onnx --out PATH`` writes a file
+that acts without this package (:func:`~torchrl_o3f.trainers.export.export_policy`);
+``python -m torchrl_o3f evaluate RUN [--episodes N] [--seed S] [--render-video PATH]`` prints
+the run's normalised score as its trainer computes it
+(:func:`~torchrl_o3f.trainers.deploy.evaluate_run`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from torchrl_o3f.errors import run_cli
+from torchrl_o3f.errors import O3FError, run_cli
 
 
 def format_tasks(family: str | None = None) -> str:
@@ -92,12 +101,90 @@ def _run(argv: list[str]) -> int:
     tasks.add_argument("--family", default=None, help="only this family (e.g. hopper)")
     algos = sub.add_parser("algorithms", help="list the registered algorithms", parents=[common])
     algos.add_argument("--task", default=None, help="values for this task's family")
+    export = sub.add_parser(
+        "export",
+        help="write a run's policy as a file that acts without torchrl-o3f",
+        parents=[common],
+    )
+    export.add_argument("run", help="a run directory, its policy.pt or a checkpoint")
+    export.add_argument(
+        "--format",
+        default="torchscript",
+        help="torchscript (.pt), export (torch.export .pt2) or onnx (.onnx); default torchscript",
+    )
+    export.add_argument("--out", required=True, help="the file to write (its folder must exist)")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="the normalised score of a run's policy, as its trainer computes it",
+        parents=[common],
+    )
+    evaluate.add_argument("run", help="a run directory, its policy.pt or a checkpoint")
+    evaluate.add_argument(
+        "--episodes", type=int, default=None, help="episodes (default: the run's eval_episodes)"
+    )
+    evaluate.add_argument(
+        "--seed", type=int, default=None, help="env seed (default: the trainer's, seed + 10000)"
+    )
+    evaluate.add_argument(
+        "--render-video", default=None, metavar="PATH", help="also film one episode (.mp4, .gif)"
+    )
     args = parser.parse_args(argv)
     if args.command == "tasks":
         print(format_tasks(args.family))
     elif args.command == "algorithms":
         print(format_algorithms(args.task))
+    elif args.command == "export":
+        from torchrl_o3f.trainers.export import export_policy
+
+        _check_run(args.run)
+        path = export_policy(args.run, args.out, format=args.format)
+        print(f"wrote {path} ({args.format})")
+    elif args.command == "evaluate":
+        print(format_evaluation(args.run, args.episodes, args.seed, args.render_video))
     return 0
+
+
+def _check_run(run: str) -> None:
+    if not Path(run).exists():
+        raise O3FError(f"no run at {run}: give a run directory, its policy.pt or a checkpoint")
+
+
+def format_evaluation(
+    run: str, episodes: int | None = None, seed: int | None = None, video: str | None = None
+) -> str:
+    """What ``python -m torchrl_o3f evaluate`` prints: the normalised score (printed first).
+
+    Args:
+        run: a run directory, its ``policy.pt`` or a checkpoint.
+        episodes: evaluation episodes (``None``: the run's ``budget.eval_episodes``).
+        seed: the env seed (``None``: the trainer's evaluation seed).
+        video: film one episode (with ``seed``) into this file as well; the score line is
+            printed before the filming starts.
+
+    Raises:
+        O3FError: for a missing run, a run that cannot be rebuilt, or a video that cannot be
+            written (the message names the package to install).
+
+    Example:
+        >>> print(format_evaluation("runs/my-iql", episodes=10))  # doctest: +SKIP
+        normalised score 12.3 +- 0.4 (return 456.7 +- 8.9, mean length 120, 10 episodes)
+    """
+    from torchrl_o3f.trainers.deploy import evaluate_run, render_episode, video_writer
+
+    _check_run(run)
+    if video is not None:
+        video_writer(video)  # a missing writer is refused before the episodes run
+    res = evaluate_run(run, num_episodes=episodes, seed=seed)
+    line = (
+        f"normalised score {res['score']:.6g} +- {res['score_std']:.6g} (return "
+        f"{res['return']:.6g} +- {res['return_std']:.6g}, mean length {res['length']:.6g}, "
+        f"{res['eval_episodes']} episodes)"
+    )
+    if video is None:
+        return line
+    print(line, flush=True)  # the score stands even when the filming fails
+    filmed = render_episode(run, video, seed=seed)
+    return f"wrote {video}: one episode, return {filmed['return']:.6g}, {filmed['length']} steps"
 
 
 if __name__ == "__main__":

@@ -13,8 +13,23 @@ from torchrl_o3f.trainers.config import (
     LoggerConfig,
     TrainerConfig,
 )
-from torchrl_o3f.trainers.deploy import DeployedPolicy, ObservationError, load_policy, save_policy
+from torchrl_o3f.trainers.deploy import (
+    DeployedPolicy,
+    ObservationError,
+    RenderError,
+    evaluate_run,
+    load_policy,
+    render_episode,
+    save_policy,
+)
 from torchrl_o3f.trainers.evaluation import evaluate
+from torchrl_o3f.trainers.export import (
+    EXPORT_FORMATS,
+    ActingNetwork,
+    ExportError,
+    export_policy,
+    read_metadata,
+)
 from torchrl_o3f.trainers.plotting import plot_learning_curve
 from torchrl_o3f.trainers.torchrl_trainer import (
     CountedOfflineToOnlineReplayBuffer,
@@ -42,6 +57,14 @@ __all__ = [
     "TrainerConfig",
     "build_agent",
     "evaluate",
+    "evaluate_run",
+    "EXPORT_FORMATS",
+    "ActingNetwork",
+    "ExportError",
+    "export_policy",
+    "read_metadata",
+    "RenderError",
+    "render_episode",
     "load_checkpoint",
     "load_policy",
     "make_exploration",
