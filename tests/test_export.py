@@ -29,7 +29,7 @@ from torchrl_o3f.trainers import (
     evaluate_run,
     export_policy,
     load_policy,
-    read_metadata,
+    read_export_metadata,
 )
 from torchrl_o3f.trainers import deploy as deploy_module
 
@@ -100,7 +100,7 @@ def test_exported_files_act_as_load_policy(runs, tmp_path, algo):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
         torch.testing.assert_close(one, expected[3:4], rtol=0, atol=1e-5)
         assert bool(((got >= low) & (got <= high)).all())
-        meta = read_metadata(path)
+        meta = read_export_metadata(path)
         assert meta["observation_dim"] == OBS_DIM and meta["action_dim"] == ACT_DIM
         assert meta["algorithm"] == algo and meta["task"] == "hopper-random"
         assert meta["format"] == fmt
@@ -118,7 +118,7 @@ def test_onnx_file_acts_as_load_policy(runs, tmp_path, algo):
     torch.testing.assert_close(
         _onnx_actions(path, obs[:1]), _expected(run, obs[:1]), rtol=0, atol=1e-5
     )
-    assert read_metadata(path)["algorithm"] == algo
+    assert read_export_metadata(path)["algorithm"] == algo
 
 
 BLOCKED_IMPORT = """

@@ -26,7 +26,6 @@ from torchrl_o3f.data.builder import (
     ensure_dataset,
     reference_returns,
 )
-from torchrl_o3f.data.dataset_task import dataset_task, dataset_task_name
 from torchrl_o3f.data.loader import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -36,6 +35,7 @@ from torchrl_o3f.data.loader import (
     read_metadata,
     resolve_dataset,
 )
+from torchrl_o3f.data.minari_task import dataset_task, dataset_task_name
 from torchrl_o3f.data.pointmaze import WaypointController
 from torchrl_o3f.data.scores import SCORE_LABELS, normalized_score, score_label
 from torchrl_o3f.data.ted import TED_KEYS, as_ted_dataset, run_dataset, transition_buffer

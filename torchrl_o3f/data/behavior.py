@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from torchrl_o3f.envs import Task, make_gym_env
+from torchrl_o3f.envs import Task, list_tasks, make_gym_env
+from torchrl_o3f.modules.actors import make_sac_actor
 from torchrl_o3f.modules.networks import build_mlp
 
 __all__ = [
@@ -120,8 +121,6 @@ def build_sac_actor(
         torch.Size([4, 2])
     """
     from torchrl.data import Bounded
-
-    from torchrl_o3f.modules.actors import make_sac_actor
 
     low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim).clone()
     high = torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim).clone()
@@ -364,8 +363,6 @@ def measure_policy(policy: BehaviorPolicy, *, num_episodes: int = 10) -> dict:
 
 
 def _task_of_env(env_id: str) -> Task:
-    from torchrl_o3f.envs import list_tasks
-
     for task in list_tasks():
         if task.env_id == env_id and task.quality == "random":
             return task

@@ -40,6 +40,7 @@ from torchrl_o3f._atomic import (
     remove_stale_temporaries,
     temporary_tag,
 )
+from torchrl_o3f.data.behavior import load_policy
 from torchrl_o3f.data.loader import (
     DEFAULT_SIZE,
     DatasetNotFoundError,
@@ -49,7 +50,9 @@ from torchrl_o3f.data.loader import (
     minari_root,
     read_metadata,
 )
+from torchrl_o3f.data.pointmaze import WaypointController
 from torchrl_o3f.envs import Task, get_task, list_tasks, make_gym_env
+from torchrl_o3f.envs.make import FlattenDictObservation
 from torchrl_o3f.errors import ConfigError, O3FError
 
 __all__ = [
@@ -123,15 +126,11 @@ def _policy_for(task: Task, env, rng: np.random.Generator, gen: torch.Generator,
     if policy is not None:
         return policy, getattr(policy, "__name__", type(policy).__name__)
     if task.family == "pointmaze":
-        from torchrl_o3f.data.pointmaze import WaypointController
-
         ctrl = WaypointController.from_env(env)
         return (lambda obs: ctrl.act(obs, rng)), f"waypoint controller (noise {ctrl.noise})"
     if task.quality == "random":
         return _random_policy(env.action_space, rng), "uniform random actions"
     if task.quality in ("medium", "expert"):
-        from torchrl_o3f.data.behavior import load_policy
-
         actor = load_policy(f"{task.family}-{task.quality}")
         return (
             lambda obs: actor.act(obs, generator=gen),
@@ -148,8 +147,6 @@ def _make_env(task: Task):
     """The env to roll out: flat float32 observations, or the raw dict env for goal tasks."""
     env = make_gym_env(task)
     if task.dict_observation:
-        from torchrl_o3f.envs.make import FlattenDictObservation
-
         while not isinstance(env, FlattenDictObservation):
             env = env.env
         env = env.env
@@ -257,14 +254,10 @@ def reference_returns(
     ref_min = float(rets.mean())
     ref_max, what = None, "none shipped"
     if task.family == "pointmaze":
-        from torchrl_o3f.data.pointmaze import WaypointController
-
         ctrl = WaypointController.from_env(env, noise=0.0)
         _, rets = rollout(env, lambda o: ctrl.act(o), num_episodes=num_episodes, rng=rng)
         ref_max, what = float(rets.mean()), "noiseless waypoint controller"
     else:
-        from torchrl_o3f.data.behavior import load_policy
-
         for quality in ("expert", "medium"):
             try:
                 info = load_policy(f"{task.family}-{quality}").info

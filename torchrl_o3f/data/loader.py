@@ -54,7 +54,7 @@ from torchrl_o3f._atomic import (
     remove_stale_temporaries,
     temporary_tag,
 )
-from torchrl_o3f.envs import Task, flatten_observation, list_tasks
+from torchrl_o3f.envs import Task, flatten_observation, list_tasks, make_gym_env
 from torchrl_o3f.errors import O3FError
 
 __all__ = [
@@ -614,8 +614,6 @@ def _allocate(total: int, obs_dim: int, act_dim: int, prefix) -> TensorDict:
 
 
 def _check_shapes(td: TensorDict, dataset_id: str, task: Task) -> None:
-    from torchrl_o3f.envs import make_gym_env
-
     env = make_gym_env(task)
     obs_dim, act_dim = env.observation_space.shape[-1], env.action_space.shape[-1]
     env.close()

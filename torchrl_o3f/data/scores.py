@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from torchrl_o3f.data.loader import read_metadata
 from torchrl_o3f.envs import Task, get_task
 
 __all__ = ["SCORE_LABELS", "normalized_score", "score_label"]
@@ -96,8 +97,6 @@ def normalized_score(
             lo, hi = task.ref_min_score, task.ref_max_score
             where = "the task registry"
         else:
-            from torchrl_o3f.data.loader import read_metadata
-
             meta = read_metadata(dataset_id or task, root=root)
             lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
             where = f"dataset {dataset_id or task.dataset_id!r}"

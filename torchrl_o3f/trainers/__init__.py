@@ -28,7 +28,7 @@ from torchrl_o3f.trainers.export import (
     ActingNetwork,
     ExportError,
     export_policy,
-    read_metadata,
+    read_export_metadata,
 )
 from torchrl_o3f.trainers.plotting import plot_learning_curve
 from torchrl_o3f.trainers.torchrl_trainer import (
@@ -62,7 +62,7 @@ __all__ = [
     "ActingNetwork",
     "ExportError",
     "export_policy",
-    "read_metadata",
+    "read_export_metadata",
     "RenderError",
     "render_episode",
     "load_checkpoint",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torchrl.data import Bounded
 
-from torchrl_o3f.data.dataset_task import dataset_task, dataset_task_name
+from torchrl_o3f.data.minari_task import dataset_task, dataset_task_name
 from torchrl_o3f.envs import Task, UnknownTaskError, get_task
 from torchrl_o3f.errors import ConfigError, StrictFields
 from torchrl_o3f.objectives.registry import AlgoConfig, algo_config, get_algorithm

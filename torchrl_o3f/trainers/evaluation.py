@@ -7,6 +7,7 @@ import torch
 from tensordict.nn import TensorDictModuleBase
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
+from torchrl_o3f.data import normalized_score
 from torchrl_o3f.envs import Task, get_task
 
 __all__ = ["evaluate"]
@@ -38,8 +39,6 @@ def evaluate(
         when ``dataset_id`` is given and the dataset stores references; for success-scored
         tasks, ``success`` (fraction of episodes that reached the goal).
     """
-    from torchrl_o3f.data import normalized_score
-
     task = get_task(task)
     max_steps = max_steps or task.max_episode_steps
     returns, lengths = [], []

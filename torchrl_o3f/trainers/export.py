@@ -35,7 +35,13 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl_o3f.errors import O3FError
 from torchrl_o3f.trainers.deploy import DeployedPolicy, _load_run
 
-__all__ = ["EXPORT_FORMATS", "ActingNetwork", "ExportError", "export_policy", "read_metadata"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "ActingNetwork",
+    "ExportError",
+    "export_policy",
+    "read_export_metadata",
+]
 
 EXPORT_FORMATS: dict[str, str] = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx"}
 """The export formats and their usual file suffixes."""
@@ -242,7 +248,7 @@ def _save_onnx(program, example, batch, meta: str, path: Path) -> None:
     onnx_program.save(str(path), external_data=False)  # one file: the weights inside
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The ``o3f.json`` record an exported file carries (sizes, bounds, algorithm, task).
 
     Raises:
@@ -255,7 +261,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         >>> actor = make_iql_actor(3, Bounded(-1.0, 1.0, shape=(2,)), num_cells=8)
         >>> policy = DeployedPolicy(actor, observation_dim=3)
         >>> out = export_policy(policy, tempfile.mkdtemp() + "/policy.pt2", format="export")
-        >>> read_metadata(out)["observation_dim"], read_metadata(out)["action_dim"]
+        >>> read_export_metadata(out)["observation_dim"], read_export_metadata(out)["action_dim"]
         (3, 2)
     """
     path = Path(path)

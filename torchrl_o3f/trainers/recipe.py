@@ -17,8 +17,11 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from torchrl_o3f.data import dataset_task
+from torchrl_o3f.data import dataset_task, ensure_dataset
+from torchrl_o3f.envs import get_task
 from torchrl_o3f.errors import ConfigError, O3FError, debug_requested, one_line, reported
+from torchrl_o3f.objectives.registry import list_algorithms, register_resolvers, structured_config
+from torchrl_o3f.trainers.checkpoint import EXIT_RESUMABLE, CheckpointError, load_checkpoint
 from torchrl_o3f.trainers.config import (
     BUDGETS,
     AnnealConfig,
@@ -29,6 +32,9 @@ from torchrl_o3f.trainers.config import (
     TrainerConfig,
     checked_task,
 )
+from torchrl_o3f.trainers.record import config_from_record
+from torchrl_o3f.trainers.sweep import SweepConfig, run_sweep_job, threads_per_job
+from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, method_name
 
 __all__ = [
     "SweepJobError",
@@ -55,8 +61,6 @@ def register_configs() -> None:
     """
     from hydra.core.config_store import ConfigStore
 
-    from torchrl_o3f.objectives.registry import list_algorithms, register_resolvers
-
     register_resolvers()
     if not OmegaConf.has_resolver("o3f.dataset_task"):
         OmegaConf.register_new_resolver("o3f.dataset_task", _dataset_task)
@@ -66,7 +70,6 @@ def register_configs() -> None:
         cs.store(group="budget", name=name, node=budget)
     for algo in list_algorithms():
         cs.store(group="algo", name=f"{algo.name}_schema", node=algo.config_class)
-    from torchrl_o3f.trainers.sweep import SweepConfig
 
     cs.store(name="sweep_schema", node=SweepConfig)
 
@@ -91,8 +94,6 @@ def _build(cls, values: dict[str, Any]):
 def config_from_hydra(cfg) -> TrainerConfig:
     """Turn a hydra/omegaconf config into a validated :class:`TrainerConfig`."""
     from omegaconf import OmegaConf
-
-    from torchrl_o3f.objectives.registry import structured_config
 
     checked_task(cfg.get("task"))  # before the per-family values resolve against it
     raw = OmegaConf.to_container(cfg, resolve=True)
@@ -119,9 +120,6 @@ def _resumed_config(config: TrainerConfig, overrides: list[str]) -> TrainerConfi
     The recipe's defaults (``budget: cpu``, ...) do not count as changes: a resumed run is the
     run it continues. The trainer then rejects overrides that would change what it computes.
     """
-    from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint
-    from torchrl_o3f.trainers.record import config_from_record
-
     try:
         stored = load_checkpoint(config.resume).get("meta", {}).get("config")
     except CheckpointError as err:
@@ -171,8 +169,6 @@ def run_recipe(cfg) -> dict[str, Any]:
 def _run_recipe(cfg) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
-    from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, method_name
-
     config = config_from_hydra(cfg)
     if config.resume:
         config = _resumed_config(config, list(HydraConfig.get().overrides.task))
@@ -183,8 +179,6 @@ def _run_recipe(cfg) -> dict[str, Any]:
     summary = OfflineOnlineTrainer(config).train()
     if summary.get("stopped"):
         import sys
-
-        from torchrl_o3f.trainers.checkpoint import EXIT_RESUMABLE
 
         if summary.get("resumable", True):
             print(
@@ -236,9 +230,6 @@ class SweepJobError(CompactHydraException):
 def _run_sweep(cfg) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
-
-    from torchrl_o3f.trainers.sweep import run_sweep_job, threads_per_job
-    from torchrl_o3f.trainers.trainer import method_name
 
     hydra_cfg = HydraConfig.get()
     config = config_from_hydra(cfg)
@@ -328,9 +319,6 @@ def check_sweep(config) -> int:
 
 def _check_data(cfg: TrainerConfig, checked: set[tuple]) -> None:
     """A task whose data cannot be built here must have them on disk (checked once per task)."""
-    from torchrl_o3f.data import ensure_dataset
-    from torchrl_o3f.envs import get_task
-
     key = (cfg.task, cfg.dataset_root)
     if cfg.offline_data and key not in checked and not get_task(cfg.task).buildable:
         ensure_dataset(cfg.task, root=cfg.dataset_root, progress=False)  # only looks on disk

@@ -21,6 +21,8 @@ from typing import Any
 
 from torchrl_o3f._version import __file__ as _version_file
 from torchrl_o3f._version import __version__
+from torchrl_o3f.objectives.registry import structured_config
+from torchrl_o3f.trainers.checkpoint import write_atomic
 from torchrl_o3f.trainers.config import (
     AnnealConfig,
     BudgetConfig,
@@ -277,8 +279,6 @@ def write_config(record: dict[str, Any], path: str | Path) -> Path:
     """Write ``record`` as yaml, atomically."""
     from omegaconf import OmegaConf
 
-    from torchrl_o3f.trainers.checkpoint import write_atomic
-
     text = OmegaConf.to_yaml(OmegaConf.create(record)).encode()
     return write_atomic(path, lambda f: f.write(text))
 
@@ -313,8 +313,6 @@ def config_from_record(record: dict[str, Any] | str | Path) -> TrainerConfig:
         0.7
     """
     from omegaconf import OmegaConf
-
-    from torchrl_o3f.objectives.registry import structured_config
 
     if isinstance(record, (str, Path)):
         record = OmegaConf.to_container(OmegaConf.load(str(record)))

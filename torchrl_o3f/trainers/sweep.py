@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchrl_o3f.data import ensure_dataset
 from torchrl_o3f.trainers.config import AnnealConfig, TrainerConfig, resolve_device
+from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer
 
 __all__ = ["SweepConfig", "offline_key", "offline_run_dir", "run_sweep_job", "threads_per_job"]
 
@@ -133,8 +135,6 @@ def _finished(out: Path, cfg: TrainerConfig) -> bool:
 
 def _ensure_offline(cfg: TrainerConfig, root: Path) -> Path:
     """Train (or finish, or find) the shared offline phase of ``cfg``; its ``offline.pt``."""
-    from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer
-
     out = offline_run_dir(cfg, root)
     boundary = out / "checkpoints" / "offline.pt"
     with _locked(out.with_suffix(".lock")):
@@ -173,9 +173,6 @@ def run_sweep_job(cfg: TrainerConfig, *, study_root: str | Path | None) -> dict[
         The run's summary, with ``"skipped": True`` for a finished run and ``"stopped": True``
         for one interrupted by a signal (it resumes on the next sweep).
     """
-    from torchrl_o3f.data import ensure_dataset
-    from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer
-
     resolve_device(cfg.device)  # this machine has the job's device, before any work
     out = Path(cfg.output_dir)
     if _finished(out, cfg):

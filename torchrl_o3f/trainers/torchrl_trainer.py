@@ -46,6 +46,8 @@ from torchrl.data import LazyTensorStorage, OfflineToOnlineReplayBuffer, ReplayB
 from torchrl.envs import EnvBase
 from torchrl.trainers import TrainerHookBase
 
+from torchrl_o3f.data import load_offline_dataset
+
 __all__ = [
     "CountedOfflineToOnlineReplayBuffer",
     "O3FSelectorHook",
@@ -262,8 +264,6 @@ def offline_to_online_buffer(
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if isinstance(data, str):
-        from torchrl_o3f.data import load_offline_dataset
-
         data = load_offline_dataset(data, root=root)
     data = select_online_keys(data, env, required=required)
     device = torch.device("cpu") if device is None else torch.device(device)
