@@ -13,6 +13,7 @@ __all__ = [
     "expectile_loss",
     "make_target_params",
     "module_params",
+    "observation_statistics",
     "read_tensors",
 ]
 
@@ -141,3 +142,23 @@ def read_tensors(td: TensorDictBase, keys: list, owner: str) -> list[torch.Tenso
             )
         out.append(value)
     return out
+
+
+def observation_statistics(data: TensorDictBase, eps: float = 1e-3) -> dict[str, torch.Tensor]:
+    """``observation_loc`` and ``observation_scale``: the mean and std + ``eps`` of ``data``.
+
+    The std is the population one (as the TD3+BC code's numpy ``std``); computed in float64,
+    returned as float32 ``[observation_dim]`` tensors.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> data = TensorDict({"observation": torch.tensor([[0.0], [2.0]])}, [2])
+        >>> stats = observation_statistics(data)
+        >>> stats["observation_loc"], stats["observation_scale"]
+        (tensor([1.]), tensor([1.0010]))
+    """
+    (obs,) = read_tensors(data, ["observation"], "observation_statistics (TED layout)")
+    obs = obs.reshape(-1, obs.shape[-1]).double()
+    loc, scale = obs.mean(0), obs.std(0, correction=0) + eps
+    return {"observation_loc": loc.float(), "observation_scale": scale.float()}

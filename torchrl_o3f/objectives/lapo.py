@@ -11,6 +11,7 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from torch import nn
 from torchrl.data import TensorSpec
 
+from torchrl_o3f.errors import ConfigError
 from torchrl_o3f.modules.actors import action_bounds
 from torchrl_o3f.modules.ensemble import QEnsemble
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor
@@ -22,16 +23,26 @@ from torchrl_o3f.objectives.common import (
     module_params,
     read_tensors,
 )
-from torchrl_o3f.objectives.registry import AlgoConfig, register_algorithm
+from torchrl_o3f.objectives.registry import AlgoConfig, Algorithm, yaml_defaults
 
-__all__ = ["LAPOConfig", "LAPOLoss", "build_lapo", "lapo_reward_config", "make_lapo_loss"]
+__all__ = [
+    "LAPO",
+    "LAPOConfig",
+    "LAPOLoss",
+    "build_lapo",
+    "build_lapo_policy",
+    "lapo_reward_config",
+    "make_lapo_loss",
+]
+
+_DEFAULTS = yaml_defaults("lapo")  # the keyword defaults: config/algo/lapo.yaml's generic values
 
 
 def lapo_reward_config(
     rewards: torch.Tensor,
     *,
-    kind: str = "max",
-    gamma: float = 0.99,
+    kind: str = _DEFAULTS["reward_kind"],
+    gamma: float = _DEFAULTS["gamma"],
 ) -> dict[str, float]:
     """LAPO's reward pre-processing, computed from the dataset rewards.
 
@@ -111,14 +122,14 @@ class LAPOLoss(EnsembleLoss):
         value_network: V on normalised observations (an ``nn.Module``, or a TensorDictModule
             with one in_key and one out_key).
 
-    Keyword Args:
+    Keyword Args (defaults: the generic values of ``config/algo/lapo.yaml``):
         action_spec: the bounded action spec (the policy clips to it).
-        lam: LAPO's min/max mixing lambda (1.0; 0.7 on antmaze).
-        advantage_weight: tau_e of the binary advantage weights (0.9).
-        kl_weight: beta of the KL term (1.0).
-        target_noise: std of the target latent-policy smoothing noise (0.1).
-        target_noise_clip: its clip (0.2).
-        target_subset_size: REDQ subset size of the target ensemble (2; ``None``: all members).
+        lam: LAPO's min/max mixing lambda.
+        advantage_weight: tau_e of the binary advantage weights.
+        kl_weight: beta of the KL term.
+        target_noise: std of the target latent-policy smoothing noise.
+        target_noise_clip: its clip.
+        target_subset_size: REDQ subset size of the target ensemble (``None``: all members).
         reward_scale, reward_shift: reward pre-processing (see :func:`lapo_reward_config`).
         value_min, value_max: clip of V's regression target (``None``: no clip).
 
@@ -172,12 +183,12 @@ class LAPOLoss(EnsembleLoss):
         value_network: nn.Module,
         *,
         action_spec: TensorSpec,
-        lam: float = 1.0,
-        advantage_weight: float = 0.9,
-        kl_weight: float = 1.0,
-        target_noise: float = 0.1,
-        target_noise_clip: float = 0.2,
-        target_subset_size: int | None = 2,
+        lam: float = _DEFAULTS["lam"],
+        advantage_weight: float = _DEFAULTS["advantage_weight"],
+        kl_weight: float = _DEFAULTS["kl_weight"],
+        target_noise: float = _DEFAULTS["target_noise"],
+        target_noise_clip: float = _DEFAULTS["target_noise_clip"],
+        target_subset_size: int | None = _DEFAULTS["target_subset_size"] or None,
         reward_scale: float = 1.0,
         reward_shift: float = 0.0,
         value_min: float | None = None,
@@ -219,11 +230,8 @@ class LAPOLoss(EnsembleLoss):
         self.target_latent_actor_params = make_target_params(latent_actor)
         for name in ("qvalue_network", "decoder", "latent_actor"):
             self._has_update_associated[name] = False
-        low, high = action_bounds(action_spec)
         device = qvalue_network.device
-        self.register_buffer("action_low", low.to(device))
-        self.register_buffer("action_high", high.to(device))
-        self.register_buffer("gamma", torch.tensor(0.99, device=device))
+        self._register_bounds_and_gamma(action_spec, device)
         self.lam = float(lam)
         self.advantage_weight = float(advantage_weight)
         self.kl_weight = float(kl_weight)
@@ -286,6 +294,21 @@ class LAPOLoss(EnsembleLoss):
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         self.__dict__.pop("_policy", None)
+
+    @classmethod
+    def policy_state_dict(cls, loss_state):
+        """The :class:`LAPOPolicy` entries of a loss state dict (the target decoder decodes)."""
+        heads = ("cvae.", "latent_actor.", "action_low", "action_high")
+        state = {k: v for k, v in loss_state.items() if k.startswith(heads)}
+        head = "target_decoder_params."
+        state.update(
+            {
+                "decoder_params." + k[len(head) :]: v
+                for k, v in loss_state.items()
+                if k.startswith(head)
+            }
+        )
+        return state
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters per optimiser: ``critic`` (Q ensemble + V), ``vae``, ``actor``."""
@@ -465,13 +488,14 @@ def make_lapo_loss(
     action_spec: TensorSpec,
     *,
     data: TensorDictBase,
-    reward_kind: str = "max",
-    lam: float = 1.0,
-    num_qvalue: int = 5,
-    num_cells: int = 256,
-    depth: int = 3,
-    gamma: float = 0.99,
-    layer_norm: bool = False,
+    reward_kind: str = _DEFAULTS["reward_kind"],
+    lam: float = _DEFAULTS["lam"],
+    num_qvalue: int = _DEFAULTS["num_qvalue"],
+    num_cells: int = _DEFAULTS["num_cells"],
+    depth: int = _DEFAULTS["depth"],
+    gamma: float = _DEFAULTS["gamma"],
+    layer_norm: bool = _DEFAULTS["layer_norm"],
+    policy: LAPOPolicy | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> LAPOLoss:
@@ -479,6 +503,7 @@ def make_lapo_loss(
 
     The data (TED layout) gives the z-scoring statistics (mean and std + 1e-6 of observations
     and actions) and the reward pre-processing (:func:`lapo_reward_config` of ``reward_kind``).
+    Defaults: the generic values of ``config/algo/lapo.yaml``.
 
     Args:
         observation_dim: size of the (flat) observation.
@@ -486,12 +511,14 @@ def make_lapo_loss(
         data: the offline transitions (``observation``, ``action``, ``("next", "reward")``).
         reward_kind: ``"max"`` (r / max|r|) or ``"antmaze"`` (100 r), see
             :func:`lapo_reward_config`.
-        lam: LAPO's min/max mixing of the critic ensemble (1.0; 0.7 on antmaze).
-        num_qvalue: ensemble size (5, as O3F).
+        lam: LAPO's min/max mixing of the critic ensemble.
+        num_qvalue: ensemble size.
         num_cells: width of every hidden layer.
-        depth: hidden layers per network (3, as LAPO).
+        depth: hidden layers per network.
         gamma: discount.
         layer_norm: LayerNorm in the critic ensemble.
+        policy: whose CVAE and latent actor to train (``None``: new ones of these sizes); the
+            data's statistics are set in its CVAE.
         device: device of every network.
         **loss_kwargs: forwarded to :class:`LAPOLoss`; they override the computed reward
             settings and lambda.
@@ -514,20 +541,9 @@ def make_lapo_loss(
     act = act.reshape(-1, action_dim).float()
     cfg = {"lam": lam, **lapo_reward_config(rewards, kind=reward_kind, gamma=gamma)}
     cfg.update(loss_kwargs)
-    cvae = LAPOCVAE(
-        observation_dim,
-        action_dim,
-        num_cells=num_cells,
-        depth=depth,
-        observation_loc=obs.mean(0),
-        observation_scale=obs.std(0) + 1e-6,
-        action_loc=act.mean(0),
-        action_scale=act.std(0) + 1e-6,
-        device=device,
-    )
-    actor = LatentActor(
-        observation_dim, cvae.latent_dim, num_cells=num_cells, depth=depth, device=device
-    )
+    if policy is None:
+        policy = _lapo_policy(observation_dim, action_spec, num_cells, depth, device)
+    policy.cvae.set_normalization(obs.mean(0), obs.std(0) + 1e-6, act.mean(0), act.std(0) + 1e-6)
     qvalue = QEnsemble(
         observation_dim,
         action_dim,
@@ -538,9 +554,21 @@ def make_lapo_loss(
         device=device,
     )
     value = build_mlp(observation_dim, 1, num_cells=num_cells, depth=depth, device=device)
-    loss = LAPOLoss(cvae, actor, qvalue, value, action_spec=action_spec, **cfg)
+    loss = LAPOLoss(policy.cvae, policy.latent_actor, qvalue, value, action_spec=action_spec, **cfg)
     loss.make_value_estimator(gamma=gamma)
     return loss
+
+
+def _lapo_policy(observation_dim, action_spec, num_cells, depth, device) -> LAPOPolicy:
+    cvae = LAPOCVAE(
+        observation_dim, action_spec.shape[-1], num_cells=num_cells, depth=depth, device=device
+    )
+    actor = LatentActor(
+        observation_dim, cvae.latent_dim, num_cells=num_cells, depth=depth, device=device
+    )
+    low, high = action_bounds(action_spec)
+    decoder = make_target_params(cvae.decoder)
+    return LAPOPolicy(cvae, actor, low, high, decoder_params=decoder)
 
 
 # ------------------------------------------------------------------------------ registration
@@ -549,7 +577,7 @@ class LAPOConfig(AlgoConfig):
     """LAPO's own hyper-parameters (values: ``config/algo/lapo.yaml``).
 
     Attributes:
-        lam: min/max mixing of the target ensemble (1.0; 0.7 on antmaze).
+        lam: min/max mixing of the target ensemble.
         advantage_weight: tau_e of the binary advantage weights.
         kl_weight: beta of the CVAE's KL term.
         target_noise: std of the target latent-policy smoothing noise.
@@ -573,12 +601,26 @@ class LAPOConfig(AlgoConfig):
     reward_kind: str = MISSING
 
 
-@register_algorithm(
-    "lapo",
-    config=LAPOConfig,
-    description="LAPO (Chen et al., 2022) with O3F's REDQ-style ensemble critic",
-    needs_data=True,
-)
+def build_lapo_policy(
+    cfg: LAPOConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    device: torch.device | str | None = None,
+) -> LAPOPolicy:
+    """LAPO's acting module alone: CVAE (identity statistics), latent actor, target decoder.
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> policy = build_lapo_policy(algo_config("lapo", overrides={"num_cells": 16}),
+        ...                            observation_dim=4, action_spec=Bounded(0.0, 1.0, shape=(2,)))
+        >>> sorted({k.split(".")[0] for k in policy.state_dict()})
+        ['action_high', 'action_low', 'cvae', 'decoder_params', 'latent_actor']
+    """
+    return _lapo_policy(observation_dim, action_spec, cfg.num_cells, cfg.depth, device)
+
+
 def build_lapo(
     cfg: LAPOConfig,
     *,
@@ -588,6 +630,10 @@ def build_lapo(
     device: torch.device | str | None = None,
 ) -> LAPOLoss:
     """The registered builder of LAPO: :func:`make_lapo_loss` with ``cfg``'s numbers.
+
+    Raises:
+        ConfigError: ``normalize_observations=false`` (LAPO's networks always read z-scored
+            states).
 
     Example:
         >>> import torch
@@ -602,10 +648,19 @@ def build_lapo(
         >>> loss.target_subset_size
         2
     """
+    if not cfg.normalize_observations:
+        raise ConfigError(
+            "algo.normalize_observations=false, but LAPO z-scores states (and actions) inside "
+            "its CVAE with the offline data's statistics, always: set it to true"
+        )
+    policy = build_lapo_policy(
+        cfg, observation_dim=observation_dim, action_spec=action_spec, device=device
+    )
     return make_lapo_loss(
         observation_dim,
         action_spec,
         data=data,
+        policy=policy,
         reward_kind=cfg.reward_kind,
         lam=cfg.lam,
         num_qvalue=cfg.num_qvalue,
@@ -620,3 +675,14 @@ def build_lapo(
         target_noise_clip=cfg.target_noise_clip,
         target_subset_size=cfg.target_subset_size or None,
     )
+
+
+LAPO = Algorithm(
+    name="lapo",
+    config_class=LAPOConfig,
+    loss_class=LAPOLoss,
+    build=build_lapo,
+    build_policy=build_lapo_policy,
+    description="LAPO (Chen et al., 2022) with O3F's REDQ-style ensemble critic",
+    needs_data=True,
+)

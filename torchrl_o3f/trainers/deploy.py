@@ -1,9 +1,10 @@
 """Trained policies for deployment: the policy-only file a run writes, and :func:`load_policy`.
 
-A finished run writes ``policy.pt`` next to its checkpoints: the acting network's parameters,
-the action bounds, the observation size and the run's resolved config. :func:`load_policy` turns
-it (or any checkpoint, or a run directory) back into the acting module, built from the recorded
-config alone: no loss, no optimiser, no dataset, no environment.
+A finished run writes ``policy.pt`` next to its checkpoints: the acting network's parameters
+and buffers (observation statistics included), the action bounds, the observation size and the
+run's resolved config. :func:`load_policy` turns it (or any checkpoint, or a run directory) back
+into the acting module, built by the algorithm's registered policy builder from the recorded
+config alone: no loss, no critic, no optimiser, no dataset, no environment.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torchrl.data import Bounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_o3f.errors import O3FError
-from torchrl_o3f.trainers.agents import placeholder_data
+from torchrl_o3f.objectives.registry import get_algorithm
 from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_o3f.trainers.config import resolve_device
 
@@ -124,15 +125,15 @@ class DeployedPolicy(TensorDictModuleBase):
 
 
 def _build_policy(record: dict[str, Any], observation_dim: int, spec: Bounded, device):
-    from torchrl_o3f.objectives.registry import get_algorithm
+    """The recorded run's acting module and its algorithm (identity statistics until loaded)."""
     from torchrl_o3f.trainers.record import config_from_record
 
     cfg = config_from_record(record).online_config()  # the policy that acted last
-    data = placeholder_data(observation_dim, spec.shape[-1])
-    loss = get_algorithm(cfg.name).make_loss(
-        cfg, observation_dim=observation_dim, action_spec=spec, data=data, device=device
+    algorithm = get_algorithm(cfg.name)
+    policy = algorithm.make_policy(
+        cfg, observation_dim=observation_dim, action_spec=spec, device=device
     )
-    return loss
+    return policy, algorithm
 
 
 def save_policy(trainer, path: str | os.PathLike) -> Path:
@@ -189,8 +190,8 @@ def load_policy(
     if state.get("format") == POLICY_FORMAT:
         spec = Bounded(state["action_low"], state["action_high"], shape=state["action_low"].shape)
         obs_dim = int(state["observation_dim"])
-        loss = _build_policy(state["config"], obs_dim, spec, device)
-        loss.policy.load_state_dict(state["policy"])
+        policy, _ = _build_policy(state["config"], obs_dim, spec, device)
+        policy.load_state_dict(state["policy"])
     else:
         record = state.get("meta", {}).get("config") if isinstance(state, dict) else None
         if not isinstance(record, dict) or "derived" not in record:
@@ -204,8 +205,8 @@ def load_policy(
         spec = probe.action_spec
         obs_dim = probe.observation_spec["observation"].shape[-1]
         probe.close()
-        loss = _build_policy(record, obs_dim, spec, device)
-        loss.load_state_dict(state["agent"]["loss"])
-    policy = DeployedPolicy(loss.policy, deterministic=deterministic, observation_dim=obs_dim)
+        policy, algorithm = _build_policy(record, obs_dim, spec, device)
+        policy.load_state_dict(algorithm.loss_class.policy_state_dict(state["agent"]["loss"]))
+    policy = DeployedPolicy(policy, deterministic=deterministic, observation_dim=obs_dim)
     policy = policy.to(device)
     return policy

@@ -21,6 +21,7 @@ from typing import Any
 
 from torchrl_o3f._version import __file__ as _version_file
 from torchrl_o3f._version import __version__
+from torchrl_o3f.objectives.registry import yaml_defaults
 from torchrl_o3f.trainers.config import (
     AnnealConfig,
     BudgetConfig,
@@ -37,6 +38,7 @@ __all__ = [
     "config_from_record",
     "flatten",
     "library_versions",
+    "normalization_before_option",
     "provenance",
     "resolved_record",
     "resume_conflicts",
@@ -183,6 +185,20 @@ ADDED_KEYS: dict[str, Any] = {
 """Keys added after runs were first recorded, with the value every older run had: a record that
 lacks one of them ran with that value, so resuming it with that value is the same run."""
 
+
+def normalization_before_option(algo: dict[str, Any]) -> bool:
+    """What a run recorded before ``algo.normalize_observations`` existed did: its yaml's value.
+
+    TD3+BC recorded it; LAPO's CVAE always z-scored states (true); the others never normalised
+    (false), which their yaml files say.
+
+    Example:
+        >>> normalization_before_option({"name": "iql"}), normalization_before_option({"name": "lapo"})
+        (False, True)
+    """
+    return bool(yaml_defaults(algo["name"])["normalize_observations"])
+
+
 EXTENDABLE_KEYS = ("budget.offline_steps", "budget.online_frames")
 """Keys a resumed run may raise with ``extend=true`` (to continue a finished run further)."""
 
@@ -221,6 +237,10 @@ def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[s
         a, b = _get(mine, key), _get(stored, key)
         if key in ADDED_KEYS and b is None and a == ADDED_KEYS[key]:
             continue  # recorded before the key existed, with the value it had then
+        head, _, name = key.partition(".")
+        if name == "normalize_observations" and b is None:
+            if a == normalization_before_option(mine[head]):
+                continue
         if key in EXTENDABLE_KEYS and cfg.extend:
             continue  # the trainer checks the budget against what the run has done
         conflicts.append((key, a, b))
@@ -284,6 +304,8 @@ def config_from_record(record: dict[str, Any] | str | Path) -> TrainerConfig:
     for key in (*RECORD_ONLY_KEYS, "online"):
         values.pop(key, None)
     algo = values.pop("algo")
+    if "normalize_observations" not in algo:  # recorded before the option existed
+        algo = {**algo, "normalize_observations": normalization_before_option(algo)}
     nested = {
         "exploration": ExplorationConfig,
         "budget": BudgetConfig,
