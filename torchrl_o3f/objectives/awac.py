@@ -256,8 +256,9 @@ def build_awac_policy(
     Example:
         >>> from torchrl.data import Bounded
         >>> from torchrl_o3f.objectives.registry import algo_config
-        >>> policy = build_awac_policy(algo_config("awac", overrides={"num_cells": 16}),
-        ...                            observation_dim=3, action_spec=Bounded(-1.0, 1.0, shape=(2,)))
+        >>> cfg = algo_config("awac", overrides={"num_cells": 16})
+        >>> policy = build_awac_policy(cfg, observation_dim=3,
+        ...                            action_spec=Bounded(-1.0, 1.0, shape=(2,)))
         >>> policy.out_keys[-1]
         'action'
     """

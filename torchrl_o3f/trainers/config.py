@@ -631,38 +631,36 @@ class _Presets(Mapping):
         return len(self._presets)
 
 
-BUDGETS: Mapping[str, BudgetConfig] = _Presets(
-    {
-        "smoke": BudgetConfig(
-            offline_steps=40,
-            online_frames=60,
-            eval_every=50,
-            eval_episodes=1,
-            checkpoint_every=20,
-            log_every=10,
-            dataset_size=2_000,
-            max_episode_steps=30,
-        ),
-        "cpu": BudgetConfig(),
-        # the CPU scale of the committed study (recipes/sweep.py): about 5-10 core-minutes an IQL run
-        "study": BudgetConfig(
-            offline_steps=5_000,
-            online_frames=5_000,
-            eval_every=1_000,
-            eval_episodes=5,
-            checkpoint_every=2_500,
-            log_every=250,
-            dataset_size=50_000,
-        ),
-        "paper": BudgetConfig(
-            offline_steps=1_000_000,
-            online_frames=1_000_000,
-            eval_every=10_000,
-            eval_episodes=10,
-            checkpoint_every=50_000,
-            log_every=1_000,
-            dataset_size=1_000_000,
-        ),
-    }
-)
+BUDGETS: Mapping[str, BudgetConfig] = _Presets({
+    "smoke": BudgetConfig(
+        offline_steps=40,
+        online_frames=60,
+        eval_every=50,
+        eval_episodes=1,
+        checkpoint_every=20,
+        log_every=10,
+        dataset_size=2_000,
+        max_episode_steps=30,
+    ),
+    "cpu": BudgetConfig(),
+    # the CPU scale of the committed study (recipes/sweep.py): about 5-10 core-minutes an IQL run
+    "study": BudgetConfig(
+        offline_steps=5_000,
+        online_frames=5_000,
+        eval_every=1_000,
+        eval_episodes=5,
+        checkpoint_every=2_500,
+        log_every=250,
+        dataset_size=50_000,
+    ),
+    "paper": BudgetConfig(
+        offline_steps=1_000_000,
+        online_frames=1_000_000,
+        eval_every=10_000,
+        eval_episodes=10,
+        checkpoint_every=50_000,
+        log_every=1_000,
+        dataset_size=1_000_000,
+    ),
+})
 """The budget presets (``budget=<name>``); each look-up is a fresh copy (never shared)."""

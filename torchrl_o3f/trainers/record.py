@@ -193,8 +193,8 @@ def normalization_before_option(algo: dict[str, Any]) -> bool:
     (false), which their yaml files say.
 
     Example:
-        >>> normalization_before_option({"name": "iql"}), normalization_before_option({"name": "lapo"})
-        (False, True)
+        >>> [normalization_before_option({"name": name}) for name in ("iql", "lapo")]
+        [False, True]
     """
     return bool(yaml_defaults(algo["name"])["normalize_observations"])
 
