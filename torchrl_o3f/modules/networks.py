@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDict, TensorDictParams
 from torch import nn
 from torchrl.modules import MLP
 
@@ -10,6 +11,7 @@ __all__ = [
     "ObservationNormalizer",
     "build_mlp",
     "get_activation",
+    "make_target_params",
     "register_normalization_buffers",
     "set_normalization_buffers",
     "set_observation_statistics",
@@ -233,3 +235,20 @@ def _actions_of(module: nn.Module) -> tuple:
     """The action statistics ``module`` holds (kept when its observation ones are set)."""
     loc, scale = getattr(module, "action_loc", None), getattr(module, "action_scale", None)
     return (None, None) if loc is None else (loc.clone(), scale.clone())
+
+
+def make_target_params(module: nn.Module) -> TensorDictParams:
+    """A detached clone of ``module``'s parameters and buffers, held as buffers.
+
+    Registered on a loss as ``target_<name>_params`` it is found by
+    :class:`torchrl.objectives.SoftUpdate` / ``HardUpdate``, saved in the loss's state dict,
+    moved by ``loss.to(device)``, and never returned by ``loss.parameters()``.
+
+    Example:
+        >>> lin = nn.Linear(2, 3)
+        >>> target = make_target_params(lin)
+        >>> bool((target["weight"] == lin.weight).all()), target["weight"].requires_grad
+        (True, False)
+    """
+    params = TensorDict.from_module(module).detach().clone()
+    return TensorDictParams(params, no_convert=True)

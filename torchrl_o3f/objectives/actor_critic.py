@@ -90,12 +90,7 @@ class ActorCriticLoss(EnsembleLoss):
         reward_shift: float,
     ):
         name = type(self).__name__
-        if not isinstance(qvalue_network, QEnsemble):
-            raise TypeError(
-                f"{name}: qvalue_network must be a torchrl_o3f.modules.QEnsemble (the ensemble "
-                f"trained in place and shared with the selector), got "
-                f"{type(qvalue_network).__name__}"
-            )
+        self._check_ensemble(qvalue_network)
         self._check_actor(actor_network)
         if backup not in self._backups:
             raise ValueError(f"{name}: backup must be one of {self._backups}, got {backup!r}")

@@ -24,6 +24,7 @@ from torchrl.objectives import LossModule, ValueEstimators
 
 from torchrl_o3f.errors import ConfigError
 from torchrl_o3f.modules.actors import action_bounds
+from torchrl_o3f.modules.ensemble import QEnsemble
 from torchrl_o3f.modules.networks import set_observation_statistics
 from torchrl_o3f.objectives.common import module_params, observation_statistics, read_tensors
 
@@ -229,6 +230,8 @@ class EnsembleLoss(LossModule):
     default_keys = _AcceptedKeys
     default_value_estimator = ValueEstimators.TD0
     actor_groups: tuple[str, ...] = ("actor",)
+    # loss state-dict prefix -> policy state-dict prefix (see policy_state_dict)
+    _policy_entries: dict[str, str] = {"actor_network.": ""}
     annealable = _AnnealableNames()
     # set by each loss: floats, or scalar buffers where the loss saves them (LAPO)
     reward_shift: float | torch.Tensor
@@ -248,11 +251,27 @@ class EnsembleLoss(LossModule):
     def policy_state_dict(cls, loss_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The entries of :attr:`policy`'s state dict, out of the loss's state dict.
 
-        A saved loss (a trainer checkpoint) loads into the policy alone with them: those under
-        ``actor_network.``, unprefixed, unless a subclass acts with another module.
+        A saved loss (a trainer checkpoint) loads into the policy alone with them: the entries
+        under each prefix of ``_policy_entries`` (``{"actor_network.": ""}`` unless a subclass
+        acts with other modules), renamed to the policy's prefix.
         """
-        head = "actor_network."
-        return {k[len(head) :]: v for k, v in loss_state.items() if k.startswith(head)}
+        state = {}
+        for key, value in loss_state.items():
+            for head, policy_head in cls._policy_entries.items():
+                if key.startswith(head):
+                    state[policy_head + key[len(head) :]] = value
+                    break
+        return state
+
+    @classmethod
+    def _check_ensemble(cls, qvalue_network) -> None:
+        """Raise ``TypeError`` unless the critic is the ``QEnsemble`` the loss trains in place."""
+        if not isinstance(qvalue_network, QEnsemble):
+            raise TypeError(
+                f"{cls.__name__}: qvalue_network must be a torchrl_o3f.modules.QEnsemble (the "
+                "ensemble trained in place and shared with the selector), got "
+                f"{type(qvalue_network).__name__}"
+            )
 
     def observation_normalization(self) -> dict[str, torch.Tensor] | None:
         """``{"observation_loc", "observation_scale"}`` the policy normalises with, or ``None``.

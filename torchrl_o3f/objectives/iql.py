@@ -140,11 +140,7 @@ class IQLLoss(EnsembleLoss):
         reward_shift: float = _DEFAULTS["reward_shift"],
         loss_function: str = _DEFAULTS["loss_function"],
     ):
-        if not isinstance(qvalue_network, QEnsemble):
-            raise TypeError(
-                "qvalue_network must be a torchrl_o3f.modules.QEnsemble (the ensemble trained "
-                f"in place and shared with the selector), got {type(qvalue_network).__name__}"
-            )
+        self._check_ensemble(qvalue_network)
         if not hasattr(actor_network, "get_dist"):
             raise TypeError(
                 "actor_network must be a probabilistic actor with get_dist (e.g. "

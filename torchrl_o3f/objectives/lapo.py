@@ -12,13 +12,13 @@ from torch import nn
 from torchrl.data import TensorSpec
 
 from torchrl_o3f.errors import ConfigError
-from torchrl_o3f.modules.actors import action_bounds
 from torchrl_o3f.modules.ensemble import QEnsemble
-from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor
+from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor, make_lapo_policy
 from torchrl_o3f.modules.networks import build_mlp
 from torchrl_o3f.objectives.base import EnsembleLoss
 from torchrl_o3f.objectives.common import (
     call_on_tensor,
+    lapo_reward_config,
     make_target_params,
     module_params,
     read_tensors,
@@ -36,52 +36,6 @@ __all__ = [
 ]
 
 _DEFAULTS = yaml_defaults("lapo")  # the keyword defaults: config/algo/lapo.yaml's generic values
-
-
-def lapo_reward_config(
-    rewards: torch.Tensor,
-    *,
-    kind: str = _DEFAULTS["reward_kind"],
-    gamma: float = _DEFAULTS["gamma"],
-) -> dict[str, float]:
-    """LAPO's reward pre-processing, computed from the dataset rewards.
-
-    * ``"max"`` (locomotion, kitchen, anything else): ``r <- r / max|r|`` and V clipped to
-      ``[min r, max r] / (1 - gamma)`` (scaled rewards). The reference code divides by
-      ``max r``; the two agree whenever the largest reward is also the largest in magnitude
-      (all D4RL locomotion sets), and ``max|r|`` keeps the sign of all-negative rewards.
-    * ``"antmaze"``: ``r <- 100 r`` and V clipped to ``[0, 100]``.
-
-    Args:
-        rewards: the dataset rewards (any shape).
-        kind: ``"max"`` or ``"antmaze"`` (``config/algo/lapo.yaml`` picks it per family).
-        gamma: the discount of the value bounds.
-
-    Returns:
-        ``dict(reward_scale=..., reward_shift=0.0, value_min=..., value_max=...)``, the keyword
-        arguments of :class:`LAPOLoss`.
-
-    Example:
-        >>> import torch
-        >>> cfg = lapo_reward_config(torch.tensor([-1.0, 0.5, 2.0]), kind="max", gamma=0.9)
-        >>> cfg["reward_scale"], round(cfg["value_min"], 3), round(cfg["value_max"], 3)
-        (0.5, -5.0, 10.0)
-    """
-    rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
-    if rewards.numel() == 0 or not torch.isfinite(rewards).all():
-        raise ValueError("rewards must be a non-empty tensor of finite values")
-    if kind == "antmaze":
-        return {"reward_scale": 100.0, "reward_shift": 0.0, "value_min": 0.0, "value_max": 100.0}
-    if kind != "max":
-        raise ValueError(f"kind must be 'max' or 'antmaze', got {kind!r}")
-    peak = rewards.abs().max().item()
-    scale = 1.0 / peak if peak > 0 else 1.0
-    return {
-        "reward_scale": scale,
-        "reward_shift": 0.0,
-        "value_min": rewards.min().item() * scale / (1 - gamma),
-        "value_max": rewards.max().item() * scale / (1 - gamma),
-    }
 
 
 class LAPOLoss(EnsembleLoss):
@@ -171,6 +125,10 @@ class LAPOLoss(EnsembleLoss):
     ]
 
     actor_groups = ("vae", "actor")  # still in critic-only updates
+    _policy_entries = {  # the policy decodes with the target decoder
+        **{k: k for k in ("cvae.", "latent_actor.", "action_low", "action_high")},
+        "target_decoder_params.": "decoder_params.",
+    }
     target_qvalue_network_params: TensorDictParams
     target_decoder_params: TensorDictParams
     target_latent_actor_params: TensorDictParams
@@ -194,11 +152,7 @@ class LAPOLoss(EnsembleLoss):
         value_min: float | None = None,
         value_max: float | None = None,
     ):
-        if not isinstance(qvalue_network, QEnsemble):
-            raise TypeError(
-                "qvalue_network must be a torchrl_o3f.modules.QEnsemble, got "
-                f"{type(qvalue_network).__name__}"
-            )
+        self._check_ensemble(qvalue_network)
         if not isinstance(cvae, LAPOCVAE) or not isinstance(latent_actor, LatentActor):
             raise TypeError("cvae must be a LAPOCVAE and latent_actor a LatentActor")
         if (qvalue_network.observation_dim, qvalue_network.action_dim) != (
@@ -295,21 +249,6 @@ class LAPOLoss(EnsembleLoss):
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         self.__dict__.pop("_policy", None)
 
-    @classmethod
-    def policy_state_dict(cls, loss_state):
-        """The :class:`LAPOPolicy` entries of a loss state dict (the target decoder decodes)."""
-        heads = ("cvae.", "latent_actor.", "action_low", "action_high")
-        state = {k: v for k, v in loss_state.items() if k.startswith(heads)}
-        head = "target_decoder_params."
-        state.update(
-            {
-                "decoder_params." + k[len(head) :]: v
-                for k, v in loss_state.items()
-                if k.startswith(head)
-            }
-        )
-        return state
-
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters per optimiser: ``critic`` (Q ensemble + V), ``vae``, ``actor``."""
         return {
@@ -366,7 +305,8 @@ class LAPOLoss(EnsembleLoss):
     def _clip_value(self, v: torch.Tensor) -> torch.Tensor:
         return torch.clamp(v, self.value_bounds[0], self.value_bounds[1])
 
-    def _critic(self, obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol):
+    def _critic(self, obs, act, reward, not_done, obs_norm, next_norm, target_pol):
+        """``(losses, diagnostics, V(s))`` of the critic group."""
         value = call_on_tensor(self.value_network, obs_norm)
         with torch.no_grad():  # a separate call: the backward pass only spans V(s)
             next_value = call_on_tensor(self.value_network, next_norm)
@@ -375,9 +315,16 @@ class LAPOLoss(EnsembleLoss):
         loss_qvalue = (pred - target_q).square().mean((1, 2)).sum()
         target_v = self._clip_value(target_pol)
         loss_value = (value - target_v).square().mean()
-        return loss_qvalue, loss_value, pred, value, target_v
+        diagnostics = {
+            "qvalue_mean": pred.mean().detach(),
+            "qvalue_std": pred.detach().std(0, correction=0).mean(),
+            "value_mean": value.mean().detach(),
+            "target_value_mean": target_v.mean(),
+        }
+        return {"loss_qvalue": loss_qvalue, "loss_value": loss_value}, diagnostics, value
 
     def _vae(self, act, reward, not_done, obs_norm, value, next_pol):
+        """``(loss_vae, diagnostics)`` of the advantage-weighted CVAE."""
         with torch.no_grad():
             advantage = reward + self.gamma * not_done * next_pol - value.detach()
             weight = torch.where(advantage > 0, self.advantage_weight, 1 - self.advantage_weight)
@@ -385,7 +332,13 @@ class LAPOLoss(EnsembleLoss):
         recon_err = (recon - self.cvae.normalize_action(act)).square().sum(-1, keepdim=True)
         kl = 0.5 * (mu.square() + std.square() - 1 - 2 * std.log()).sum(-1, keepdim=True)
         loss_vae = (weight * (recon_err + self.kl_weight * kl)).mean()
-        return loss_vae, advantage, weight, recon_err, kl
+        diagnostics = {
+            "advantage_mean": advantage.mean(),
+            "weight_mean": weight.mean(),
+            "reconstruction": recon_err.mean().detach(),
+            "kl": kl.mean().detach(),
+        }
+        return loss_vae, diagnostics
 
     def _actor(self, obs, obs_norm):
         z = self.latent_actor(obs_norm)
@@ -405,20 +358,10 @@ class LAPOLoss(EnsembleLoss):
         obs_norm = self.cvae.normalize_observation(obs)
         next_norm = self.cvae.normalize_observation(next_obs)
         target_pol = self._target_policy_q(obs_norm, obs, noisy_rows=obs.shape[0])
-        loss_q, loss_v, pred, value, target_v = self._critic(
-            obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol
+        losses, diagnostics, _ = self._critic(
+            obs, act, reward, not_done, obs_norm, next_norm, target_pol
         )
-        return TensorDict(
-            {
-                "loss_qvalue": loss_q,
-                "loss_value": loss_v,
-                "qvalue_mean": pred.mean().detach(),
-                "qvalue_std": pred.detach().std(0, correction=0).mean(),
-                "value_mean": value.mean().detach(),
-                "target_value_mean": target_v.mean(),
-            },
-            batch_size=[],
-        )
+        return TensorDict({**losses, **diagnostics}, batch_size=[])
 
     def vae_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_vae``: the advantage-weighted CVAE loss (only the ``vae`` group moves)."""
@@ -428,19 +371,8 @@ class LAPOLoss(EnsembleLoss):
         next_pol = self._target_policy_q(next_norm, next_obs, noisy_rows=0)
         with torch.no_grad():
             value = call_on_tensor(self.value_network, obs_norm)
-        loss_vae, advantage, weight, recon_err, kl = self._vae(
-            act, reward, not_done, obs_norm, value, next_pol
-        )
-        return TensorDict(
-            {
-                "loss_vae": loss_vae,
-                "advantage_mean": advantage.mean(),
-                "weight_mean": weight.mean(),
-                "reconstruction": recon_err.mean().detach(),
-                "kl": kl.mean().detach(),
-            },
-            batch_size=[],
-        )
+        loss_vae, diagnostics = self._vae(act, reward, not_done, obs_norm, value, next_pol)
+        return TensorDict({"loss_vae": loss_vae, **diagnostics}, batch_size=[])
 
     def actor_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_actor``: -Q of the decoded latent action (only the ``actor`` group moves)."""
@@ -456,31 +388,12 @@ class LAPOLoss(EnsembleLoss):
         both_norm = self.cvae.normalize_observation(both_raw)
         obs_norm, next_norm = both_norm[:n], both_norm[n:]
         pol = self._target_policy_q(both_norm, both_raw, noisy_rows=n)
-        target_pol, next_pol = pol[:n], pol[n:]
-        loss_q, loss_v, pred, value, target_v = self._critic(
-            obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol
+        critic, critic_diagnostics, value = self._critic(
+            obs, act, reward, not_done, obs_norm, next_norm, pol[:n]
         )
-        loss_vae, advantage, weight, recon_err, kl = self._vae(
-            act, reward, not_done, obs_norm, value, next_pol
-        )
-        loss_actor = self._actor(obs, obs_norm)
-        return TensorDict(
-            {
-                "loss_qvalue": loss_q,
-                "loss_value": loss_v,
-                "loss_vae": loss_vae,
-                "loss_actor": loss_actor,
-                "qvalue_mean": pred.mean().detach(),
-                "qvalue_std": pred.detach().std(0, correction=0).mean(),
-                "value_mean": value.mean().detach(),
-                "target_value_mean": target_v.mean(),
-                "advantage_mean": advantage.mean(),
-                "weight_mean": weight.mean(),
-                "reconstruction": recon_err.mean().detach(),
-                "kl": kl.mean().detach(),
-            },
-            batch_size=[],
-        )
+        loss_vae, vae_diagnostics = self._vae(act, reward, not_done, obs_norm, value, pol[n:])
+        losses = {**critic, "loss_vae": loss_vae, "loss_actor": self._actor(obs, obs_norm)}
+        return TensorDict({**losses, **critic_diagnostics, **vae_diagnostics}, batch_size=[])
 
 
 def make_lapo_loss(
@@ -542,7 +455,9 @@ def make_lapo_loss(
     cfg = {"lam": lam, **lapo_reward_config(rewards, kind=reward_kind, gamma=gamma)}
     cfg.update(loss_kwargs)
     if policy is None:
-        policy = _lapo_policy(observation_dim, action_spec, num_cells, depth, device)
+        policy = make_lapo_policy(
+            observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
+        )
     policy.cvae.set_normalization(obs.mean(0), obs.std(0) + 1e-6, act.mean(0), act.std(0) + 1e-6)
     qvalue = QEnsemble(
         observation_dim,
@@ -557,18 +472,6 @@ def make_lapo_loss(
     loss = LAPOLoss(policy.cvae, policy.latent_actor, qvalue, value, action_spec=action_spec, **cfg)
     loss.make_value_estimator(gamma=gamma)
     return loss
-
-
-def _lapo_policy(observation_dim, action_spec, num_cells, depth, device) -> LAPOPolicy:
-    cvae = LAPOCVAE(
-        observation_dim, action_spec.shape[-1], num_cells=num_cells, depth=depth, device=device
-    )
-    actor = LatentActor(
-        observation_dim, cvae.latent_dim, num_cells=num_cells, depth=depth, device=device
-    )
-    low, high = action_bounds(action_spec)
-    decoder = make_target_params(cvae.decoder)
-    return LAPOPolicy(cvae, actor, low, high, decoder_params=decoder)
 
 
 # ------------------------------------------------------------------------------ registration
@@ -618,7 +521,9 @@ def build_lapo_policy(
         >>> sorted({k.split(".")[0] for k in policy.state_dict()})
         ['action_high', 'action_low', 'cvae', 'decoder_params', 'latent_actor']
     """
-    return _lapo_policy(observation_dim, action_spec, cfg.num_cells, cfg.depth, device)
+    return make_lapo_policy(
+        observation_dim, action_spec, num_cells=cfg.num_cells, depth=cfg.depth, device=device
+    )
 
 
 def build_lapo(
