@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from run_harness import smoke_config
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -188,6 +189,9 @@ def test_a_normalising_run_deploys_its_statistics_and_old_policy_files_still_loa
     trainer.train()
     stats = trainer.agent.loss.observation_normalization()
     assert stats is not None and not torch.equal(stats["observation_loc"], torch.zeros(11))
+    derived = OmegaConf.load(tmp_path / "config.yaml").derived  # what a reader of the run sees
+    assert derived["loss.observation_loc"] == pytest.approx(stats["observation_loc"].tolist())
+    assert derived["loss.observation_scale"] == pytest.approx(stats["observation_scale"].tolist())
     obs = torch.randn(9, 11)
     with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
         expected = trainer.agent.policy(TensorDict({"observation": obs}, [9]))["action"]
@@ -202,6 +206,7 @@ def test_a_normalising_run_deploys_its_statistics_and_old_policy_files_still_loa
     plain = OfflineOnlineTrainer(_cfg(tmp_path / "plain", dataset_root, "iql"))
     plain.train()
     old = load_checkpoint(tmp_path / "plain" / "policy.pt")
+    assert "loss.observation_loc" not in OmegaConf.load(tmp_path / "plain" / "config.yaml").derived
     for key in ("algo", "online"):
         del old["config"][key]["normalize_observations"]
     save_checkpoint(old, tmp_path / "old.pt")

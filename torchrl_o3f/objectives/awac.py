@@ -162,6 +162,8 @@ def make_awac_loss(
     log_std_min: float = _DEFAULTS["log_std_min"],
     log_std_max: float = _DEFAULTS["log_std_max"],
     gamma: float = _DEFAULTS["gamma"],
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> AWACLoss:
@@ -180,6 +182,9 @@ def make_awac_loss(
         log_std_min: lower clamp of the actor's state-independent log std.
         log_std_max: upper clamp of the log std.
         gamma: discount.
+        observation_loc: with ``observation_scale``, the observation statistics the actor and
+            the critics normalise with, held in their buffers (both ``None``: no normaliser).
+        observation_scale: see ``observation_loc``.
         device: device of every network.
         **loss_kwargs: forwarded to :class:`AWACLoss` (``lam``, ``n_action_samples``,
             ``backup``, ``qvalue_reduction``, ``subset_size``, ``reward_scale``,
@@ -198,6 +203,7 @@ def make_awac_loss(
         depth=depth if actor_depth is None else actor_depth,
         log_std_min=log_std_min,
         log_std_max=log_std_max,
+        normalize_observations=observation_loc is not None or observation_scale is not None,
         device=device,
     )
     return make_actor_critic_loss(
@@ -210,6 +216,8 @@ def make_awac_loss(
         depth=depth,
         layer_norm=layer_norm,
         gamma=gamma,
+        observation_loc=observation_loc,
+        observation_scale=observation_scale,
         device=device,
         **loss_kwargs,
     )

@@ -232,6 +232,8 @@ def make_cql_loss(
     depth: int = _DEFAULTS["depth"],
     layer_norm: bool = _DEFAULTS["layer_norm"],
     gamma: float = _DEFAULTS["gamma"],
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> CQLLoss:
@@ -247,6 +249,9 @@ def make_cql_loss(
         depth: hidden layers per network.
         layer_norm: LayerNorm in the critics.
         gamma: discount.
+        observation_loc: with ``observation_scale``, the observation statistics the actor and
+            the critics normalise with, held in their buffers (both ``None``: no normaliser).
+        observation_scale: see ``observation_loc``.
         device: device of every network.
         **loss_kwargs: forwarded to :class:`CQLLoss`.
 
@@ -256,8 +261,14 @@ def make_cql_loss(
         >>> loss.lagrange, float(loss.cql_weight), loss.n_action_samples
         (False, 5.0, 10)
     """
+    normalize = observation_loc is not None or observation_scale is not None
     actor = make_sac_actor(
-        observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
+        observation_dim,
+        action_spec,
+        num_cells=num_cells,
+        depth=depth,
+        normalize_observations=normalize,
+        device=device,
     )
     return make_actor_critic_loss(
         CQLLoss,
@@ -269,6 +280,8 @@ def make_cql_loss(
         depth=depth,
         layer_norm=layer_norm,
         gamma=gamma,
+        observation_loc=observation_loc,
+        observation_scale=observation_scale,
         device=device,
         **loss_kwargs,
     )

@@ -2,11 +2,11 @@
 
 The record holds every number a run uses: the trainer config with each default filled in (the
 algorithm's numbers for the task's family, sigma, the episode cap, the dataset size), the online
-algorithm's config, values the run derived from its data (the losses' reward scales), the
-dataset it trained on, the versions of the libraries that ran it and the code's provenance (the
-package version, its git commit and whether the checkout had uncommitted changes). It is
-written to the run directory, stored in every checkpoint and sent to the logger;
-:func:`config_from_record` turns it back into a
+algorithm's config, values the run derived from its data (the loss's reward scales and the
+observation statistics its networks normalise with), the dataset it trained on, the versions of
+the libraries that ran it and the code's provenance (the package version, its git commit and
+whether the checkout had uncommitted changes). It is written to the run directory, stored in
+every checkpoint and sent to the logger; :func:`config_from_record` turns it back into a
 :class:`~torchrl_o3f.trainers.config.TrainerConfig` that rebuilds the same agent.
 """
 
@@ -145,6 +145,9 @@ def resolved_record(trainer) -> dict[str, Any]:
         value = getattr(trainer.agent.loss, name, None)
         if value is not None:
             derived[f"loss.{name}"] = _scalar(value)
+    statistics = trainer.agent.loss.observation_normalization()  # None: raw observations
+    for name, value in (statistics or {}).items():
+        derived[f"loss.{name}"] = [float(v) for v in value.reshape(-1)]
     record["derived"] = derived
     record["versions"] = library_versions()
     record["provenance"] = provenance()
