@@ -145,7 +145,7 @@ def test_an_injected_env_gets_the_runs_episode_cap_and_is_recorded(env_run):
 
 
 def test_an_injected_env_factory_gets_the_cap_too(tmp_path, pendulum):
-    from torchrl_o3f.trainers.trainer import make_env_from_id
+    from torchrl_o3f.envs import make_env_from_id
 
     cfg = _pendulum_cfg(tmp_path, offline_steps=0, online_frames=0)
     trainer = OfflineOnlineTrainer(

@@ -9,10 +9,9 @@ import torch
 from loss_harness import ted_batch
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 
-from torchrl_o3f.data import normalized_score
-from torchrl_o3f.envs import Task, register_task
+from torchrl_o3f.data import as_ted_dataset, normalized_score
+from torchrl_o3f.envs import Task, make_env_from_id, register_task
 from torchrl_o3f.trainers import BUDGETS, OfflineOnlineTrainer, TrainerConfig
-from torchrl_o3f.trainers.trainer import as_ted_dataset, make_env_from_id
 
 
 @pytest.fixture(scope="module")

@@ -649,8 +649,8 @@ def test_selector_benchmark_peers_pick_the_same_candidates():
 def test_from_loss_on_the_packages_loss_reads_its_ensemble():
     """The package's losses train their QEnsemble in place: from_loss scores with it directly,
     and make_exploration builds the same selector from a loss or from its critic."""
+    from torchrl_o3f.modules import make_exploration
     from torchrl_o3f.objectives import make_iql_loss
-    from torchrl_o3f.trainers import make_exploration
 
     loss = make_iql_loss(OBS, _spec(), num_cells=16)
     sel = O3FActionSelector.from_loss(loss, _spec(), num_candidates=8)

@@ -37,6 +37,7 @@ def dataset_root(tmp_path_factory):
 def _cfg(out, dataset_root, algo="iql", **kw) -> TrainerConfig:
     return smoke_config(out, dataset_root, algo, **kw)
 
+
 def _final_params(out) -> dict:
     state = load_checkpoint(Path(out) / "checkpoints" / "final.pt")
     return state["agent"]["loss"]
@@ -134,9 +135,7 @@ def test_bad_configs_fail_before_training(tmp_path, dataset_root):
             _cfg(tmp_path / "x", dataset_root, task="hopper-medium", resume=str(run))
         )
     with pytest.raises(CheckpointError, match="algo"):
-        OfflineOnlineTrainer(
-            _cfg(tmp_path / "y", dataset_root, resume=str(run), algo="lapo")
-        )
+        OfflineOnlineTrainer(_cfg(tmp_path / "y", dataset_root, resume=str(run), algo="lapo"))
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="unreadable"):
@@ -162,12 +161,18 @@ def _online_only(out, **kw) -> TrainerConfig:
 
 
 def test_an_online_only_run_starts_from_scratch_with_a_random_warm_up(tmp_path, one_thread):
-    rows = []
+    rows, episodes = [], []
     trainer = OfflineOnlineTrainer(
-        _online_only(tmp_path, **{"exploration": ExplorationConfig(mode="o3f")}),
-        on_evaluation=lambda t, row: rows.append(row) and False,
+        _online_only(tmp_path, **{"exploration": ExplorationConfig(mode="o3f")})
     )
+    trainer.register_hook("post_evaluation", lambda t, row: rows.append(row))
+    trainer.register_hook("post_episode", lambda t, row: episodes.append(row))
     summary = trainer.train()
+    assert len(episodes) == trainer.counters["episodes"] >= 1
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    returns = [r["online/episode_return"] for r in logged if "online/episode_return" in r]
+    assert [e["online/episode_return"] for e in episodes] == returns
+    assert {"online/q_mean", "online/mc_return", "online/q_overestimation"} <= set(episodes[0])
     assert summary["offline_steps"] == 0 and summary["online_frames"] == 80
     assert not list(tmp_path.glob("**/*.hdf5")) and trainer.num_offline == 0
     # one evaluation before any update, then every eval_every frames and at the end
@@ -183,14 +188,22 @@ def test_an_online_only_run_starts_from_scratch_with_a_random_warm_up(tmp_path, 
     assert record["derived"]["dataset_id"] == "none"
 
 
-def test_on_evaluation_ends_an_online_run_as_finished(tmp_path, one_thread):
-    trainer = OfflineOnlineTrainer(
-        _online_only(tmp_path), on_evaluation=lambda t, row: row["frames"] >= 40
-    )
+def test_a_post_evaluation_hook_ends_an_online_run_as_finished(tmp_path, one_thread):
+    trainer = OfflineOnlineTrainer(_online_only(tmp_path))
+    trainer.register_hook("post_evaluation", lambda t, row: row["frames"] >= 40)
     summary = trainer.train()
     assert summary["online_frames"] == 40 and not summary.get("stopped")
     assert load_checkpoint(tmp_path / "checkpoints" / "final.pt")["counters"]["frames"] == 40
     assert (tmp_path / "policy.pt").exists()
+
+
+def test_hooks_are_checked_and_the_old_on_evaluation_argument_still_works(tmp_path):
+    trainer = OfflineOnlineTrainer(_online_only(tmp_path))
+    with pytest.raises(ConfigError, match="unknown hook stage 'after_eval'; choose one of"):
+        trainer.register_hook("after_eval", print)
+    with pytest.warns(DeprecationWarning, match="register_hook"):
+        old = OfflineOnlineTrainer(_online_only(tmp_path), on_evaluation=lambda t, row: None)
+    assert len(old._hooks["post_evaluation"]) == 1
 
 
 def test_online_only_configs_fail_before_training(tmp_path):

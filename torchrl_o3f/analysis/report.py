@@ -26,7 +26,6 @@ from torchrl_o3f.analysis.runs import (
     collect_runs,
     experiment_grid,
     last_score,
-    method_of,
     tidy_rows,
 )
 from torchrl_o3f.analysis.stats import (
@@ -40,6 +39,7 @@ from torchrl_o3f.analysis.stats import (
 )
 from torchrl_o3f.data.scores import score_label
 from torchrl_o3f.envs import UnknownTaskError
+from torchrl_o3f.trainers.record import method_of
 
 
 def analyse(

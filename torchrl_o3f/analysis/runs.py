@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchrl_o3f.trainers.record import method_of
+
 TIDY_COLUMNS = (
     "run",
     "task",
@@ -49,21 +51,6 @@ class RunRecord:
     episodes: list[dict[str, Any]]
     finished: bool
     offline: str = ""
-
-
-def method_of(config: dict[str, Any]) -> str:
-    """The method a run's resolved config ran: its ``method`` key, or one made of its algorithm.
-
-    Example:
-        >>> method_of({"algo": {"name": "iql"}, "exploration": {"mode": "o3f"}})
-        'iql-o3f'
-    """
-    if config.get("method"):
-        return str(config["method"])
-    algo = config["algo"]["name"]
-    online = config.get("online_algo") or algo
-    mode = config["exploration"]["mode"]
-    return f"{algo}-{online}-{mode}" if online != algo else f"{algo}-{mode}"
 
 
 def _offline_phase(checkpoint: str | None) -> str:

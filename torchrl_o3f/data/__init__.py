@@ -37,16 +37,19 @@ from torchrl_o3f.data.loader import (
 )
 from torchrl_o3f.data.pointmaze import WaypointController
 from torchrl_o3f.data.scores import SCORE_LABELS, normalized_score, score_label
+from torchrl_o3f.data.ted import TED_KEYS, as_ted_dataset, run_dataset, transition_buffer
 
 __all__ = [
     "DEFAULT_SIZE",
     "SCORE_LABELS",
+    "TED_KEYS",
     "BehaviorPolicy",
     "DatasetFormatError",
     "DatasetMismatchError",
     "DatasetNotFoundError",
     "PolicyInfo",
     "WaypointController",
+    "as_ted_dataset",
     "build_dataset",
     "build_sac_actor",
     "dataset_id_for",
@@ -63,7 +66,9 @@ __all__ = [
     "read_metadata",
     "reference_returns",
     "resolve_dataset",
+    "run_dataset",
     "score_label",
+    "transition_buffer",
 ]
 
 

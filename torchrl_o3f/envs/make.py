@@ -10,7 +10,14 @@ import numpy as np
 
 from torchrl_o3f.envs.tasks import Task, get_task
 
-__all__ = ["make_env", "make_gym_env", "flatten_observation", "observation_layout"]
+__all__ = [
+    "cap_episodes",
+    "flatten_observation",
+    "make_env",
+    "make_env_from_id",
+    "make_gym_env",
+    "observation_layout",
+]
 
 _ROBOTICS_REGISTERED = False
 
@@ -192,3 +199,40 @@ def make_env(
     if seed is not None:
         env.set_seed(seed)
     return env
+
+
+def make_env_from_id(env_id: str, *, max_episode_steps: int | None = None):
+    """A torchrl env of a gymnasium id with float32 observations (for ``env=<id>``).
+
+    ``max_episode_steps`` (``None``: the id's own) is the episode cap given to
+    ``gymnasium.make``.
+
+    Example:
+        >>> make_env_from_id("Pendulum-v1").action_spec.shape
+        torch.Size([1])
+    """
+    from torchrl.envs import DoubleToFloat, GymEnv, TransformedEnv
+
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    return TransformedEnv(GymEnv(env_id, **kwargs), DoubleToFloat())
+
+
+def cap_episodes(env, max_steps: int):
+    """``env`` with its episodes truncated after ``max_steps`` steps (a run's episode cap).
+
+    Appends a torchrl ``StepCounter`` (on a key of its own, so an env that counts its steps
+    already keeps its count): an episode then ends at the cap or at the env's own end,
+    whichever comes first.
+
+    Example:
+        >>> env = cap_episodes(make_env_from_id("Pendulum-v1"), 7)
+        >>> env.rollout(100).shape
+        torch.Size([7])
+    """
+    from torchrl.envs import StepCounter, TransformedEnv
+
+    counter = StepCounter(max_steps=max_steps, step_count_key="o3f_episode_step")
+    if isinstance(env, TransformedEnv):
+        env.append_transform(counter)
+        return env
+    return TransformedEnv(env, counter)

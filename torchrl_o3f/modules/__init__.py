@@ -10,6 +10,7 @@ from torchrl_o3f.modules.actors import (
 )
 from torchrl_o3f.modules.critics import StackedCritic
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
+from torchrl_o3f.modules.exploration import make_exploration
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor, LatentDecoder
 from torchrl_o3f.modules.networks import build_mlp, get_activation
 from torchrl_o3f.modules.selector import O3FActionSelector
@@ -21,6 +22,7 @@ __all__ = [
     "build_mlp",
     "ensemble_reduce",
     "get_activation",
+    "make_exploration",
 ]
 __all__ += [
     "LAPOCVAE",

@@ -198,7 +198,9 @@ def train_behavior(
         return abs(row["return"] - target_return) <= tolerance * abs(target_return)
 
     if not (run_dir / "summary.json").exists():  # else the run is done: only select again
-        summary = OfflineOnlineTrainer(cfg, on_evaluation=snapshot).train()
+        trainer = OfflineOnlineTrainer(cfg)
+        trainer.register_hook("post_evaluation", snapshot)
+        summary = trainer.train()
         if summary.get("stopped"):
             log(f"[train-behavior {family}] stopped; the same command resumes it from {run_dir}")
             return None

@@ -38,6 +38,8 @@ __all__ = [
     "config_from_record",
     "flatten",
     "library_versions",
+    "method_name",
+    "method_of",
     "normalization_before_option",
     "provenance",
     "resolved_record",
@@ -97,6 +99,42 @@ def provenance() -> dict[str, Any]:
         status = _git(root, "status", "--porcelain", "--untracked-files=no")
         dirty = None if commit is None or status is None else bool(status)
     return {"version": __version__, "git_commit": commit, "dirty": dirty}
+
+
+def method_name(cfg: TrainerConfig) -> str:
+    """A run's method as titles and the analysis name it: ``O3F-IQL``, ``IQL + gaussian``, ...
+
+    ``<ALGO> -> <ONLINE ALGO> (<exploration>)`` for a run that switches its objective online.
+
+    Example:
+        >>> method_name(TrainerConfig(task="hopper-medium", algo="iql"))
+        'O3F-IQL'
+    """
+    online = cfg.online_algo if cfg.switches() else cfg.algo.name
+    return _method(cfg.algo.name, online, cfg.exploration.mode)
+
+
+def method_of(record: dict[str, Any]) -> str:
+    """The method of a run's resolved config (``config.yaml``).
+
+    Its ``method`` key if set, else :func:`method_name`'s label of the same run.
+
+    Example:
+        >>> method_of({"algo": {"name": "iql"}, "exploration": {"mode": "o3f"}})
+        'O3F-IQL'
+    """
+    if record.get("method"):
+        return str(record["method"])
+    algo = record["algo"]["name"]
+    return _method(algo, record.get("online_algo") or algo, record["exploration"]["mode"])
+
+
+def _method(algo: str, online: str, mode: str) -> str:
+    if online != algo:
+        return f"{algo.upper()} -> {online.upper()} ({mode})"
+    if mode == "o3f":
+        return f"O3F-{algo.upper()}"
+    return f"{algo.upper()} + {mode}" if mode != "none" else algo.upper()
 
 
 def _scalar(value: Any) -> Any:

@@ -64,7 +64,7 @@ SAC_KEYS: tuple[NestedKey, ...] = (
     ("next", "terminated"),
 )
 # the TED transition keys a single-agent env writes (used when no env is given)
-TED_KEYS: tuple[NestedKey, ...] = (
+ENV_TRANSITION_KEYS: tuple[NestedKey, ...] = (
     "observation",
     "action",
     "done",
@@ -136,7 +136,7 @@ def select_online_keys(
         )
     dataset_keys = _leaf_keys(data)
     if env is None:
-        keys = [k for k in TED_KEYS if k in dataset_keys]
+        keys = [k for k in ENV_TRANSITION_KEYS if k in dataset_keys]
         source = "the TED transition keys"
     else:
         fake = env.fake_tensordict()
