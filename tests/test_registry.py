@@ -395,6 +395,7 @@ def test_loss_keyword_defaults_are_the_yaml_values(name):
                 assert default == numbers[key], f"{function.__qualname__}({key}={default})"
                 checked += 1
     assert checked >= 3, name
+    assert get_algorithm(name).loss_class._default_gamma == numbers["gamma"]
     assert get_algorithm(name) in objectives.BUILTIN_ALGORITHMS
     assert yaml_defaults("cql")["lagrange_threshold"] == 5.0  # the drift that started this
 

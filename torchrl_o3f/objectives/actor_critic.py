@@ -118,7 +118,7 @@ class ActorCriticLoss(EnsembleLoss):
         self.subset_size = int(subset_size)
         self.reward_scale = float(reward_scale)
         self.reward_shift = float(reward_shift)
-        self.make_value_estimator(gamma=0.99)
+        self.make_value_estimator(gamma=self._default_gamma)
 
     @classmethod
     def _check_actor(cls, actor_network) -> None:

@@ -78,6 +78,7 @@ class AWACLoss(ActorCriticLoss):
         >>> loss.lam = 0.1   # loosen online
     """
 
+    _default_gamma = _DEFAULTS["gamma"]
     out_keys = [
         "loss_qvalue",
         "loss_actor",

@@ -232,6 +232,8 @@ class EnsembleLoss(LossModule):
     actor_groups: tuple[str, ...] = ("actor",)
     # loss state-dict prefix -> policy state-dict prefix (see policy_state_dict)
     _policy_entries: dict[str, str] = {"actor_network.": ""}
+    # the discount until make_value_estimator: each built-in loss sets its yaml's
+    _default_gamma: float = 0.99
     annealable = _AnnealableNames()
     # set by each loss: floats, or scalar buffers where the loss saves them (LAPO)
     reward_shift: float | torch.Tensor
@@ -291,12 +293,12 @@ class EnsembleLoss(LossModule):
         return None
 
     def _register_bounds_and_gamma(self, action_spec: TensorSpec | None, device) -> None:
-        """Buffers ``gamma`` (0.99 until set) and, given a spec, ``action_low``/``action_high``."""
+        """Buffers ``gamma`` (the yaml's until set) and, given a spec, the action bounds."""
         if action_spec is not None:
             low, high = action_bounds(action_spec)
             self.register_buffer("action_low", low.to(device))
             self.register_buffer("action_high", high.to(device))
-        self.register_buffer("gamma", torch.tensor(0.99, device=device))
+        self.register_buffer("gamma", torch.tensor(self._default_gamma, device=device))
 
     def register_annealable(self, name: str, value: float, device=None) -> None:
         """Create the buffer of the :class:`Annealable` ``name`` and assign ``value`` (checked)."""

@@ -90,6 +90,7 @@ class CQLLoss(SACLoss):
     """
 
     _target_entropy_per_dim = _DEFAULTS["target_entropy_per_dim"]
+    _default_gamma = _DEFAULTS["gamma"]
     out_keys = [
         "loss_qvalue",
         "loss_cql",

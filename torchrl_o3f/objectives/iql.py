@@ -116,6 +116,7 @@ class IQLLoss(EnsembleLoss):
     ]
 
     target_qvalue_network_params: TensorDictParams
+    _default_gamma = _DEFAULTS["gamma"]
     expectile = Annealable(
         "IQL's expectile tau (a buffer; assign a float to anneal)",
         check=lambda loss, v: 0.0 < v < 1.0 or "must be in (0, 1)",
@@ -168,14 +169,14 @@ class IQLLoss(EnsembleLoss):
         device = qvalue_network.device
         self.register_annealable("expectile", expectile, device)
         self.register_annealable("temperature", temperature, device)
-        self.register_buffer("gamma", torch.tensor(0.99, device=device))
+        self.register_buffer("gamma", torch.tensor(self._default_gamma, device=device))
         self.max_weight = float(max_weight)
         self.qvalue_reduction = qvalue_reduction
         self.subset_size = int(subset_size)
         self.reward_scale = float(reward_scale)
         self.reward_shift = float(reward_shift)
         self.loss_function = loss_function
-        self.make_value_estimator(gamma=0.99)
+        self.make_value_estimator(gamma=self._default_gamma)
 
     # ----------------------------------------------------------------- torchrl plumbing
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -125,6 +125,7 @@ class LAPOLoss(EnsembleLoss):
     ]
 
     actor_groups = ("vae", "actor")  # still in critic-only updates
+    _default_gamma = _DEFAULTS["gamma"]
     _policy_entries = {  # the policy decodes with the target decoder
         **{k: k for k in ("cvae.", "latent_actor.", "action_low", "action_high")},
         "target_decoder_params.": "decoder_params.",

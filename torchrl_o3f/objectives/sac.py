@@ -102,6 +102,7 @@ class SACLoss(ActorCriticLoss):
         "entropy",
     ]
     _backups = ("soft", "sampled", "mean")
+    _default_gamma = _DEFAULTS["gamma"]
     _target_entropy_per_dim = _DEFAULTS["target_entropy_per_dim"]
 
     def __init__(

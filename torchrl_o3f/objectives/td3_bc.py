@@ -90,6 +90,7 @@ class TD3BCLoss(ActorCriticLoss):
 
     target_actor_network_params: TensorDictParams
     _backups = ("smoothed",)
+    _default_gamma = _DEFAULTS["gamma"]
     alpha = Annealable(
         "TD3+BC's alpha, the Q term's weight (a buffer; assign a float to anneal)",
         check=lambda loss, v: v >= 0 or "must be >= 0",
