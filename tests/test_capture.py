@@ -29,6 +29,8 @@ from torchrl_o3f.trainers.guard import NonFiniteError, NonFiniteGuard, check_fin
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater")
 
 ALGOS = [a.name for a in list_algorithms()]
+# the observation normaliser in the networks of algorithms that default to raw observations
+VARIANTS = ALGOS + ["iql+normalize_observations", "sac+normalize_observations"]
 OBS = 3
 
 
@@ -40,7 +42,9 @@ def dataset_root(tmp_path_factory):
 def _agent(algo: str, seed: int = 0, **kw):
     torch.manual_seed(seed)
     data = ted_batch(256, generator=torch.Generator().manual_seed(1), terminated_frac=0.02)
-    cfg = algo_config(algo, task="hopper-medium", overrides={"num_cells": 16, "batch_size": 32})
+    algo, _, flag = algo.partition("+")
+    overrides = {"num_cells": 16, "batch_size": 32, **({flag: True} if flag else {})}
+    cfg = algo_config(algo, task="hopper-medium", overrides=overrides)
     return build_agent(cfg, action_spec(), observation_dim=OBS, data=data, **kw)
 
 
@@ -76,7 +80,7 @@ def test_the_foreach_adam_is_torch_adam():
     torch.testing.assert_close(steps[0], opt.state[theirs[0]]["step"])
 
 
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", VARIANTS)
 def test_the_captured_step_is_the_eager_update(algo):
     """From one state and one random stream, k updates agree (actor and critic-only ones)."""
     eager, captured = _agent(algo), _agent(algo)
@@ -116,7 +120,7 @@ class _SyncCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", VARIANTS)
 def test_k_captured_updates_make_no_host_synchronisation(algo, monkeypatch):
     # torchrl's TanhNormal checks its bounds on the host, except under compilation or CUDA
     # graph capture, which is how the captured step runs: count as it runs there
@@ -133,7 +137,7 @@ def test_k_captured_updates_make_no_host_synchronisation(algo, monkeypatch):
     assert counter.seen == [], f"{algo}: host synchronisations {counter.seen}"
 
 
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", VARIANTS)
 def test_the_update_step_is_one_graph(algo):
     """``fullgraph=True`` traces each variant without a graph break (what capture needs)."""
     torch._dynamo.reset()

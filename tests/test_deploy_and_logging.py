@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from run_harness import smoke_config
 from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -33,6 +34,7 @@ def dataset_root(tmp_path_factory):
 
 def _cfg(out, dataset_root, algo="iql", **kw) -> TrainerConfig:
     return smoke_config(out, dataset_root, algo, **kw)
+
 
 @pytest.mark.parametrize("algo", ["iql", "lapo"])
 def test_load_policy_acts_as_the_trained_policy(tmp_path, dataset_root, algo):
@@ -175,3 +177,40 @@ def test_recipes_md_python_blocks_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "docs/recipes.md", "exec"), namespace)
     assert (tmp_path / "runs" / "demo" / "policy.pt").exists()
+
+
+def test_a_normalising_run_deploys_its_statistics_and_old_policy_files_still_load(
+    tmp_path, dataset_root
+):
+    from torchrl_o3f.trainers.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = _cfg(tmp_path, dataset_root, "iql", **{"algo.normalize_observations": True})
+    trainer = OfflineOnlineTrainer(cfg)
+    trainer.train()
+    stats = trainer.agent.loss.observation_normalization()
+    assert stats is not None and not torch.equal(stats["observation_loc"], torch.zeros(11))
+    derived = OmegaConf.load(tmp_path / "config.yaml").derived  # what a reader of the run sees
+    assert derived["loss.observation_loc"] == pytest.approx(stats["observation_loc"].tolist())
+    assert derived["loss.observation_scale"] == pytest.approx(stats["observation_scale"].tolist())
+    obs = torch.randn(9, 11)
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        expected = trainer.agent.policy(TensorDict({"observation": obs}, [9]))["action"]
+    for source in (tmp_path / "policy.pt", tmp_path / "checkpoints" / "final.pt"):
+        policy = torchrl_o3f.load_policy(source)
+        state = policy.policy.state_dict()
+        (loc,) = [v for k, v in state.items() if k.endswith("observation_loc")]
+        torch.testing.assert_close(loc, stats["observation_loc"], rtol=0, atol=0)
+        got = policy(TensorDict({"observation": obs}, [9]))["action"]
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # a policy file written before the option existed: its record has no such key
+    plain = OfflineOnlineTrainer(_cfg(tmp_path / "plain", dataset_root, "iql"))
+    plain.train()
+    old = load_checkpoint(tmp_path / "plain" / "policy.pt")
+    assert "loss.observation_loc" not in OmegaConf.load(tmp_path / "plain" / "config.yaml").derived
+    for key in ("algo", "online"):
+        del old["config"][key]["normalize_observations"]
+    save_checkpoint(old, tmp_path / "old.pt")
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        expected = plain.agent.policy(TensorDict({"observation": obs}, [9]))["action"]
+    got = torchrl_o3f.load_policy(tmp_path / "old.pt")(TensorDict({"observation": obs}, [9]))
+    torch.testing.assert_close(got["action"], expected, rtol=0, atol=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from torchrl_o3f.objectives import (
     get_algorithm,
     list_algorithms,
 )
-from torchrl_o3f.objectives.registry import structured_config
+from torchrl_o3f.objectives.registry import structured_config, yaml_defaults
 from torchrl_o3f.trainers import (
     BUDGETS,
     AnnealConfig,
@@ -372,3 +373,70 @@ def test_recipe_resume_reloads_the_recorded_config(tmp_path, dataset_root):
     assert res.returncode == 0, res.stderr[-3000:]
     summary = load_checkpoint(run / "checkpoints" / "final.pt")["counters"]
     assert summary["frames"] == 90 and summary["step"] == BUDGETS["smoke"].offline_steps
+
+
+# ------------------------------------------------------------------------------ one source
+def _yaml_named_keywords(function) -> dict:
+    params = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+@pytest.mark.parametrize("name", sorted(a.name for a in list_algorithms()))
+def test_loss_keyword_defaults_are_the_yaml_values(name):
+    """No second set of numbers: every default named like a yaml key is the yaml's value."""
+    import torchrl_o3f.objectives as objectives
+
+    numbers = yaml_defaults(name)
+    module = sys.modules[get_algorithm(name).loss_class.__module__]
+    functions = [get_algorithm(name).loss_class.__init__, getattr(module, f"make_{name}_loss")]
+    checked = 0
+    for function in functions:
+        for key, default in _yaml_named_keywords(function).items():
+            if key in numbers and default is not None:
+                assert default == numbers[key], f"{function.__qualname__}({key}={default})"
+                checked += 1
+    assert checked >= 3, name
+    assert get_algorithm(name).loss_class._default_gamma == numbers["gamma"]
+    assert get_algorithm(name) in objectives.BUILTIN_ALGORITHMS
+    assert yaml_defaults("cql")["lagrange_threshold"] == 5.0  # the drift that started this
+
+
+@pytest.mark.parametrize("name", sorted(a.name for a in list_algorithms()))
+def test_every_yaml_extends_its_typed_schema_and_names_the_normalisation(name):
+    node = OmegaConf.load(ROOT / f"torchrl_o3f/config/algo/{name}.yaml")
+    assert list(node.defaults) == [f"{name}_schema", "_self_"]
+    assert "normalize_observations" in node
+
+
+def test_importing_a_loss_file_registers_nothing():
+    import importlib
+
+    from torchrl_o3f.objectives import iql, registry
+
+    known = registry._ALGORITHMS.pop("iql")
+    try:
+        importlib.reload(iql)
+        assert "iql" not in registry._ALGORITHMS
+    finally:
+        registry._ALGORITHMS["iql"] = known
+
+
+def test_an_old_record_without_the_normalisation_key_rebuilds_its_run():
+    for name, was in (("iql", False), ("lapo", True), ("sac", False)):
+        cfg = TrainerConfig(task="hopper-medium", algo=name)
+        stored = static_record(cfg)
+        for key in ("algo", "online"):
+            del stored[key]["normalize_observations"]  # a record from before the option
+        assert config_from_record(stored).algo.normalize_observations is was
+        assert resume_conflicts(cfg, stored) == []
+        cfg.algo.normalize_observations = not was
+        assert "algo.normalize_observations" in [k for k, *_ in resume_conflicts(cfg, stored)]
+
+
+def test_an_online_only_run_refuses_normalisation_before_any_work(tmp_path):
+    cfg = _cfg(tmp_path, None, "sac", offline_data=False)
+    cfg.budget.offline_steps, cfg.budget.warmup_frames = 0, 10
+    cfg.validate()
+    cfg.algo.normalize_observations = True
+    with pytest.raises(ConfigError, match="normalize_observations=true"):
+        cfg.validate()

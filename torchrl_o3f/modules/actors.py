@@ -21,9 +21,11 @@ from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.modules.distributions import IndependentNormal
 
 from torchrl_o3f.modules.networks import (
+    ObservationNormalizer,
     build_mlp,
     register_normalization_buffers,
     set_normalization_buffers,
+    with_observation_normalizer,
 )
 
 __all__ = [
@@ -98,17 +100,20 @@ def _tanh_head(
     activation,
     layer_norm: bool,
     device,
+    normalize_observations: bool = False,
 ) -> int:
     """Give ``module`` an MLP ``net`` and the ``center`` / ``half_range`` buffers of its bounds.
 
-    The actions of a tanh-squashed head are ``center + tanh(net(x)) * half_range``. Returns the
-    action size; raises ``ValueError`` for bounds that are not ``low < high`` elementwise.
+    The actions of a tanh-squashed head are ``center + tanh(net(x)) * half_range``; with
+    ``normalize_observations`` the ``net`` starts with an
+    :class:`~torchrl_o3f.modules.networks.ObservationNormalizer`. Returns the action size;
+    raises ``ValueError`` for bounds that are not ``low < high`` elementwise.
     """
     low = torch.as_tensor(action_low, dtype=torch.float32, device=device).reshape(-1)
     high = torch.as_tensor(action_high, dtype=torch.float32, device=device).reshape(-1)
     if low.shape != high.shape or (high <= low).any():
         raise ValueError(f"need action_low < action_high elementwise, got {low}, {high}")
-    module.net = build_mlp(
+    mlp = build_mlp(
         observation_dim,
         low.numel(),
         num_cells=num_cells,
@@ -117,6 +122,7 @@ def _tanh_head(
         layer_norm=layer_norm,
         device=device,
     )
+    module.net = with_observation_normalizer(mlp, observation_dim, normalize_observations, device)
     module.register_buffer("center", (high + low) / 2)
     module.register_buffer("half_range", (high - low) / 2)
     return low.numel()
@@ -139,6 +145,8 @@ class TanhMeanGaussianNet(nn.Module):
         layer_norm: LayerNorm after each hidden layer.
         log_std_min: lower clamp of the log standard deviation (in [-1, 1] action units).
         log_std_max: upper clamp of the log standard deviation.
+        normalize_observations: start with an observation normaliser (identity statistics,
+            set with :func:`~torchrl_o3f.modules.networks.set_observation_statistics`).
         device: device of the parameters.
 
     Example:
@@ -161,6 +169,7 @@ class TanhMeanGaussianNet(nn.Module):
         layer_norm: bool = False,
         log_std_min: float = -5.0,
         log_std_max: float = 2.0,
+        normalize_observations: bool = False,
         device: torch.device | str | None = None,
     ):
         super().__init__()
@@ -176,6 +185,7 @@ class TanhMeanGaussianNet(nn.Module):
             activation=activation,
             layer_norm=layer_norm,
             device=device,
+            normalize_observations=normalize_observations,
         )
         self.log_std = nn.Parameter(torch.zeros(action_dim, device=device))
         self.log_std_min = float(log_std_min)
@@ -198,6 +208,7 @@ def make_iql_actor(
     layer_norm: bool = False,
     log_std_min: float = -5.0,
     log_std_max: float = 2.0,
+    normalize_observations: bool = False,
     observation_key: str = "observation",
     action_key: str = "action",
     device: torch.device | str | None = None,
@@ -218,6 +229,8 @@ def make_iql_actor(
         layer_norm: LayerNorm after each hidden layer.
         log_std_min: lower clamp of the state-independent log std (normalised action units).
         log_std_max: upper clamp of the log std.
+        normalize_observations: the network starts with an observation normaliser (identity
+            statistics until set).
         observation_key: the key read.
         action_key: the key written.
         device: device of the parameters.
@@ -248,6 +261,7 @@ def make_iql_actor(
         layer_norm=layer_norm,
         log_std_min=log_std_min,
         log_std_max=log_std_max,
+        normalize_observations=normalize_observations,
         device=device,
     )
     module = TensorDictModule(net, in_keys=[observation_key], out_keys=["loc", "scale"])
@@ -269,6 +283,7 @@ def make_value_network(
     depth: int = 2,
     activation: str | type[nn.Module] = "relu",
     layer_norm: bool = False,
+    normalize_observations: bool = False,
     in_keys: Sequence[str] = ("observation",),
     out_keys: Sequence[str] = ("state_value",),
     device: torch.device | str | None = None,
@@ -281,6 +296,8 @@ def make_value_network(
         depth: number of hidden layers.
         activation: activation name or class.
         layer_norm: LayerNorm after each hidden layer.
+        normalize_observations: the network starts with an observation normaliser (identity
+            statistics until set).
         in_keys: the observation key (exactly one).
         out_keys: the value key (exactly one).
         device: device of the parameters.
@@ -303,6 +320,7 @@ def make_value_network(
         layer_norm=layer_norm,
         device=device,
     )
+    net = with_observation_normalizer(net, observation_dim, normalize_observations, device)
     return ValueOperator(net, in_keys=list(in_keys), out_keys=list(out_keys))
 
 
@@ -312,6 +330,7 @@ def make_sac_actor(
     *,
     num_cells: int = 256,
     depth: int = 2,
+    normalize_observations: bool = False,
     observation_key: str = "observation",
     action_key: str = "action",
     device: torch.device | str | None = None,
@@ -330,6 +349,8 @@ def make_sac_actor(
         action_spec: a bounded action spec (a batched env's spec stands for one env's bounds).
         num_cells: width of the hidden layers.
         depth: number of hidden layers.
+        normalize_observations: the network starts with an observation normaliser (identity
+            statistics until set; the MLP is then ``actor.module[0].module[1]``).
         observation_key: the key read.
         action_key: the key written (plus ``loc``/``scale``).
         device: device of the parameters.
@@ -354,10 +375,13 @@ def make_sac_actor(
 
     low, high = action_bounds(action_spec)
     action_dim = low.numel()
-    net = nn.Sequential(
-        build_mlp(observation_dim, 2 * action_dim, num_cells=num_cells, depth=depth, device=device),
-        NormalParamExtractor(),
+    mlp = build_mlp(
+        observation_dim, 2 * action_dim, num_cells=num_cells, depth=depth, device=device
     )
+    layers = [mlp, NormalParamExtractor()]
+    if normalize_observations:
+        layers.insert(0, ObservationNormalizer(observation_dim, device=device))
+    net = nn.Sequential(*layers)
     module = TensorDictModule(net, in_keys=[observation_key], out_keys=["loc", "scale"])
     return ProbabilisticActor(
         module,

@@ -14,14 +14,17 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
+from torchrl.data import TensorSpec
 
+from torchrl_o3f.modules.actors import action_bounds
 from torchrl_o3f.modules.networks import (
     build_mlp,
+    make_target_params,
     register_normalization_buffers,
     set_normalization_buffers,
 )
 
-__all__ = ["LAPOCVAE", "LatentActor", "LatentDecoder", "LAPOPolicy"]
+__all__ = ["LAPOCVAE", "LatentActor", "LatentDecoder", "LAPOPolicy", "make_lapo_policy"]
 
 
 def _as_vector(value, size: int, name: str, device) -> torch.Tensor:
@@ -323,3 +326,30 @@ class LAPOPolicy(TensorDictModuleBase):
             )
         tensordict.set(self.out_keys[0], self.act(obs))
         return tensordict
+
+
+def make_lapo_policy(
+    observation_dim: int,
+    action_spec: TensorSpec,
+    *,
+    num_cells: int = 256,
+    depth: int = 3,
+    device: torch.device | str | None = None,
+) -> LAPOPolicy:
+    """A :class:`LAPOPolicy` of new networks: a CVAE (identity statistics) and a latent actor.
+
+    It decodes with a detached copy of the decoder's parameters (as a loss's policy decodes with
+    the loss's target decoder), so its state dict is that of ``LAPOLoss.policy``.
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> policy = make_lapo_policy(3, Bounded(-1.0, 1.0, shape=(2,)), num_cells=16)
+        >>> sorted({k.split(".")[0] for k in policy.state_dict()})
+        ['action_high', 'action_low', 'cvae', 'decoder_params', 'latent_actor']
+    """
+    low, high = action_bounds(action_spec)
+    cvae = LAPOCVAE(observation_dim, low.numel(), num_cells=num_cells, depth=depth, device=device)
+    actor = LatentActor(
+        observation_dim, cvae.latent_dim, num_cells=num_cells, depth=depth, device=device
+    )
+    return LAPOPolicy(cvae, actor, low, high, decoder_params=make_target_params(cvae.decoder))

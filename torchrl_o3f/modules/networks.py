@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDict, TensorDictParams
 from torch import nn
 from torchrl.modules import MLP
 
 __all__ = [
+    "ObservationNormalizer",
     "build_mlp",
     "get_activation",
+    "make_target_params",
     "register_normalization_buffers",
     "set_normalization_buffers",
+    "set_observation_statistics",
+    "with_observation_normalizer",
     "ACTIVATIONS",
 ]
 
@@ -149,3 +154,101 @@ def set_normalization_buffers(
         if name.endswith("scale") and not bool((value > 0).all()):
             raise ValueError(f"{name} must be > 0 everywhere (add an epsilon to a std)")
         buf.copy_(value)
+
+
+class ObservationNormalizer(nn.Module):
+    """``(observation - observation_loc) / observation_scale``, the statistics in buffers.
+
+    The first layer of a network that normalises its input (the buffers are those of
+    :func:`register_normalization_buffers`, so the network's state dict carries the statistics
+    and :func:`set_observation_statistics` fills them as it fills every other network's).
+
+    Args:
+        observation_dim: size of the observation vector.
+        observation_loc: subtracted (``None``: 0).
+        observation_scale: divides, after (``None``: 1).
+        device: device of the buffers.
+
+    Example:
+        >>> norm = ObservationNormalizer(2, torch.tensor([1.0, 2.0]), torch.tensor([2.0, 4.0]))
+        >>> norm(torch.tensor([3.0, 2.0]))
+        tensor([1., 0.])
+    """
+
+    def __init__(
+        self, observation_dim: int, observation_loc=None, observation_scale=None, device=None
+    ):
+        super().__init__()
+        register_normalization_buffers(self, observation_dim, None, device)
+        set_normalization_buffers(self, observation_loc, observation_scale)
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        """The normalised observation, same shape."""
+        return (observation - self.observation_loc) / self.observation_scale
+
+
+def with_observation_normalizer(
+    net: nn.Module, observation_dim: int, normalize: bool, device=None
+) -> nn.Module:
+    """``net`` itself, or ``nn.Sequential(ObservationNormalizer, net)`` when ``normalize``.
+
+    A network that does not normalise keeps the structure (and state dict keys) it has always
+    had; one that does gets identity statistics, set with :func:`set_observation_statistics`.
+
+    Example:
+        >>> net = with_observation_normalizer(torch.nn.Linear(3, 1), 3, True)
+        >>> type(net[0]).__name__
+        'ObservationNormalizer'
+    """
+    if not normalize:
+        return net
+    return nn.Sequential(ObservationNormalizer(observation_dim, device=device), net)
+
+
+def set_observation_statistics(
+    module: nn.Module, observation_loc: torch.Tensor, observation_scale: torch.Tensor
+) -> int:
+    """Fill the observation normalisation of every network inside ``module``.
+
+    Every submodule holding ``observation_loc`` and ``observation_scale`` buffers (an
+    :class:`ObservationNormalizer`, a :class:`~torchrl_o3f.modules.QEnsemble`, a TD3 actor)
+    gets the statistics; action statistics are left as they are. Returns how many were set.
+
+    Example:
+        >>> net = with_observation_normalizer(torch.nn.Linear(3, 1), 3, True)
+        >>> set_observation_statistics(net, torch.ones(3), 2 * torch.ones(3))
+        1
+        >>> net[0].observation_scale
+        tensor([2., 2., 2.])
+    """
+    count = 0
+    for sub in module.modules():
+        loc = getattr(sub, "observation_loc", None)
+        scale = getattr(sub, "observation_scale", None)
+        if isinstance(loc, torch.Tensor) and isinstance(scale, torch.Tensor):
+            set_normalization_buffers(sub, observation_loc, observation_scale, *_actions_of(sub))
+            count += 1
+    return count
+
+
+def _actions_of(module: nn.Module) -> tuple:
+    """The action statistics ``module`` holds (kept when its observation ones are set)."""
+    loc, scale = getattr(module, "action_loc", None), getattr(module, "action_scale", None)
+    return (None, None) if loc is None else (loc.clone(), scale.clone())
+
+
+def make_target_params(module: nn.Module) -> TensorDictParams:
+    """A detached clone of ``module``'s parameters and buffers, held as buffers.
+
+    Registered on a loss as ``target_<name>_params`` it is found by
+    :class:`torchrl.objectives.SoftUpdate` / ``HardUpdate``, saved in the loss's state dict,
+    moved by ``loss.to(device)``, and never returned by ``loss.parameters()``.
+
+    Example:
+        >>> lin = nn.Linear(2, 3)
+        >>> target = make_target_params(lin)
+        >>> bool((target["weight"] == lin.weight).all()), target["weight"].requires_grad
+        (True, False)
+    """
+    params = TensorDict.from_module(module).detach().clone()
+    return TensorDictParams(params, no_convert=True)

@@ -26,7 +26,7 @@ from torchrl.objectives.value import TD0Estimator
 
 from torchrl_o3f.modules.actors import action_bounds
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
-from torchrl_o3f.objectives.base import EnsembleLoss
+from torchrl_o3f.objectives.base import EnsembleLoss, normalize_networks
 from torchrl_o3f.objectives.common import make_target_params, module_params
 from torchrl_o3f.objectives.registry import AlgoConfig
 
@@ -59,7 +59,7 @@ class ActorCriticLoss(EnsembleLoss):
             style parameters (e.g. :func:`~torchrl_o3f.modules.actors.make_sac_actor`).
         qvalue_network: the :class:`~torchrl_o3f.modules.QEnsemble` to train.
 
-    Keyword Args:
+    Keyword Args (no defaults here: each algorithm's loss takes them from its yaml):
         action_spec: the bounded action spec (its bounds project sampled actions and give the
             action size).
         backup: ``"sampled"``, ``"mean"`` (or ``"soft"`` where the subclass has an entropy
@@ -83,19 +83,14 @@ class ActorCriticLoss(EnsembleLoss):
         qvalue_network: QEnsemble,
         *,
         action_spec: TensorSpec,
-        backup: str = "sampled",
-        qvalue_reduction: str = "min",
-        subset_size: int = 2,
-        reward_scale: float = 1.0,
-        reward_shift: float = 0.0,
+        backup: str,
+        qvalue_reduction: str,
+        subset_size: int,
+        reward_scale: float,
+        reward_shift: float,
     ):
         name = type(self).__name__
-        if not isinstance(qvalue_network, QEnsemble):
-            raise TypeError(
-                f"{name}: qvalue_network must be a torchrl_o3f.modules.QEnsemble (the ensemble "
-                f"trained in place and shared with the selector), got "
-                f"{type(qvalue_network).__name__}"
-            )
+        self._check_ensemble(qvalue_network)
         self._check_actor(actor_network)
         if backup not in self._backups:
             raise ValueError(f"{name}: backup must be one of {self._backups}, got {backup!r}")
@@ -117,16 +112,13 @@ class ActorCriticLoss(EnsembleLoss):
         self.qvalue_network = qvalue_network
         self.target_qvalue_network_params = make_target_params(qvalue_network)
         self._has_update_associated["qvalue_network"] = False
-        device = qvalue_network.device
-        self.register_buffer("action_low", low.to(device))
-        self.register_buffer("action_high", high.to(device))
-        self.register_buffer("gamma", torch.tensor(0.99, device=device))
+        self._register_bounds_and_gamma(action_spec, qvalue_network.device)
         self.backup = backup
         self.qvalue_reduction = qvalue_reduction
         self.subset_size = int(subset_size)
         self.reward_scale = float(reward_scale)
         self.reward_shift = float(reward_shift)
-        self.make_value_estimator(gamma=0.99)
+        self.make_value_estimator(gamma=self._default_gamma)
 
     @classmethod
     def _check_actor(cls, actor_network) -> None:
@@ -310,8 +302,9 @@ def make_actor_critic_loss(
 
     The shared assembly of the SAC, CQL, AWAC and TD3+BC factories: the critic is a
     ``QEnsemble`` of ``num_qvalue`` members of ``depth`` hidden layers of ``num_cells`` for
-    ``action_spec``'s actions, normalising its observations with ``observation_loc`` and
-    ``observation_scale`` when given (identity otherwise).
+    ``action_spec``'s actions. Given ``observation_loc`` and ``observation_scale``, the critic
+    and the actor (which must have an observation normaliser) normalise observations with them,
+    set before the loss copies its targets.
 
     Example:
         >>> from torchrl.data import Bounded
@@ -325,6 +318,7 @@ def make_actor_critic_loss(
         (2, 0.9)
     """
     low, _ = action_bounds(action_spec)
+    normalize_networks(actor, observation_loc=observation_loc, observation_scale=observation_scale)
     qvalue = QEnsemble(
         observation_dim,
         low.numel(),

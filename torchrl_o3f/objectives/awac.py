@@ -18,10 +18,12 @@ from torchrl_o3f.objectives.actor_critic import (
     actor_critic_kwargs,
     make_actor_critic_loss,
 )
-from torchrl_o3f.objectives.base import Annealable
-from torchrl_o3f.objectives.registry import register_algorithm
+from torchrl_o3f.objectives.base import Annealable, normalization_statistics
+from torchrl_o3f.objectives.registry import Algorithm, yaml_defaults
 
-__all__ = ["AWACConfig", "AWACLoss", "build_awac", "make_awac_loss"]
+__all__ = ["AWAC", "AWACConfig", "AWACLoss", "build_awac", "build_awac_policy", "make_awac_loss"]
+
+_DEFAULTS = yaml_defaults("awac")  # the keyword defaults: config/algo/awac.yaml's generic values
 
 
 class AWACLoss(ActorCriticLoss):
@@ -49,11 +51,11 @@ class AWACLoss(ActorCriticLoss):
             state-independent std, as CORL's AWAC).
         qvalue_network: the :class:`~torchrl_o3f.modules.QEnsemble` to train (in place).
 
-    Keyword Args:
+    Keyword Args (defaults: the generic values of ``config/algo/awac.yaml``):
         action_spec: the bounded action spec (samples are projected onto it).
         lam: ``lambda``, the temperature of the advantage weights.
         n_action_samples: ``n``, policy samples estimating V(s).
-        backup: ``"sampled"`` (default) or ``"mean"``.
+        backup: ``"sampled"`` or ``"mean"``.
         qvalue_reduction: ``"min"``, ``"mean"`` or ``"subset_min"`` over the target members.
         subset_size: subset size for ``"subset_min"``.
         reward_scale: rewards are multiplied by this, after the shift.
@@ -76,6 +78,7 @@ class AWACLoss(ActorCriticLoss):
         >>> loss.lam = 0.1   # loosen online
     """
 
+    _default_gamma = _DEFAULTS["gamma"]
     out_keys = [
         "loss_qvalue",
         "loss_actor",
@@ -94,13 +97,13 @@ class AWACLoss(ActorCriticLoss):
         qvalue_network: QEnsemble,
         *,
         action_spec: TensorSpec,
-        lam: float = 1.0,
-        n_action_samples: int = 1,
-        backup: str = "sampled",
-        qvalue_reduction: str = "min",
-        subset_size: int = 2,
-        reward_scale: float = 1.0,
-        reward_shift: float = 0.0,
+        lam: float = _DEFAULTS["lam"],
+        n_action_samples: int = _DEFAULTS["n_action_samples"],
+        backup: str = _DEFAULTS["backup"],
+        qvalue_reduction: str = _DEFAULTS["qvalue_reduction"],
+        subset_size: int = _DEFAULTS["subset_size"],
+        reward_scale: float = _DEFAULTS["reward_scale"],
+        reward_shift: float = _DEFAULTS["reward_shift"],
     ):
         if n_action_samples < 1:
             raise ValueError(f"AWACLoss: n_action_samples must be >= 1, got {n_action_samples}")
@@ -152,23 +155,27 @@ def make_awac_loss(
     observation_dim: int,
     action_spec: TensorSpec,
     *,
-    num_qvalue: int = 2,
-    num_cells: int = 256,
-    depth: int = 2,
-    actor_depth: int | None = None,
-    layer_norm: bool = False,
-    log_std_min: float = -6.0,
-    log_std_max: float = 0.0,
-    gamma: float = 0.99,
+    num_qvalue: int = _DEFAULTS["num_qvalue"],
+    num_cells: int = _DEFAULTS["num_cells"],
+    depth: int = _DEFAULTS["depth"],
+    actor_depth: int | None = _DEFAULTS["actor_depth"],
+    layer_norm: bool = _DEFAULTS["layer_norm"],
+    log_std_min: float = _DEFAULTS["log_std_min"],
+    log_std_max: float = _DEFAULTS["log_std_max"],
+    gamma: float = _DEFAULTS["gamma"],
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> AWACLoss:
     """Build an :class:`AWACLoss`: a tanh-mean Gaussian actor and a ``QEnsemble``.
 
+    Defaults: the generic values of ``config/algo/awac.yaml``.
+
     Args:
         observation_dim: size of the (flat) observation.
         action_spec: bounded action spec of the environment.
-        num_qvalue: ensemble size m (2, as AWAC).
+        num_qvalue: ensemble size m.
         num_cells: width of every hidden layer (actor and critics).
         depth: hidden layers of the critics.
         actor_depth: hidden layers of the actor (``None``: ``depth``).
@@ -176,6 +183,9 @@ def make_awac_loss(
         log_std_min: lower clamp of the actor's state-independent log std.
         log_std_max: upper clamp of the log std.
         gamma: discount.
+        observation_loc: with ``observation_scale``, the observation statistics the actor and
+            the critics normalise with, held in their buffers (both ``None``: no normaliser).
+        observation_scale: see ``observation_loc``.
         device: device of every network.
         **loss_kwargs: forwarded to :class:`AWACLoss` (``lam``, ``n_action_samples``,
             ``backup``, ``qvalue_reduction``, ``subset_size``, ``reward_scale``,
@@ -194,6 +204,7 @@ def make_awac_loss(
         depth=depth if actor_depth is None else actor_depth,
         log_std_min=log_std_min,
         log_std_max=log_std_max,
+        normalize_observations=observation_loc is not None or observation_scale is not None,
         device=device,
     )
     return make_actor_critic_loss(
@@ -206,6 +217,8 @@ def make_awac_loss(
         depth=depth,
         layer_norm=layer_norm,
         gamma=gamma,
+        observation_loc=observation_loc,
+        observation_scale=observation_scale,
         device=device,
         **loss_kwargs,
     )
@@ -237,11 +250,39 @@ class AWACConfig(ActorCriticConfig):
     log_std_max: float = MISSING
 
 
-@register_algorithm(
-    "awac",
-    config=AWACConfig,
-    description="Advantage-Weighted Actor-Critic (Nair et al., 2020) on a QEnsemble",
-)
+def build_awac_policy(
+    cfg: AWACConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    device: torch.device | str | None = None,
+) -> ProbabilisticTensorDictSequential:
+    """AWAC's acting module alone: the tanh-mean Gaussian actor of ``cfg``'s sizes.
+
+    With ``cfg.normalize_observations`` it starts with an observation normaliser (identity
+    statistics until the loss's builder or a loaded state sets them).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> cfg = algo_config("awac", overrides={"num_cells": 16})
+        >>> policy = build_awac_policy(cfg, observation_dim=3,
+        ...                            action_spec=Bounded(-1.0, 1.0, shape=(2,)))
+        >>> policy.out_keys[-1]
+        'action'
+    """
+    return make_iql_actor(
+        observation_dim,
+        action_spec,
+        num_cells=cfg.num_cells,
+        depth=cfg.actor_depth,
+        log_std_min=cfg.log_std_min,
+        log_std_max=cfg.log_std_max,
+        normalize_observations=cfg.normalize_observations,
+        device=device,
+    )
+
+
 def build_awac(
     cfg: AWACConfig,
     *,
@@ -250,7 +291,10 @@ def build_awac(
     data: TensorDictBase | None,
     device: torch.device | str | None = None,
 ) -> AWACLoss:
-    """The registered builder of AWAC: :func:`make_awac_loss` with ``cfg``'s numbers.
+    """The registered builder of AWAC: :func:`build_awac_policy`'s actor and ``cfg``'s critic.
+
+    Raises:
+        ConfigError: ``normalize_observations`` without offline data.
 
     Example:
         >>> from torchrl.data import Bounded
@@ -261,14 +305,27 @@ def build_awac(
         >>> float(loss.lam) == cfg.lam
         True
     """
-    return make_awac_loss(
+    actor = build_awac_policy(
+        cfg, observation_dim=observation_dim, action_spec=action_spec, device=device
+    )
+    return make_actor_critic_loss(
+        AWACLoss,
+        actor,
         observation_dim,
         action_spec,
         device=device,
-        actor_depth=cfg.actor_depth,
-        log_std_min=cfg.log_std_min,
-        log_std_max=cfg.log_std_max,
         lam=cfg.lam,
         n_action_samples=cfg.n_action_samples,
+        **normalization_statistics(cfg, data),
         **actor_critic_kwargs(cfg),
     )
+
+
+AWAC = Algorithm(
+    name="awac",
+    config_class=AWACConfig,
+    loss_class=AWACLoss,
+    build=build_awac,
+    build_policy=build_awac_policy,
+    description="Advantage-Weighted Actor-Critic (Nair et al., 2020) on a QEnsemble",
+)

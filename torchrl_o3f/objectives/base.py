@@ -10,20 +10,31 @@ update is cheaper than the whole loss), ``policy``, ``parameter_groups``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
+from torchrl.data import TensorSpec
 from torchrl.objectives import LossModule, ValueEstimators
 
-from torchrl_o3f.objectives.common import module_params, read_tensors
+from torchrl_o3f.errors import ConfigError
+from torchrl_o3f.modules.actors import action_bounds
+from torchrl_o3f.modules.ensemble import QEnsemble
+from torchrl_o3f.modules.networks import set_observation_statistics
+from torchrl_o3f.objectives.common import module_params, observation_statistics, read_tensors
 
-__all__ = ["Annealable", "EnsembleLoss", "OfflineOnlineLoss"]
+__all__ = [
+    "Annealable",
+    "EnsembleLoss",
+    "OfflineOnlineLoss",
+    "normalization_statistics",
+    "normalize_networks",
+]
 
 
 @runtime_checkable
@@ -60,6 +71,61 @@ class OfflineOnlineLoss(Protocol):
 
     def transform_reward(self, reward: torch.Tensor) -> torch.Tensor:
         """The rewards as the loss learns from them (e.g. shifted and scaled)."""
+
+    def observation_normalization(self) -> dict[str, torch.Tensor] | None:
+        """The statistics the policy normalises observations with (``None``: it does not)."""
+
+
+def normalization_statistics(cfg: Any, data: TensorDictBase | None) -> dict[str, torch.Tensor]:
+    """The observation statistics a registered builder gives its networks (``{}``: none).
+
+    ``cfg.normalize_observations`` false: ``{}`` (the networks have no normaliser); true: the
+    offline data's :func:`~torchrl_o3f.objectives.common.observation_statistics`.
+
+    Raises:
+        ConfigError: ``normalize_observations`` without offline data (an online-only run).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> normalization_statistics(SimpleNamespace(normalize_observations=False), None)
+        {}
+    """
+    if not cfg.normalize_observations:
+        return {}
+    if data is None:
+        raise ConfigError(
+            "algo.normalize_observations=true needs the offline data (observation mean and "
+            "std); set algo.normalize_observations=false for an online-only run"
+        )
+    return observation_statistics(data)
+
+
+def normalize_networks(
+    *networks: nn.Module,
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
+) -> None:
+    """Give every network its observation statistics (both ``None``: leave them as they are).
+
+    Raises:
+        ValueError: for a network with no observation normaliser to hold them (build it with
+            ``normalize_observations=True``).
+
+    Example:
+        >>> from torchrl_o3f.modules.networks import with_observation_normalizer
+        >>> net = with_observation_normalizer(nn.Linear(2, 1), 2, True)
+        >>> normalize_networks(net, observation_loc=torch.ones(2))
+        >>> net[0].observation_loc
+        tensor([1., 1.])
+    """
+    if observation_loc is None and observation_scale is None:
+        return
+    for net in networks:
+        if not set_observation_statistics(net, observation_loc, observation_scale):
+            raise ValueError(
+                f"{type(net).__name__} has no observation normaliser to hold the statistics; "
+                "build it with normalize_observations=True"
+            )
 
 
 class Annealable:
@@ -164,6 +230,10 @@ class EnsembleLoss(LossModule):
     default_keys = _AcceptedKeys
     default_value_estimator = ValueEstimators.TD0
     actor_groups: tuple[str, ...] = ("actor",)
+    # loss state-dict prefix -> policy state-dict prefix (see policy_state_dict)
+    _policy_entries: dict[str, str] = {"actor_network.": ""}
+    # the discount until make_value_estimator: each built-in loss sets its yaml's
+    _default_gamma: float = 0.99
     annealable = _AnnealableNames()
     # set by each loss: floats, or scalar buffers where the loss saves them (LAPO)
     reward_shift: float | torch.Tensor
@@ -178,6 +248,57 @@ class EnsembleLoss(LossModule):
     def policy(self) -> TensorDictModuleBase:
         """The module to act with in a collector: the ``actor_network`` unless overridden."""
         return self.actor_network
+
+    @classmethod
+    def policy_state_dict(cls, loss_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The entries of :attr:`policy`'s state dict, out of the loss's state dict.
+
+        A saved loss (a trainer checkpoint) loads into the policy alone with them: the entries
+        under each prefix of ``_policy_entries`` (``{"actor_network.": ""}`` unless a subclass
+        acts with other modules), renamed to the policy's prefix.
+        """
+        state = {}
+        for key, value in loss_state.items():
+            for head, policy_head in cls._policy_entries.items():
+                if key.startswith(head):
+                    state[policy_head + key[len(head) :]] = value
+                    break
+        return state
+
+    @classmethod
+    def _check_ensemble(cls, qvalue_network) -> None:
+        """Raise ``TypeError`` unless the critic is the ``QEnsemble`` the loss trains in place."""
+        if not isinstance(qvalue_network, QEnsemble):
+            raise TypeError(
+                f"{cls.__name__}: qvalue_network must be a torchrl_o3f.modules.QEnsemble (the "
+                "ensemble trained in place and shared with the selector), got "
+                f"{type(qvalue_network).__name__}"
+            )
+
+    def observation_normalization(self) -> dict[str, torch.Tensor] | None:
+        """``{"observation_loc", "observation_scale"}`` the policy normalises with, or ``None``.
+
+        Read from the first network of :attr:`policy` that holds them (copies, on the CPU); a
+        policy without an observation normaliser gives ``None``. The statistics are buffers
+        of the networks, so checkpoints and the deployed ``policy.pt`` carry them.
+        """
+        for module in self.policy.modules():
+            loc = getattr(module, "observation_loc", None)
+            scale = getattr(module, "observation_scale", None)
+            if isinstance(loc, torch.Tensor) and isinstance(scale, torch.Tensor):
+                return {
+                    "observation_loc": loc.detach().cpu().clone(),
+                    "observation_scale": scale.detach().cpu().clone(),
+                }
+        return None
+
+    def _register_bounds_and_gamma(self, action_spec: TensorSpec | None, device) -> None:
+        """Buffers ``gamma`` (the yaml's until set) and, given a spec, the action bounds."""
+        if action_spec is not None:
+            low, high = action_bounds(action_spec)
+            self.register_buffer("action_low", low.to(device))
+            self.register_buffer("action_high", high.to(device))
+        self.register_buffer("gamma", torch.tensor(self._default_gamma, device=device))
 
     def register_annealable(self, name: str, value: float, device=None) -> None:
         """Create the buffer of the :class:`Annealable` ``name`` and assign ``value`` (checked)."""

@@ -1,18 +1,27 @@
-"""Pieces shared by the package's losses: ensemble target parameters, fast module calls."""
+"""Pieces shared by the package's losses: target parameters, fast module calls, data settings.
+
+The data settings are what the builders derive from the offline data: episode returns,
+observation statistics, LAPO's reward pre-processing.
+"""
 
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from torch import nn
+
+from torchrl_o3f.modules.networks import make_target_params
+from torchrl_o3f.objectives.registry import yaml_defaults
 
 __all__ = [
     "call_on_tensor",
     "episode_returns",
     "expectile_loss",
+    "lapo_reward_config",
     "make_target_params",
     "module_params",
+    "observation_statistics",
     "read_tensors",
 ]
 
@@ -75,24 +84,6 @@ def module_params(module: nn.Module) -> TensorDictBase:
     return TensorDict.from_module(module)
 
 
-def make_target_params(module: nn.Module) -> TensorDictParams:
-    """A detached clone of ``module``'s parameters and buffers, held as buffers.
-
-    Registered on a loss as ``target_<name>_params`` it is found by
-    :class:`torchrl.objectives.SoftUpdate` / ``HardUpdate``, saved in the loss's state dict,
-    moved by ``loss.to(device)``, and never returned by ``loss.parameters()``.
-
-    Example:
-        >>> from torch import nn
-        >>> lin = nn.Linear(2, 3)
-        >>> target = make_target_params(lin)
-        >>> bool((target["weight"] == lin.weight).all()), target["weight"].requires_grad
-        (True, False)
-    """
-    params = TensorDict.from_module(module).detach().clone()
-    return TensorDictParams(params, no_convert=True)
-
-
 def call_on_tensor(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run a one-input, one-output module on a plain tensor, skipping TensorDict plumbing.
 
@@ -141,3 +132,73 @@ def read_tensors(td: TensorDictBase, keys: list, owner: str) -> list[torch.Tenso
             )
         out.append(value)
     return out
+
+
+def observation_statistics(data: TensorDictBase, eps: float = 1e-3) -> dict[str, torch.Tensor]:
+    """``observation_loc`` and ``observation_scale``: the mean and std + ``eps`` of ``data``.
+
+    The std is the population one (as the TD3+BC code's numpy ``std``); computed in float64,
+    returned as float32 ``[observation_dim]`` tensors.
+
+    Example:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> data = TensorDict({"observation": torch.tensor([[0.0], [2.0]])}, [2])
+        >>> stats = observation_statistics(data)
+        >>> stats["observation_loc"], stats["observation_scale"]
+        (tensor([1.]), tensor([1.0010]))
+    """
+    (obs,) = read_tensors(data, ["observation"], "observation_statistics (TED layout)")
+    obs = obs.reshape(-1, obs.shape[-1]).double()
+    loc, scale = obs.mean(0), obs.std(0, correction=0) + eps
+    return {"observation_loc": loc.float(), "observation_scale": scale.float()}
+
+
+_LAPO_DEFAULTS = yaml_defaults("lapo")  # lapo_reward_config's defaults: LAPO's yaml values
+
+
+def lapo_reward_config(
+    rewards: torch.Tensor,
+    *,
+    kind: str = _LAPO_DEFAULTS["reward_kind"],
+    gamma: float = _LAPO_DEFAULTS["gamma"],
+) -> dict[str, float]:
+    """LAPO's reward pre-processing, computed from the dataset rewards.
+
+    * ``"max"`` (locomotion, kitchen, anything else): ``r <- r / max|r|`` and V clipped to
+      ``[min r, max r] / (1 - gamma)`` (scaled rewards). The reference code divides by
+      ``max r``; the two agree whenever the largest reward is also the largest in magnitude
+      (all D4RL locomotion sets), and ``max|r|`` keeps the sign of all-negative rewards.
+    * ``"antmaze"``: ``r <- 100 r`` and V clipped to ``[0, 100]``.
+
+    Args:
+        rewards: the dataset rewards (any shape).
+        kind: ``"max"`` or ``"antmaze"`` (``config/algo/lapo.yaml``'s ``reward_kind`` picks it
+            per family).
+        gamma: the discount of the value bounds.
+
+    Returns:
+        ``dict(reward_scale=..., reward_shift=0.0, value_min=..., value_max=...)``, the keyword
+        arguments of :class:`~torchrl_o3f.objectives.LAPOLoss`.
+
+    Example:
+        >>> import torch
+        >>> cfg = lapo_reward_config(torch.tensor([-1.0, 0.5, 2.0]), kind="max", gamma=0.9)
+        >>> cfg["reward_scale"], round(cfg["value_min"], 3), round(cfg["value_max"], 3)
+        (0.5, -5.0, 10.0)
+    """
+    rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
+    if rewards.numel() == 0 or not torch.isfinite(rewards).all():
+        raise ValueError("rewards must be a non-empty tensor of finite values")
+    if kind == "antmaze":
+        return {"reward_scale": 100.0, "reward_shift": 0.0, "value_min": 0.0, "value_max": 100.0}
+    if kind != "max":
+        raise ValueError(f"kind must be 'max' or 'antmaze', got {kind!r}")
+    peak = rewards.abs().max().item()
+    scale = 1.0 / peak if peak > 0 else 1.0
+    return {
+        "reward_scale": scale,
+        "reward_shift": 0.0,
+        "value_min": rewards.min().item() * scale / (1 - gamma),
+        "value_max": rewards.max().item() * scale / (1 - gamma),
+    }

@@ -15,11 +15,13 @@ from torchrl.data import TensorSpec
 from torchrl_o3f.modules.actors import make_sac_actor
 from torchrl_o3f.modules.ensemble import QEnsemble
 from torchrl_o3f.objectives.actor_critic import actor_critic_kwargs, make_actor_critic_loss
-from torchrl_o3f.objectives.base import Annealable
-from torchrl_o3f.objectives.registry import register_algorithm
-from torchrl_o3f.objectives.sac import SACConfig, SACLoss, entropy_kwargs
+from torchrl_o3f.objectives.base import Annealable, normalization_statistics
+from torchrl_o3f.objectives.registry import Algorithm, yaml_defaults
+from torchrl_o3f.objectives.sac import SACConfig, SACLoss, build_sac_policy, entropy_kwargs
 
-__all__ = ["CQLConfig", "CQLLoss", "build_cql", "make_cql_loss"]
+__all__ = ["CQL", "CQLConfig", "CQLLoss", "build_cql", "make_cql_loss"]
+
+_DEFAULTS = yaml_defaults("cql")  # the keyword defaults: config/algo/cql.yaml's generic values
 
 _MAX_ALPHA_PRIME = 1e6  # d3rlpy's and the CQL authors' clip of the Lagrange multiplier
 
@@ -27,8 +29,8 @@ _MAX_ALPHA_PRIME = 1e6  # d3rlpy's and the CQL authors' clip of the Lagrange mul
 class CQLLoss(SACLoss):
     r"""CQL(H) (Kumar et al., 2020) as d3rlpy implements it, on a ``QEnsemble`` trained in place.
 
-    SAC's actor, entropy and TD terms (:class:`~torchrl_o3f.objectives.SACLoss`; the backup
-    defaults to d3rlpy's ``"mean"``: ``V'(s') = reduce_i Q'_i(s', tanh-mean action)``) plus a
+    SAC's actor, entropy and TD terms (:class:`~torchrl_o3f.objectives.SACLoss`; the yaml's
+    backup is d3rlpy's ``"mean"``: ``V'(s') = reduce_i Q'_i(s', tanh-mean action)``) plus a
     conservative term on every member ``i``:
 
     .. math::
@@ -57,16 +59,16 @@ class CQLLoss(SACLoss):
         actor_network: the policy, e.g. :func:`~torchrl_o3f.modules.actors.make_sac_actor`.
         qvalue_network: the :class:`~torchrl_o3f.modules.QEnsemble` to train (in place).
 
-    Keyword Args:
+    Keyword Args (defaults: the generic values of ``config/algo/cql.yaml``):
         action_spec: the bounded action spec (the uniform actions are drawn in its bounds).
         cql_weight: ``w`` (d3rlpy's ``conservative_weight``, the CQL code's ``min_q_weight``).
         lagrange: learn ``alpha'`` to keep the gap at ``lagrange_threshold``.
         lagrange_threshold: ``tau`` (d3rlpy's ``alpha_threshold``).
         alpha_prime_init: the initial ``alpha'``.
         n_action_samples: ``n``, actions per source and observation.
-        **sac_kwargs: :class:`~torchrl_o3f.objectives.SACLoss`'s keywords (``alpha_init``,
-            ``target_entropy``, ``backup``, ``qvalue_reduction``, ``subset_size``,
-            ``reward_scale``, ``reward_shift``).
+        alpha_init, target_entropy, backup, qvalue_reduction, subset_size, reward_scale,
+            reward_shift: as :class:`~torchrl_o3f.objectives.SACLoss` (``target_entropy``
+            ``None``: the yaml's ``target_entropy_per_dim`` times the action size).
 
     Example:
         >>> import torch
@@ -87,6 +89,8 @@ class CQLLoss(SACLoss):
         >>> loss.lagrange_threshold = 0.5   # loosen online
     """
 
+    _target_entropy_per_dim = _DEFAULTS["target_entropy_per_dim"]
+    _default_gamma = _DEFAULTS["gamma"]
     out_keys = [
         "loss_qvalue",
         "loss_cql",
@@ -108,13 +112,18 @@ class CQLLoss(SACLoss):
         qvalue_network: QEnsemble,
         *,
         action_spec: TensorSpec,
-        cql_weight: float = 5.0,
-        lagrange: bool = False,
-        lagrange_threshold: float = 10.0,
-        alpha_prime_init: float = 1.0,
-        n_action_samples: int = 10,
-        backup: str = "mean",
-        **sac_kwargs,
+        cql_weight: float = _DEFAULTS["cql_weight"],
+        lagrange: bool = _DEFAULTS["lagrange"],
+        lagrange_threshold: float = _DEFAULTS["lagrange_threshold"],
+        alpha_prime_init: float = _DEFAULTS["alpha_prime_init"],
+        n_action_samples: int = _DEFAULTS["n_action_samples"],
+        alpha_init: float = _DEFAULTS["alpha_init"],
+        target_entropy: float | None = None,
+        backup: str = _DEFAULTS["backup"],
+        qvalue_reduction: str = _DEFAULTS["qvalue_reduction"],
+        subset_size: int = _DEFAULTS["subset_size"],
+        reward_scale: float = _DEFAULTS["reward_scale"],
+        reward_shift: float = _DEFAULTS["reward_shift"],
     ):
         name = type(self).__name__
         if n_action_samples < 1:
@@ -122,7 +131,16 @@ class CQLLoss(SACLoss):
         if not alpha_prime_init > 0:
             raise ValueError(f"{name}: alpha_prime_init must be > 0, got {alpha_prime_init}")
         super().__init__(
-            actor_network, qvalue_network, action_spec=action_spec, backup=backup, **sac_kwargs
+            actor_network,
+            qvalue_network,
+            action_spec=action_spec,
+            alpha_init=alpha_init,
+            target_entropy=target_entropy,
+            backup=backup,
+            qvalue_reduction=qvalue_reduction,
+            subset_size=subset_size,
+            reward_scale=reward_scale,
+            reward_shift=reward_shift,
         )
         device = qvalue_network.device
         self.lagrange = bool(lagrange)
@@ -210,24 +228,31 @@ def make_cql_loss(
     observation_dim: int,
     action_spec: TensorSpec,
     *,
-    num_qvalue: int = 2,
-    num_cells: int = 256,
-    depth: int = 3,
-    layer_norm: bool = False,
-    gamma: float = 0.99,
+    num_qvalue: int = _DEFAULTS["num_qvalue"],
+    num_cells: int = _DEFAULTS["num_cells"],
+    depth: int = _DEFAULTS["depth"],
+    layer_norm: bool = _DEFAULTS["layer_norm"],
+    gamma: float = _DEFAULTS["gamma"],
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> CQLLoss:
     """Build a :class:`CQLLoss` with CQL's networks: a TanhNormal actor and a ``QEnsemble``.
 
+    Defaults: the generic values of ``config/algo/cql.yaml``.
+
     Args:
         observation_dim: size of the (flat) observation.
         action_spec: bounded action spec of the environment.
-        num_qvalue: ensemble size m (2, as CQL).
+        num_qvalue: ensemble size m.
         num_cells: width of every hidden layer (actor and critics).
-        depth: hidden layers per network (3, as CQL).
+        depth: hidden layers per network.
         layer_norm: LayerNorm in the critics.
         gamma: discount.
+        observation_loc: with ``observation_scale``, the observation statistics the actor and
+            the critics normalise with, held in their buffers (both ``None``: no normaliser).
+        observation_scale: see ``observation_loc``.
         device: device of every network.
         **loss_kwargs: forwarded to :class:`CQLLoss`.
 
@@ -237,8 +262,14 @@ def make_cql_loss(
         >>> loss.lagrange, float(loss.cql_weight), loss.n_action_samples
         (False, 5.0, 10)
     """
+    normalize = observation_loc is not None or observation_scale is not None
     actor = make_sac_actor(
-        observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
+        observation_dim,
+        action_spec,
+        num_cells=num_cells,
+        depth=depth,
+        normalize_observations=normalize,
+        device=device,
     )
     return make_actor_critic_loss(
         CQLLoss,
@@ -250,6 +281,8 @@ def make_cql_loss(
         depth=depth,
         layer_norm=layer_norm,
         gamma=gamma,
+        observation_loc=observation_loc,
+        observation_scale=observation_scale,
         device=device,
         **loss_kwargs,
     )
@@ -281,11 +314,6 @@ class CQLConfig(SACConfig):
     n_action_samples: int = MISSING
 
 
-@register_algorithm(
-    "cql",
-    config=CQLConfig,
-    description="Conservative Q-Learning (Kumar et al., 2020), d3rlpy's CQL(H), on a QEnsemble",
-)
 def build_cql(
     cfg: CQLConfig,
     *,
@@ -294,7 +322,10 @@ def build_cql(
     data: TensorDictBase | None,
     device: torch.device | str | None = None,
 ) -> CQLLoss:
-    """The registered builder of CQL: :func:`make_cql_loss` with ``cfg``'s numbers.
+    """The registered builder of CQL: SAC's policy builder's actor, ``cfg``'s critic and term.
+
+    Raises:
+        ConfigError: ``normalize_observations`` without offline data.
 
     Example:
         >>> from torchrl.data import Bounded
@@ -305,7 +336,12 @@ def build_cql(
         >>> float(loss.cql_weight) == cfg.cql_weight, loss.lagrange
         (True, False)
     """
-    return make_cql_loss(
+    actor = build_sac_policy(
+        cfg, observation_dim=observation_dim, action_spec=action_spec, device=device
+    )
+    return make_actor_critic_loss(
+        CQLLoss,
+        actor,
         observation_dim,
         action_spec,
         device=device,
@@ -314,6 +350,17 @@ def build_cql(
         lagrange_threshold=cfg.lagrange_threshold,
         alpha_prime_init=cfg.alpha_prime_init,
         n_action_samples=cfg.n_action_samples,
+        **normalization_statistics(cfg, data),
         **actor_critic_kwargs(cfg),
         **entropy_kwargs(cfg, action_spec),
     )
+
+
+CQL = Algorithm(
+    name="cql",
+    config_class=CQLConfig,
+    loss_class=CQLLoss,
+    build=build_cql,
+    build_policy=build_sac_policy,
+    description="Conservative Q-Learning (Kumar et al., 2020), d3rlpy's CQL(H), on a QEnsemble",
+)

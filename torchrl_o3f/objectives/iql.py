@@ -17,16 +17,23 @@ from torchrl.objectives.value import TD0Estimator
 
 from torchrl_o3f.modules.actors import TanhMeanGaussianNet, make_iql_actor, make_value_network
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
-from torchrl_o3f.objectives.base import Annealable, EnsembleLoss
+from torchrl_o3f.objectives.base import (
+    Annealable,
+    EnsembleLoss,
+    normalization_statistics,
+    normalize_networks,
+)
 from torchrl_o3f.objectives.common import (
     call_on_tensor,
     episode_returns,
     expectile_loss,
     make_target_params,
 )
-from torchrl_o3f.objectives.registry import AlgoConfig, register_algorithm
+from torchrl_o3f.objectives.registry import AlgoConfig, Algorithm, yaml_defaults
 
-__all__ = ["IQLConfig", "IQLLoss", "build_iql", "make_iql_loss"]
+__all__ = ["IQL", "IQLConfig", "IQLLoss", "build_iql", "build_iql_policy", "make_iql_loss"]
+
+_DEFAULTS = yaml_defaults("iql")  # the keyword defaults: config/algo/iql.yaml's generic values
 
 _REDUCTIONS = ("min", "mean", "subset_min")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -65,15 +72,15 @@ class IQLLoss(EnsembleLoss):
         value_network: V(s): a module with one in_key and one out_key (e.g. a ValueOperator)
             or a plain ``nn.Module`` on observation tensors.
 
-    Keyword Args:
-        expectile: IQL's tau (0.7; 0.9 on antmaze).
-        temperature: IQL's inverse temperature beta (3; 10 on antmaze).
-        max_weight: clip of the advantage weights (100).
-        qvalue_reduction: ``"min"`` (default), ``"mean"`` or ``"subset_min"``.
+    Keyword Args (defaults: the generic values of ``config/algo/iql.yaml``):
+        expectile: IQL's tau.
+        temperature: IQL's inverse temperature beta.
+        max_weight: clip of the advantage weights.
+        qvalue_reduction: ``"min"``, ``"mean"`` or ``"subset_min"``.
         subset_size: subset size for ``"subset_min"``.
         reward_scale: rewards are multiplied by this, after the shift.
-        reward_shift: added to rewards (antmaze IQL: -1).
-        loss_function: ``"l2"`` (the paper's MSE) for the Q regression; ``"smooth_l1"`` too.
+        reward_shift: added to rewards.
+        loss_function: ``"l2"`` (the paper's MSE) for the Q regression, or ``"smooth_l1"``.
 
     Example:
         >>> import torch
@@ -109,6 +116,7 @@ class IQLLoss(EnsembleLoss):
     ]
 
     target_qvalue_network_params: TensorDictParams
+    _default_gamma = _DEFAULTS["gamma"]
     expectile = Annealable(
         "IQL's expectile tau (a buffer; assign a float to anneal)",
         check=lambda loss, v: 0.0 < v < 1.0 or "must be in (0, 1)",
@@ -124,20 +132,16 @@ class IQLLoss(EnsembleLoss):
         qvalue_network: QEnsemble,
         value_network: nn.Module,
         *,
-        expectile: float = 0.7,
-        temperature: float = 3.0,
-        max_weight: float = 100.0,
-        qvalue_reduction: str = "min",
-        subset_size: int = 2,
-        reward_scale: float = 1.0,
-        reward_shift: float = 0.0,
-        loss_function: str = "l2",
+        expectile: float = _DEFAULTS["expectile"],
+        temperature: float = _DEFAULTS["temperature"],
+        max_weight: float = _DEFAULTS["max_weight"],
+        qvalue_reduction: str = _DEFAULTS["qvalue_reduction"],
+        subset_size: int = _DEFAULTS["subset_size"],
+        reward_scale: float = _DEFAULTS["reward_scale"],
+        reward_shift: float = _DEFAULTS["reward_shift"],
+        loss_function: str = _DEFAULTS["loss_function"],
     ):
-        if not isinstance(qvalue_network, QEnsemble):
-            raise TypeError(
-                "qvalue_network must be a torchrl_o3f.modules.QEnsemble (the ensemble trained "
-                f"in place and shared with the selector), got {type(qvalue_network).__name__}"
-            )
+        self._check_ensemble(qvalue_network)
         if not hasattr(actor_network, "get_dist"):
             raise TypeError(
                 "actor_network must be a probabilistic actor with get_dist (e.g. "
@@ -165,14 +169,14 @@ class IQLLoss(EnsembleLoss):
         device = qvalue_network.device
         self.register_annealable("expectile", expectile, device)
         self.register_annealable("temperature", temperature, device)
-        self.register_buffer("gamma", torch.tensor(0.99, device=device))
+        self.register_buffer("gamma", torch.tensor(self._default_gamma, device=device))
         self.max_weight = float(max_weight)
         self.qvalue_reduction = qvalue_reduction
         self.subset_size = int(subset_size)
         self.reward_scale = float(reward_scale)
         self.reward_shift = float(reward_shift)
         self.loss_function = loss_function
-        self.make_value_estimator(gamma=0.99)
+        self.make_value_estimator(gamma=self._default_gamma)
 
     # ----------------------------------------------------------------- torchrl plumbing
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -329,28 +333,38 @@ def make_iql_loss(
     observation_dim: int,
     action_spec: TensorSpec,
     *,
-    num_qvalue: int = 5,
-    num_cells: int = 256,
-    depth: int = 2,
-    layer_norm: bool = False,
-    expectile: float = 0.7,
-    temperature: float = 3.0,
-    gamma: float = 0.99,
+    num_qvalue: int = _DEFAULTS["num_qvalue"],
+    num_cells: int = _DEFAULTS["num_cells"],
+    depth: int = _DEFAULTS["depth"],
+    layer_norm: bool = _DEFAULTS["layer_norm"],
+    expectile: float = _DEFAULTS["expectile"],
+    temperature: float = _DEFAULTS["temperature"],
+    gamma: float = _DEFAULTS["gamma"],
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
+    actor: ProbabilisticTensorDictSequential | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> IQLLoss:
     """Build an :class:`IQLLoss` with IQL's networks: Gaussian actor, ``QEnsemble``, V(s).
 
+    Defaults: the generic values of ``config/algo/iql.yaml``.
+
     Args:
         observation_dim: size of the (flat) observation.
         action_spec: bounded action spec of the environment.
-        num_qvalue: ensemble size m (5, as the paper).
+        num_qvalue: ensemble size m.
         num_cells: width of every hidden layer (actor, critics, value).
         depth: hidden layers per network.
         layer_norm: LayerNorm in the critics and the value network.
         expectile: IQL's tau.
         temperature: IQL's inverse temperature beta.
         gamma: discount.
+        observation_loc: with ``observation_scale``, the observation statistics every network
+            normalises with, held in its buffers (both ``None``: no normaliser).
+        observation_scale: see ``observation_loc``.
+        actor: the policy to train (``None``: :func:`~torchrl_o3f.modules.make_iql_actor` of
+            these sizes; one given must have an observation normaliser when statistics are).
         device: device of every network.
         **loss_kwargs: forwarded to :class:`IQLLoss` (``max_weight``, ``qvalue_reduction``,
             ``subset_size``, ``reward_scale``, ``reward_shift``, ``loss_function``).
@@ -362,9 +376,17 @@ def make_iql_loss(
         (5, 0.99)
     """
     action_dim = action_spec.shape[-1]
-    actor = make_iql_actor(
-        observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
-    )
+    norm = {"observation_loc": observation_loc, "observation_scale": observation_scale}
+    normalize = observation_loc is not None or observation_scale is not None
+    if actor is None:
+        actor = make_iql_actor(
+            observation_dim,
+            action_spec,
+            num_cells=num_cells,
+            depth=depth,
+            normalize_observations=normalize,
+            device=device,
+        )
     qvalue = QEnsemble(
         observation_dim,
         action_dim,
@@ -373,10 +395,17 @@ def make_iql_loss(
         depth=depth,
         layer_norm=layer_norm,
         device=device,
+        **norm,
     )
     value = make_value_network(
-        observation_dim, num_cells=num_cells, depth=depth, layer_norm=layer_norm, device=device
+        observation_dim,
+        num_cells=num_cells,
+        depth=depth,
+        layer_norm=layer_norm,
+        normalize_observations=normalize,
+        device=device,
     )
+    normalize_networks(actor, value, **norm)
     loss = IQLLoss(
         actor, qvalue, value, expectile=expectile, temperature=temperature, **loss_kwargs
     )
@@ -456,11 +485,37 @@ def iql_reward_scale(cfg: IQLConfig, data: TensorDictBase | None) -> float:
     return float(cfg.reward_scale) * 1000.0 / spread
 
 
-@register_algorithm(
-    "iql",
-    config=IQLConfig,
-    description="Implicit Q-Learning (Kostrikov et al., 2022) on a QEnsemble",
-)
+def build_iql_policy(
+    cfg: IQLConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    device: torch.device | str | None = None,
+) -> ProbabilisticTensorDictSequential:
+    """IQL's acting module alone: the Gaussian actor of ``cfg``'s sizes (``loss.policy``).
+
+    With ``cfg.normalize_observations`` it starts with an observation normaliser (identity
+    statistics until the loss's builder or a loaded state sets them).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> cfg = algo_config("iql", overrides={"num_cells": 16})
+        >>> policy = build_iql_policy(cfg, observation_dim=3,
+        ...                           action_spec=Bounded(-1.0, 1.0, shape=(2,)))
+        >>> policy.out_keys[-1]
+        'action'
+    """
+    return make_iql_actor(
+        observation_dim,
+        action_spec,
+        num_cells=cfg.num_cells,
+        depth=cfg.depth,
+        normalize_observations=cfg.normalize_observations,
+        device=device,
+    )
+
+
 def build_iql(
     cfg: IQLConfig,
     *,
@@ -471,6 +526,13 @@ def build_iql(
 ) -> IQLLoss:
     """The registered builder of IQL: :func:`make_iql_loss` with ``cfg``'s numbers.
 
+    The actor is :func:`build_iql_policy`'s; with ``cfg.normalize_observations`` every network
+    normalises observations with the offline data's statistics.
+
+    Raises:
+        ConfigError: ``normalize_observations`` without offline data.
+        ValueError: see :func:`iql_reward_scale`.
+
     Example:
         >>> from torchrl.data import Bounded
         >>> from torchrl_o3f.objectives.registry import algo_config
@@ -480,9 +542,13 @@ def build_iql(
         >>> round(float(loss.expectile), 6) == cfg.expectile
         True
     """
+    actor = build_iql_policy(
+        cfg, observation_dim=observation_dim, action_spec=action_spec, device=device
+    )
     return make_iql_loss(
         observation_dim,
         action_spec,
+        actor=actor,
         num_qvalue=cfg.num_qvalue,
         num_cells=cfg.num_cells,
         depth=cfg.depth,
@@ -497,4 +563,15 @@ def build_iql(
         reward_scale=iql_reward_scale(cfg, data),
         reward_shift=cfg.reward_shift,
         loss_function=cfg.loss_function,
+        **normalization_statistics(cfg, data),
     )
+
+
+IQL = Algorithm(
+    name="iql",
+    config_class=IQLConfig,
+    loss_class=IQLLoss,
+    build=build_iql,
+    build_policy=build_iql_policy,
+    description="Implicit Q-Learning (Kostrikov et al., 2022) on a QEnsemble",
+)

@@ -11,66 +11,31 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from torch import nn
 from torchrl.data import TensorSpec
 
-from torchrl_o3f.modules.actors import action_bounds
+from torchrl_o3f.errors import ConfigError
 from torchrl_o3f.modules.ensemble import QEnsemble
-from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor
+from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor, make_lapo_policy
 from torchrl_o3f.modules.networks import build_mlp
 from torchrl_o3f.objectives.base import EnsembleLoss
 from torchrl_o3f.objectives.common import (
     call_on_tensor,
+    lapo_reward_config,
     make_target_params,
     module_params,
     read_tensors,
 )
-from torchrl_o3f.objectives.registry import AlgoConfig, register_algorithm
+from torchrl_o3f.objectives.registry import AlgoConfig, Algorithm, yaml_defaults
 
-__all__ = ["LAPOConfig", "LAPOLoss", "build_lapo", "lapo_reward_config", "make_lapo_loss"]
+__all__ = [
+    "LAPO",
+    "LAPOConfig",
+    "LAPOLoss",
+    "build_lapo",
+    "build_lapo_policy",
+    "lapo_reward_config",
+    "make_lapo_loss",
+]
 
-
-def lapo_reward_config(
-    rewards: torch.Tensor,
-    *,
-    kind: str = "max",
-    gamma: float = 0.99,
-) -> dict[str, float]:
-    """LAPO's reward pre-processing, computed from the dataset rewards.
-
-    * ``"max"`` (locomotion, kitchen, anything else): ``r <- r / max|r|`` and V clipped to
-      ``[min r, max r] / (1 - gamma)`` (scaled rewards). The reference code divides by
-      ``max r``; the two agree whenever the largest reward is also the largest in magnitude
-      (all D4RL locomotion sets), and ``max|r|`` keeps the sign of all-negative rewards.
-    * ``"antmaze"``: ``r <- 100 r`` and V clipped to ``[0, 100]``.
-
-    Args:
-        rewards: the dataset rewards (any shape).
-        kind: ``"max"`` or ``"antmaze"`` (``config/algo/lapo.yaml`` picks it per family).
-        gamma: the discount of the value bounds.
-
-    Returns:
-        ``dict(reward_scale=..., reward_shift=0.0, value_min=..., value_max=...)``, the keyword
-        arguments of :class:`LAPOLoss`.
-
-    Example:
-        >>> import torch
-        >>> cfg = lapo_reward_config(torch.tensor([-1.0, 0.5, 2.0]), kind="max", gamma=0.9)
-        >>> cfg["reward_scale"], round(cfg["value_min"], 3), round(cfg["value_max"], 3)
-        (0.5, -5.0, 10.0)
-    """
-    rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
-    if rewards.numel() == 0 or not torch.isfinite(rewards).all():
-        raise ValueError("rewards must be a non-empty tensor of finite values")
-    if kind == "antmaze":
-        return {"reward_scale": 100.0, "reward_shift": 0.0, "value_min": 0.0, "value_max": 100.0}
-    if kind != "max":
-        raise ValueError(f"kind must be 'max' or 'antmaze', got {kind!r}")
-    peak = rewards.abs().max().item()
-    scale = 1.0 / peak if peak > 0 else 1.0
-    return {
-        "reward_scale": scale,
-        "reward_shift": 0.0,
-        "value_min": rewards.min().item() * scale / (1 - gamma),
-        "value_max": rewards.max().item() * scale / (1 - gamma),
-    }
+_DEFAULTS = yaml_defaults("lapo")  # the keyword defaults: config/algo/lapo.yaml's generic values
 
 
 class LAPOLoss(EnsembleLoss):
@@ -111,14 +76,14 @@ class LAPOLoss(EnsembleLoss):
         value_network: V on normalised observations (an ``nn.Module``, or a TensorDictModule
             with one in_key and one out_key).
 
-    Keyword Args:
+    Keyword Args (defaults: the generic values of ``config/algo/lapo.yaml``):
         action_spec: the bounded action spec (the policy clips to it).
-        lam: LAPO's min/max mixing lambda (1.0; 0.7 on antmaze).
-        advantage_weight: tau_e of the binary advantage weights (0.9).
-        kl_weight: beta of the KL term (1.0).
-        target_noise: std of the target latent-policy smoothing noise (0.1).
-        target_noise_clip: its clip (0.2).
-        target_subset_size: REDQ subset size of the target ensemble (2; ``None``: all members).
+        lam: LAPO's min/max mixing lambda.
+        advantage_weight: tau_e of the binary advantage weights.
+        kl_weight: beta of the KL term.
+        target_noise: std of the target latent-policy smoothing noise.
+        target_noise_clip: its clip.
+        target_subset_size: REDQ subset size of the target ensemble (``None``: all members).
         reward_scale, reward_shift: reward pre-processing (see :func:`lapo_reward_config`).
         value_min, value_max: clip of V's regression target (``None``: no clip).
 
@@ -160,6 +125,11 @@ class LAPOLoss(EnsembleLoss):
     ]
 
     actor_groups = ("vae", "actor")  # still in critic-only updates
+    _default_gamma = _DEFAULTS["gamma"]
+    _policy_entries = {  # the policy decodes with the target decoder
+        **{k: k for k in ("cvae.", "latent_actor.", "action_low", "action_high")},
+        "target_decoder_params.": "decoder_params.",
+    }
     target_qvalue_network_params: TensorDictParams
     target_decoder_params: TensorDictParams
     target_latent_actor_params: TensorDictParams
@@ -172,22 +142,18 @@ class LAPOLoss(EnsembleLoss):
         value_network: nn.Module,
         *,
         action_spec: TensorSpec,
-        lam: float = 1.0,
-        advantage_weight: float = 0.9,
-        kl_weight: float = 1.0,
-        target_noise: float = 0.1,
-        target_noise_clip: float = 0.2,
-        target_subset_size: int | None = 2,
+        lam: float = _DEFAULTS["lam"],
+        advantage_weight: float = _DEFAULTS["advantage_weight"],
+        kl_weight: float = _DEFAULTS["kl_weight"],
+        target_noise: float = _DEFAULTS["target_noise"],
+        target_noise_clip: float = _DEFAULTS["target_noise_clip"],
+        target_subset_size: int | None = _DEFAULTS["target_subset_size"] or None,
         reward_scale: float = 1.0,
         reward_shift: float = 0.0,
         value_min: float | None = None,
         value_max: float | None = None,
     ):
-        if not isinstance(qvalue_network, QEnsemble):
-            raise TypeError(
-                "qvalue_network must be a torchrl_o3f.modules.QEnsemble, got "
-                f"{type(qvalue_network).__name__}"
-            )
+        self._check_ensemble(qvalue_network)
         if not isinstance(cvae, LAPOCVAE) or not isinstance(latent_actor, LatentActor):
             raise TypeError("cvae must be a LAPOCVAE and latent_actor a LatentActor")
         if (qvalue_network.observation_dim, qvalue_network.action_dim) != (
@@ -219,11 +185,8 @@ class LAPOLoss(EnsembleLoss):
         self.target_latent_actor_params = make_target_params(latent_actor)
         for name in ("qvalue_network", "decoder", "latent_actor"):
             self._has_update_associated[name] = False
-        low, high = action_bounds(action_spec)
         device = qvalue_network.device
-        self.register_buffer("action_low", low.to(device))
-        self.register_buffer("action_high", high.to(device))
-        self.register_buffer("gamma", torch.tensor(0.99, device=device))
+        self._register_bounds_and_gamma(action_spec, device)
         self.lam = float(lam)
         self.advantage_weight = float(advantage_weight)
         self.kl_weight = float(kl_weight)
@@ -343,7 +306,8 @@ class LAPOLoss(EnsembleLoss):
     def _clip_value(self, v: torch.Tensor) -> torch.Tensor:
         return torch.clamp(v, self.value_bounds[0], self.value_bounds[1])
 
-    def _critic(self, obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol):
+    def _critic(self, obs, act, reward, not_done, obs_norm, next_norm, target_pol):
+        """``(losses, diagnostics, V(s))`` of the critic group."""
         value = call_on_tensor(self.value_network, obs_norm)
         with torch.no_grad():  # a separate call: the backward pass only spans V(s)
             next_value = call_on_tensor(self.value_network, next_norm)
@@ -352,9 +316,16 @@ class LAPOLoss(EnsembleLoss):
         loss_qvalue = (pred - target_q).square().mean((1, 2)).sum()
         target_v = self._clip_value(target_pol)
         loss_value = (value - target_v).square().mean()
-        return loss_qvalue, loss_value, pred, value, target_v
+        diagnostics = {
+            "qvalue_mean": pred.mean().detach(),
+            "qvalue_std": pred.detach().std(0, correction=0).mean(),
+            "value_mean": value.mean().detach(),
+            "target_value_mean": target_v.mean(),
+        }
+        return {"loss_qvalue": loss_qvalue, "loss_value": loss_value}, diagnostics, value
 
     def _vae(self, act, reward, not_done, obs_norm, value, next_pol):
+        """``(loss_vae, diagnostics)`` of the advantage-weighted CVAE."""
         with torch.no_grad():
             advantage = reward + self.gamma * not_done * next_pol - value.detach()
             weight = torch.where(advantage > 0, self.advantage_weight, 1 - self.advantage_weight)
@@ -362,7 +333,13 @@ class LAPOLoss(EnsembleLoss):
         recon_err = (recon - self.cvae.normalize_action(act)).square().sum(-1, keepdim=True)
         kl = 0.5 * (mu.square() + std.square() - 1 - 2 * std.log()).sum(-1, keepdim=True)
         loss_vae = (weight * (recon_err + self.kl_weight * kl)).mean()
-        return loss_vae, advantage, weight, recon_err, kl
+        diagnostics = {
+            "advantage_mean": advantage.mean(),
+            "weight_mean": weight.mean(),
+            "reconstruction": recon_err.mean().detach(),
+            "kl": kl.mean().detach(),
+        }
+        return loss_vae, diagnostics
 
     def _actor(self, obs, obs_norm):
         z = self.latent_actor(obs_norm)
@@ -382,20 +359,10 @@ class LAPOLoss(EnsembleLoss):
         obs_norm = self.cvae.normalize_observation(obs)
         next_norm = self.cvae.normalize_observation(next_obs)
         target_pol = self._target_policy_q(obs_norm, obs, noisy_rows=obs.shape[0])
-        loss_q, loss_v, pred, value, target_v = self._critic(
-            obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol
+        losses, diagnostics, _ = self._critic(
+            obs, act, reward, not_done, obs_norm, next_norm, target_pol
         )
-        return TensorDict(
-            {
-                "loss_qvalue": loss_q,
-                "loss_value": loss_v,
-                "qvalue_mean": pred.mean().detach(),
-                "qvalue_std": pred.detach().std(0, correction=0).mean(),
-                "value_mean": value.mean().detach(),
-                "target_value_mean": target_v.mean(),
-            },
-            batch_size=[],
-        )
+        return TensorDict({**losses, **diagnostics}, batch_size=[])
 
     def vae_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_vae``: the advantage-weighted CVAE loss (only the ``vae`` group moves)."""
@@ -405,19 +372,8 @@ class LAPOLoss(EnsembleLoss):
         next_pol = self._target_policy_q(next_norm, next_obs, noisy_rows=0)
         with torch.no_grad():
             value = call_on_tensor(self.value_network, obs_norm)
-        loss_vae, advantage, weight, recon_err, kl = self._vae(
-            act, reward, not_done, obs_norm, value, next_pol
-        )
-        return TensorDict(
-            {
-                "loss_vae": loss_vae,
-                "advantage_mean": advantage.mean(),
-                "weight_mean": weight.mean(),
-                "reconstruction": recon_err.mean().detach(),
-                "kl": kl.mean().detach(),
-            },
-            batch_size=[],
-        )
+        loss_vae, diagnostics = self._vae(act, reward, not_done, obs_norm, value, next_pol)
+        return TensorDict({"loss_vae": loss_vae, **diagnostics}, batch_size=[])
 
     def actor_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_actor``: -Q of the decoded latent action (only the ``actor`` group moves)."""
@@ -433,31 +389,12 @@ class LAPOLoss(EnsembleLoss):
         both_norm = self.cvae.normalize_observation(both_raw)
         obs_norm, next_norm = both_norm[:n], both_norm[n:]
         pol = self._target_policy_q(both_norm, both_raw, noisy_rows=n)
-        target_pol, next_pol = pol[:n], pol[n:]
-        loss_q, loss_v, pred, value, target_v = self._critic(
-            obs, act, next_obs, reward, not_done, obs_norm, next_norm, target_pol
+        critic, critic_diagnostics, value = self._critic(
+            obs, act, reward, not_done, obs_norm, next_norm, pol[:n]
         )
-        loss_vae, advantage, weight, recon_err, kl = self._vae(
-            act, reward, not_done, obs_norm, value, next_pol
-        )
-        loss_actor = self._actor(obs, obs_norm)
-        return TensorDict(
-            {
-                "loss_qvalue": loss_q,
-                "loss_value": loss_v,
-                "loss_vae": loss_vae,
-                "loss_actor": loss_actor,
-                "qvalue_mean": pred.mean().detach(),
-                "qvalue_std": pred.detach().std(0, correction=0).mean(),
-                "value_mean": value.mean().detach(),
-                "target_value_mean": target_v.mean(),
-                "advantage_mean": advantage.mean(),
-                "weight_mean": weight.mean(),
-                "reconstruction": recon_err.mean().detach(),
-                "kl": kl.mean().detach(),
-            },
-            batch_size=[],
-        )
+        loss_vae, vae_diagnostics = self._vae(act, reward, not_done, obs_norm, value, pol[n:])
+        losses = {**critic, "loss_vae": loss_vae, "loss_actor": self._actor(obs, obs_norm)}
+        return TensorDict({**losses, **critic_diagnostics, **vae_diagnostics}, batch_size=[])
 
 
 def make_lapo_loss(
@@ -465,13 +402,14 @@ def make_lapo_loss(
     action_spec: TensorSpec,
     *,
     data: TensorDictBase,
-    reward_kind: str = "max",
-    lam: float = 1.0,
-    num_qvalue: int = 5,
-    num_cells: int = 256,
-    depth: int = 3,
-    gamma: float = 0.99,
-    layer_norm: bool = False,
+    reward_kind: str = _DEFAULTS["reward_kind"],
+    lam: float = _DEFAULTS["lam"],
+    num_qvalue: int = _DEFAULTS["num_qvalue"],
+    num_cells: int = _DEFAULTS["num_cells"],
+    depth: int = _DEFAULTS["depth"],
+    gamma: float = _DEFAULTS["gamma"],
+    layer_norm: bool = _DEFAULTS["layer_norm"],
+    policy: LAPOPolicy | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> LAPOLoss:
@@ -479,6 +417,7 @@ def make_lapo_loss(
 
     The data (TED layout) gives the z-scoring statistics (mean and std + 1e-6 of observations
     and actions) and the reward pre-processing (:func:`lapo_reward_config` of ``reward_kind``).
+    Defaults: the generic values of ``config/algo/lapo.yaml``.
 
     Args:
         observation_dim: size of the (flat) observation.
@@ -486,12 +425,14 @@ def make_lapo_loss(
         data: the offline transitions (``observation``, ``action``, ``("next", "reward")``).
         reward_kind: ``"max"`` (r / max|r|) or ``"antmaze"`` (100 r), see
             :func:`lapo_reward_config`.
-        lam: LAPO's min/max mixing of the critic ensemble (1.0; 0.7 on antmaze).
-        num_qvalue: ensemble size (5, as O3F).
+        lam: LAPO's min/max mixing of the critic ensemble.
+        num_qvalue: ensemble size.
         num_cells: width of every hidden layer.
-        depth: hidden layers per network (3, as LAPO).
+        depth: hidden layers per network.
         gamma: discount.
         layer_norm: LayerNorm in the critic ensemble.
+        policy: whose CVAE and latent actor to train (``None``: new ones of these sizes); the
+            data's statistics are set in its CVAE.
         device: device of every network.
         **loss_kwargs: forwarded to :class:`LAPOLoss`; they override the computed reward
             settings and lambda.
@@ -514,20 +455,11 @@ def make_lapo_loss(
     act = act.reshape(-1, action_dim).float()
     cfg = {"lam": lam, **lapo_reward_config(rewards, kind=reward_kind, gamma=gamma)}
     cfg.update(loss_kwargs)
-    cvae = LAPOCVAE(
-        observation_dim,
-        action_dim,
-        num_cells=num_cells,
-        depth=depth,
-        observation_loc=obs.mean(0),
-        observation_scale=obs.std(0) + 1e-6,
-        action_loc=act.mean(0),
-        action_scale=act.std(0) + 1e-6,
-        device=device,
-    )
-    actor = LatentActor(
-        observation_dim, cvae.latent_dim, num_cells=num_cells, depth=depth, device=device
-    )
+    if policy is None:
+        policy = make_lapo_policy(
+            observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
+        )
+    policy.cvae.set_normalization(obs.mean(0), obs.std(0) + 1e-6, act.mean(0), act.std(0) + 1e-6)
     qvalue = QEnsemble(
         observation_dim,
         action_dim,
@@ -538,7 +470,7 @@ def make_lapo_loss(
         device=device,
     )
     value = build_mlp(observation_dim, 1, num_cells=num_cells, depth=depth, device=device)
-    loss = LAPOLoss(cvae, actor, qvalue, value, action_spec=action_spec, **cfg)
+    loss = LAPOLoss(policy.cvae, policy.latent_actor, qvalue, value, action_spec=action_spec, **cfg)
     loss.make_value_estimator(gamma=gamma)
     return loss
 
@@ -549,7 +481,7 @@ class LAPOConfig(AlgoConfig):
     """LAPO's own hyper-parameters (values: ``config/algo/lapo.yaml``).
 
     Attributes:
-        lam: min/max mixing of the target ensemble (1.0; 0.7 on antmaze).
+        lam: min/max mixing of the target ensemble.
         advantage_weight: tau_e of the binary advantage weights.
         kl_weight: beta of the CVAE's KL term.
         target_noise: std of the target latent-policy smoothing noise.
@@ -573,12 +505,28 @@ class LAPOConfig(AlgoConfig):
     reward_kind: str = MISSING
 
 
-@register_algorithm(
-    "lapo",
-    config=LAPOConfig,
-    description="LAPO (Chen et al., 2022) with O3F's REDQ-style ensemble critic",
-    needs_data=True,
-)
+def build_lapo_policy(
+    cfg: LAPOConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    device: torch.device | str | None = None,
+) -> LAPOPolicy:
+    """LAPO's acting module alone: CVAE (identity statistics), latent actor, target decoder.
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> policy = build_lapo_policy(algo_config("lapo", overrides={"num_cells": 16}),
+        ...                            observation_dim=4, action_spec=Bounded(0.0, 1.0, shape=(2,)))
+        >>> sorted({k.split(".")[0] for k in policy.state_dict()})
+        ['action_high', 'action_low', 'cvae', 'decoder_params', 'latent_actor']
+    """
+    return make_lapo_policy(
+        observation_dim, action_spec, num_cells=cfg.num_cells, depth=cfg.depth, device=device
+    )
+
+
 def build_lapo(
     cfg: LAPOConfig,
     *,
@@ -588,6 +536,10 @@ def build_lapo(
     device: torch.device | str | None = None,
 ) -> LAPOLoss:
     """The registered builder of LAPO: :func:`make_lapo_loss` with ``cfg``'s numbers.
+
+    Raises:
+        ConfigError: ``normalize_observations=false`` (LAPO's networks always read z-scored
+            states).
 
     Example:
         >>> import torch
@@ -602,10 +554,19 @@ def build_lapo(
         >>> loss.target_subset_size
         2
     """
+    if not cfg.normalize_observations:
+        raise ConfigError(
+            "algo.normalize_observations=false, but LAPO z-scores states (and actions) inside "
+            "its CVAE with the offline data's statistics, always: set it to true"
+        )
+    policy = build_lapo_policy(
+        cfg, observation_dim=observation_dim, action_spec=action_spec, device=device
+    )
     return make_lapo_loss(
         observation_dim,
         action_spec,
         data=data,
+        policy=policy,
         reward_kind=cfg.reward_kind,
         lam=cfg.lam,
         num_qvalue=cfg.num_qvalue,
@@ -620,3 +581,14 @@ def build_lapo(
         target_noise_clip=cfg.target_noise_clip,
         target_subset_size=cfg.target_subset_size or None,
     )
+
+
+LAPO = Algorithm(
+    name="lapo",
+    config_class=LAPOConfig,
+    loss_class=LAPOLoss,
+    build=build_lapo,
+    build_policy=build_lapo_policy,
+    description="LAPO (Chen et al., 2022) with O3F's REDQ-style ensemble critic",
+    needs_data=True,
+)

@@ -3,17 +3,22 @@
 An algorithm is three things, and adding one touches only them:
 
 1. its loss module in :mod:`torchrl_o3f.objectives` (e.g. ``objectives/iql.py``);
-2. one registration in that file: a typed config dataclass (a subclass of :class:`AlgoConfig`)
-   and a builder decorated with :func:`register_algorithm`, which makes the loss (with its
-   policy and critic) from the observation size, the action spec and the offline data;
+2. its :class:`Algorithm` in that file: a typed config dataclass (a subclass of
+   :class:`AlgoConfig`), a policy builder that makes the acting module alone from the config,
+   the observation size and the action spec, and a loss builder that makes the loss (with that
+   policy and its critic) from the same and the offline data; the package registers the
+   built-in algorithms in one explicit list (``objectives/__init__.py``), a user's with
+   :func:`register_algorithm`;
 3. one yaml, ``torchrl_o3f/config/algo/<name>.yaml``, holding every hyper-parameter as an
    explicit number. Per-task-family values are written in place with the ``o3f.family``
    resolver: ``expectile: ${o3f.family:0.7,{antmaze:0.9}}`` is 0.9 on antmaze tasks and 0.7
    elsewhere (the family of the config's root ``task``).
 
 The yaml is the only place the numbers live: the dataclass fields have no defaults, so a
-hyper-parameter missing from the yaml is an error, not a silent default. The recipes compose the
-same yaml files through hydra (``algo=<name>``); Python code gets them with :func:`algo_config`.
+hyper-parameter missing from the yaml is an error, not a silent default, and the keyword
+defaults of the loss constructors and factories are the yaml's generic values
+(:func:`yaml_defaults`). The recipes compose the same yaml files through hydra
+(``algo=<name>``); Python code gets them with :func:`algo_config`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torchrl.data import TensorSpec
 from torchrl.objectives import LossModule
 
@@ -37,11 +43,13 @@ __all__ = [
     "AlgoConfig",
     "Algorithm",
     "UnknownAlgorithmError",
+    "add_algorithm",
     "algo_config",
     "get_algorithm",
     "list_algorithms",
     "register_algorithm",
     "register_resolvers",
+    "yaml_defaults",
 ]
 
 
@@ -77,6 +85,10 @@ class AlgoConfig(StrictFields):
             (the last ones); the others update the critic only.
         actor_delay: the actor (and the groups that move with it) updates every
             ``actor_delay``-th update, offline and online (TD3's policy delay; 1: every update).
+        normalize_observations: the networks that read observations (actor, critics, value)
+            normalise them first, ``(s - mean) / (std + 1e-3)`` with the offline data's
+            statistics held in their buffers (so the policy's state dict carries them); needs
+            offline data.
         loosening: the hyper-parameter that makes the objective less conservative online and
             its looser value (the paper's Figure 3), e.g. ``{param: expectile, end: 0.85}``;
             used by ``anneal.mode=abrupt|linear``.
@@ -100,6 +112,7 @@ class AlgoConfig(StrictFields):
     utd_ratio: int = MISSING
     actor_utd_ratio: int = MISSING
     actor_delay: int = MISSING
+    normalize_observations: bool = MISSING
     loosening: dict[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -111,6 +124,7 @@ class AlgoConfig(StrictFields):
 
 
 Builder = Callable[..., LossModule]
+PolicyBuilder = Callable[..., TensorDictModuleBase]
 
 
 @dataclass(frozen=True)
@@ -120,9 +134,15 @@ class Algorithm:
     Attributes:
         name: the name used in configs (``algo=<name>``).
         config_class: its typed config (a subclass of :class:`AlgoConfig`).
+        loss_class: its loss module's class (its ``policy_state_dict`` finds the acting
+            module's entries in a loss state dict).
         build: ``build(cfg, *, observation_dim, action_spec, data, device) -> LossModule``;
             ``data`` is the offline TED TensorDict (``None`` for an online-only run) for
-            data-derived settings (normalisation statistics, reward scales).
+            data-derived settings (normalisation statistics, reward scales). It makes the
+            loss's policy with ``build_policy``.
+        build_policy: ``build_policy(cfg, *, observation_dim, action_spec, device) ->
+            TensorDictModuleBase``: the acting module alone (``loss.policy``'s structure, with
+            identity statistics), which a saved policy state dict loads into.
         description: one line for ``python -m torchrl_o3f algorithms``.
         needs_data: whether ``build`` cannot work without offline data.
 
@@ -133,7 +153,9 @@ class Algorithm:
 
     name: str
     config_class: type[AlgoConfig]
+    loss_class: type[LossModule]
     build: Builder
+    build_policy: PolicyBuilder
     description: str
     needs_data: bool = False
 
@@ -150,6 +172,7 @@ class Algorithm:
 
         Raises:
             ValueError: when the algorithm needs offline data and ``data`` is ``None``.
+            ConfigError: ``cfg.normalize_observations`` without offline data.
         """
         if self.needs_data and data is None:
             raise ValueError(
@@ -160,18 +183,66 @@ class Algorithm:
             cfg, observation_dim=observation_dim, action_spec=action_spec, data=data, device=device
         )
 
+    def make_policy(
+        self,
+        cfg: AlgoConfig,
+        *,
+        observation_dim: int,
+        action_spec: TensorSpec,
+        device: torch.device | str | None = None,
+    ) -> TensorDictModuleBase:
+        """Build the acting module alone (no loss, no critic, no data), to load a state into.
+
+        Its state dict has the keys of ``loss.policy.state_dict()`` of the loss ``cfg`` builds;
+        data-derived buffers (normalisation statistics) hold identity values until loaded.
+        """
+        return self.build_policy(
+            cfg, observation_dim=observation_dim, action_spec=action_spec, device=device
+        )
+
 
 _ALGORITHMS: dict[str, Algorithm] = {}
 
 
+def add_algorithm(algorithm: Algorithm) -> Algorithm:
+    """Register ``algorithm`` under its name (the same object again is a no-op).
+
+    Raises:
+        ValueError: for another algorithm of a registered name, or a config that is not an
+            AlgoConfig.
+
+    Example:
+        >>> add_algorithm(get_algorithm("iql")) is get_algorithm("iql")
+        True
+    """
+    config = algorithm.config_class
+    if not (isinstance(config, type) and issubclass(config, AlgoConfig)):
+        raise ValueError(
+            f"config of {algorithm.name!r} must be a subclass of AlgoConfig, got {config!r}"
+        )
+    known = _ALGORITHMS.get(algorithm.name)
+    if known is not None and known != algorithm:
+        raise ValueError(f"algorithm {algorithm.name!r} is already registered")
+    _ALGORITHMS[algorithm.name] = algorithm
+    return algorithm
+
+
 def register_algorithm(
-    name: str, *, config: type[AlgoConfig], description: str, needs_data: bool = False
+    name: str,
+    *,
+    config: type[AlgoConfig],
+    loss: type[LossModule],
+    policy: PolicyBuilder,
+    description: str,
+    needs_data: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Register an algorithm: decorate its loss builder.
 
     Args:
         name: the config name (``algo=<name>``); its yaml is ``config/algo/<name>.yaml``.
         config: its typed config class (a dataclass subclass of :class:`AlgoConfig`).
+        loss: its loss module's class.
+        policy: its policy builder (see :class:`Algorithm`).
         description: one line describing it (with its source paper).
         needs_data: whether the builder needs the offline data.
 
@@ -183,20 +254,19 @@ def register_algorithm(
         >>> @dataclass
         ... class MyConfig(AlgoConfig):
         ...     pass
-        >>> @register_algorithm("my-algo", config=MyConfig, description="an example")
+        >>> def my_policy(cfg, *, observation_dim, action_spec, device):
+        ...     raise NotImplementedError
+        >>> @register_algorithm("my-algo", config=MyConfig, loss=LossModule, policy=my_policy,
+        ...                     description="an example")
         ... def build_my_algo(cfg, *, observation_dim, action_spec, data, device):
         ...     raise NotImplementedError
         >>> get_algorithm("my-algo").description
         'an example'
         >>> _ = _ALGORITHMS.pop("my-algo")
     """
-    if not (isinstance(config, type) and issubclass(config, AlgoConfig)):
-        raise ValueError(f"config of {name!r} must be a subclass of AlgoConfig, got {config!r}")
 
     def decorate(build: Builder) -> Builder:
-        if name in _ALGORITHMS and _ALGORITHMS[name].build is not build:
-            raise ValueError(f"algorithm {name!r} is already registered")
-        _ALGORITHMS[name] = Algorithm(name, config, build, description, needs_data)
+        add_algorithm(Algorithm(name, config, loss, build, policy, description, needs_data))
         return build
 
     return decorate
@@ -287,6 +357,15 @@ def config_dir() -> str:
     return str(resources.files("torchrl_o3f") / "config")
 
 
+def _load_yaml(name: str) -> DictConfig:
+    path = resources.files("torchrl_o3f") / "config" / "algo" / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"algorithm {name!r} has no yaml at {path}")
+    node = OmegaConf.load(str(path))
+    node.pop("defaults", None)
+    return node
+
+
 def algo_yaml(name: str) -> DictConfig:
     """The algorithm's yaml as loaded, unresolved (per-family values not yet chosen).
 
@@ -295,12 +374,30 @@ def algo_yaml(name: str) -> DictConfig:
         FileNotFoundError: when a registered algorithm has no yaml (a packaging error).
     """
     get_algorithm(name)
-    path = resources.files("torchrl_o3f") / "config" / "algo" / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"algorithm {name!r} is registered but has no yaml at {path}")
-    node = OmegaConf.load(str(path))
-    node.pop("defaults", None)
-    return node
+    return _load_yaml(name)
+
+
+def _resolve(node: DictConfig, task: str | None) -> dict[str, Any]:
+    register_resolvers()
+    root = OmegaConf.create({"task": task or "generic", "algo": node})
+    return OmegaConf.to_container(root, resolve=True)["algo"]
+
+
+def yaml_defaults(name: str) -> dict[str, Any]:
+    """The generic values of ``config/algo/<name>.yaml`` (no task family), resolved.
+
+    The keyword defaults of a loss's constructor and factory are read from here, so the yaml
+    stays the one place an algorithm's numbers live (reading it needs no registration).
+
+    Raises:
+        FileNotFoundError: when there is no such yaml.
+
+    Example:
+        >>> defaults = yaml_defaults("cql")
+        >>> defaults["lagrange_threshold"], defaults["lagrange"]
+        (5.0, False)
+    """
+    return _resolve(_load_yaml(name), None)
 
 
 def structured_config(name: str, values: Any) -> DictConfig:
@@ -330,9 +427,6 @@ def algo_config(
         >>> cfg.batch_size, cfg.expectile
         (64, 0.7)
     """
-    register_resolvers()
     _family_of(task)  # an unknown task: UnknownTaskError, listing the known ones
     node = OmegaConf.merge(algo_yaml(name), overrides or {})
-    root = OmegaConf.create({"task": task or "generic", "algo": node})
-    resolved = OmegaConf.to_container(root, resolve=True)["algo"]
-    return OmegaConf.to_object(structured_config(name, resolved))
+    return OmegaConf.to_object(structured_config(name, _resolve(node, task)))

@@ -24,9 +24,20 @@ from torchrl_o3f.objectives.actor_critic import (
     actor_critic_kwargs,
     make_actor_critic_loss,
 )
-from torchrl_o3f.objectives.registry import register_algorithm
+from torchrl_o3f.objectives.base import normalization_statistics
+from torchrl_o3f.objectives.registry import Algorithm, yaml_defaults
 
-__all__ = ["SACConfig", "SACLoss", "build_sac", "entropy_kwargs", "make_sac_loss"]
+__all__ = [
+    "SAC",
+    "SACConfig",
+    "SACLoss",
+    "build_sac",
+    "build_sac_policy",
+    "entropy_kwargs",
+    "make_sac_loss",
+]
+
+_DEFAULTS = yaml_defaults("sac")  # the keyword defaults: config/algo/sac.yaml's generic values
 
 
 class SACLoss(ActorCriticLoss):
@@ -49,10 +60,11 @@ class SACLoss(ActorCriticLoss):
         actor_network: the policy, e.g. :func:`~torchrl_o3f.modules.actors.make_sac_actor`.
         qvalue_network: the :class:`~torchrl_o3f.modules.QEnsemble` to train (in place).
 
-    Keyword Args:
+    Keyword Args (defaults: the generic values of ``config/algo/sac.yaml``):
         action_spec: the bounded action spec.
-        alpha_init: the initial entropy coefficient (1.0).
-        target_entropy: the entropy target; ``None``: ``-action_dim``.
+        alpha_init: the initial entropy coefficient.
+        target_entropy: the entropy target; ``None``: the yaml's ``target_entropy_per_dim``
+            times the action size.
         backup: ``"soft"`` (SAC), ``"sampled"`` (no entropy bonus) or ``"mean"``.
         qvalue_reduction: ``"min"``, ``"mean"`` or ``"subset_min"`` over the target members.
         subset_size: subset size for ``"subset_min"``.
@@ -90,6 +102,8 @@ class SACLoss(ActorCriticLoss):
         "entropy",
     ]
     _backups = ("soft", "sampled", "mean")
+    _default_gamma = _DEFAULTS["gamma"]
+    _target_entropy_per_dim = _DEFAULTS["target_entropy_per_dim"]
 
     def __init__(
         self,
@@ -97,13 +111,13 @@ class SACLoss(ActorCriticLoss):
         qvalue_network: QEnsemble,
         *,
         action_spec: TensorSpec,
-        alpha_init: float = 1.0,
+        alpha_init: float = _DEFAULTS["alpha_init"],
         target_entropy: float | None = None,
-        backup: str = "soft",
-        qvalue_reduction: str = "min",
-        subset_size: int = 2,
-        reward_scale: float = 1.0,
-        reward_shift: float = 0.0,
+        backup: str = _DEFAULTS["backup"],
+        qvalue_reduction: str = _DEFAULTS["qvalue_reduction"],
+        subset_size: int = _DEFAULTS["subset_size"],
+        reward_scale: float = _DEFAULTS["reward_scale"],
+        reward_shift: float = _DEFAULTS["reward_shift"],
     ):
         if not alpha_init > 0:
             raise ValueError(f"{type(self).__name__}: alpha_init must be > 0, got {alpha_init}")
@@ -120,7 +134,7 @@ class SACLoss(ActorCriticLoss):
         device = qvalue_network.device
         self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha_init), device=device))
         if target_entropy is None:
-            target_entropy = -float(qvalue_network.action_dim)
+            target_entropy = self._target_entropy_per_dim * qvalue_network.action_dim
         self.register_buffer("target_entropy", torch.tensor(float(target_entropy), device=device))
 
     @property
@@ -148,24 +162,31 @@ def make_sac_loss(
     observation_dim: int,
     action_spec: TensorSpec,
     *,
-    num_qvalue: int = 2,
-    num_cells: int = 256,
-    depth: int = 2,
-    layer_norm: bool = False,
-    gamma: float = 0.99,
+    num_qvalue: int = _DEFAULTS["num_qvalue"],
+    num_cells: int = _DEFAULTS["num_cells"],
+    depth: int = _DEFAULTS["depth"],
+    layer_norm: bool = _DEFAULTS["layer_norm"],
+    gamma: float = _DEFAULTS["gamma"],
+    observation_loc: torch.Tensor | None = None,
+    observation_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     **loss_kwargs,
 ) -> SACLoss:
     """Build a :class:`SACLoss` with SAC's networks: a TanhNormal actor and a ``QEnsemble``.
 
+    Defaults: the generic values of ``config/algo/sac.yaml``.
+
     Args:
         observation_dim: size of the (flat) observation.
         action_spec: bounded action spec of the environment.
-        num_qvalue: ensemble size m (2, as SAC).
+        num_qvalue: ensemble size m.
         num_cells: width of every hidden layer (actor and critics).
         depth: hidden layers per network.
         layer_norm: LayerNorm in the critics.
         gamma: discount.
+        observation_loc: with ``observation_scale``, the observation statistics the actor and
+            the critics normalise with, held in their buffers (both ``None``: no normaliser).
+        observation_scale: see ``observation_loc``.
         device: device of every network.
         **loss_kwargs: forwarded to :class:`SACLoss` (``alpha_init``, ``target_entropy``,
             ``backup``, ``qvalue_reduction``, ``subset_size``, ``reward_scale``,
@@ -177,8 +198,14 @@ def make_sac_loss(
         >>> loss.qvalue_network.num_members, loss.backup
         (2, 'soft')
     """
+    normalize = observation_loc is not None or observation_scale is not None
     actor = make_sac_actor(
-        observation_dim, action_spec, num_cells=num_cells, depth=depth, device=device
+        observation_dim,
+        action_spec,
+        num_cells=num_cells,
+        depth=depth,
+        normalize_observations=normalize,
+        device=device,
     )
     return make_actor_critic_loss(
         SACLoss,
@@ -190,6 +217,8 @@ def make_sac_loss(
         depth=depth,
         layer_norm=layer_norm,
         gamma=gamma,
+        observation_loc=observation_loc,
+        observation_scale=observation_scale,
         device=device,
         **loss_kwargs,
     )
@@ -230,11 +259,36 @@ def entropy_kwargs(cfg: SACConfig, action_spec: TensorSpec) -> dict:
     return {"alpha_init": cfg.alpha_init, "target_entropy": target_entropy}
 
 
-@register_algorithm(
-    "sac",
-    config=SACConfig,
-    description="Soft Actor-Critic (Haarnoja et al., 2018) with entropy tuning, on a QEnsemble",
-)
+def build_sac_policy(
+    cfg: SACConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    device: torch.device | str | None = None,
+) -> ProbabilisticTensorDictSequential:
+    """SAC's (and CQL's) acting module alone: the TanhNormal actor of ``cfg``'s sizes.
+
+    With ``cfg.normalize_observations`` it starts with an observation normaliser (identity
+    statistics until the loss's builder or a loaded state sets them).
+
+    Example:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> policy = build_sac_policy(algo_config("sac", overrides={"num_cells": 16}),
+        ...                           observation_dim=3, action_spec=Bounded(-1.0, 1.0, shape=(2,)))
+        >>> policy.out_keys[-1]
+        'action'
+    """
+    return make_sac_actor(
+        observation_dim,
+        action_spec,
+        num_cells=cfg.num_cells,
+        depth=cfg.depth,
+        normalize_observations=cfg.normalize_observations,
+        device=device,
+    )
+
+
 def build_sac(
     cfg: SACConfig,
     *,
@@ -243,7 +297,10 @@ def build_sac(
     data: TensorDictBase | None,
     device: torch.device | str | None = None,
 ) -> SACLoss:
-    """The registered builder of SAC: :func:`make_sac_loss` with ``cfg``'s numbers.
+    """The registered builder of SAC: :func:`build_sac_policy`'s actor and ``cfg``'s critic.
+
+    Raises:
+        ConfigError: ``normalize_observations`` without offline data.
 
     Example:
         >>> from torchrl.data import Bounded
@@ -254,10 +311,26 @@ def build_sac(
         >>> float(loss.alpha) == cfg.alpha_init
         True
     """
-    return make_sac_loss(
+    actor = build_sac_policy(
+        cfg, observation_dim=observation_dim, action_spec=action_spec, device=device
+    )
+    return make_actor_critic_loss(
+        SACLoss,
+        actor,
         observation_dim,
         action_spec,
         device=device,
+        **normalization_statistics(cfg, data),
         **actor_critic_kwargs(cfg),
         **entropy_kwargs(cfg, action_spec),
     )
+
+
+SAC = Algorithm(
+    name="sac",
+    config_class=SACConfig,
+    loss_class=SACLoss,
+    build=build_sac,
+    build_policy=build_sac_policy,
+    description="Soft Actor-Critic (Haarnoja et al., 2018) with entropy tuning, on a QEnsemble",
+)

@@ -23,11 +23,21 @@ from torchrl_o3f.objectives.actor_critic import (
     actor_critic_kwargs,
     make_actor_critic_loss,
 )
-from torchrl_o3f.objectives.base import Annealable
-from torchrl_o3f.objectives.common import make_target_params, read_tensors
-from torchrl_o3f.objectives.registry import register_algorithm
+from torchrl_o3f.objectives.base import Annealable, normalization_statistics
+from torchrl_o3f.objectives.common import make_target_params, observation_statistics
+from torchrl_o3f.objectives.registry import Algorithm, yaml_defaults
 
-__all__ = ["TD3BCConfig", "TD3BCLoss", "build_td3_bc", "make_td3_bc_loss"]
+__all__ = [
+    "TD3_BC",
+    "TD3BCConfig",
+    "TD3BCLoss",
+    "build_td3_bc",
+    "build_td3_bc_policy",
+    "make_td3_bc_loss",
+    "observation_statistics",
+]
+
+_DEFAULTS = yaml_defaults("td3_bc")  # the keyword defaults: config/algo/td3_bc.yaml's values
 
 
 class TD3BCLoss(ActorCriticLoss):
@@ -54,11 +64,11 @@ class TD3BCLoss(ActorCriticLoss):
             :func:`~torchrl_o3f.modules.actors.make_deterministic_actor`.
         qvalue_network: the :class:`~torchrl_o3f.modules.QEnsemble` to train (in place).
 
-    Keyword Args:
+    Keyword Args (defaults: the generic values of ``config/algo/td3_bc.yaml``):
         action_spec: the bounded action spec.
-        alpha: the weight of the Q term against behaviour cloning (2.5; a buffer, annealable).
-        policy_noise: std of the target policy smoothing noise (0.2).
-        noise_clip: its clip (0.5).
+        alpha: the weight of the Q term against behaviour cloning (a buffer, annealable).
+        policy_noise: std of the target policy smoothing noise.
+        noise_clip: its clip.
         backup: ``"smoothed"`` (the target above; the only one).
         qvalue_reduction, subset_size, reward_scale, reward_shift: as :class:`ActorCriticLoss`.
 
@@ -80,6 +90,7 @@ class TD3BCLoss(ActorCriticLoss):
 
     target_actor_network_params: TensorDictParams
     _backups = ("smoothed",)
+    _default_gamma = _DEFAULTS["gamma"]
     alpha = Annealable(
         "TD3+BC's alpha, the Q term's weight (a buffer; assign a float to anneal)",
         check=lambda loss, v: v >= 0 or "must be >= 0",
@@ -91,18 +102,28 @@ class TD3BCLoss(ActorCriticLoss):
         qvalue_network: QEnsemble,
         *,
         action_spec: TensorSpec,
-        alpha: float = 2.5,
-        policy_noise: float = 0.2,
-        noise_clip: float = 0.5,
-        backup: str = "smoothed",
-        **kwargs,
+        alpha: float = _DEFAULTS["alpha"],
+        policy_noise: float = _DEFAULTS["policy_noise"],
+        noise_clip: float = _DEFAULTS["noise_clip"],
+        backup: str = _DEFAULTS["backup"],
+        qvalue_reduction: str = _DEFAULTS["qvalue_reduction"],
+        subset_size: int = _DEFAULTS["subset_size"],
+        reward_scale: float = _DEFAULTS["reward_scale"],
+        reward_shift: float = _DEFAULTS["reward_shift"],
     ):
         if policy_noise < 0 or noise_clip < 0:
             raise ValueError(
                 f"need policy_noise, noise_clip >= 0, got {policy_noise}, {noise_clip}"
             )
         super().__init__(
-            actor_network, qvalue_network, action_spec=action_spec, backup=backup, **kwargs
+            actor_network,
+            qvalue_network,
+            action_spec=action_spec,
+            backup=backup,
+            qvalue_reduction=qvalue_reduction,
+            subset_size=subset_size,
+            reward_scale=reward_scale,
+            reward_shift=reward_shift,
         )
         self.target_actor_network_params = make_target_params(actor_network)
         self._has_update_associated["actor_network"] = False
@@ -151,11 +172,11 @@ def make_td3_bc_loss(
     observation_dim: int,
     action_spec: TensorSpec,
     *,
-    num_qvalue: int = 2,
-    num_cells: int = 256,
-    depth: int = 2,
-    layer_norm: bool = False,
-    gamma: float = 0.99,
+    num_qvalue: int = _DEFAULTS["num_qvalue"],
+    num_cells: int = _DEFAULTS["num_cells"],
+    depth: int = _DEFAULTS["depth"],
+    layer_norm: bool = _DEFAULTS["layer_norm"],
+    gamma: float = _DEFAULTS["gamma"],
     observation_loc: torch.Tensor | None = None,
     observation_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
@@ -163,10 +184,12 @@ def make_td3_bc_loss(
 ) -> TD3BCLoss:
     """A :class:`TD3BCLoss` with TD3's networks, the actor and critics normalising observations.
 
+    Defaults: the generic values of ``config/algo/td3_bc.yaml``.
+
     Args:
         observation_dim: size of the (flat) observation.
         action_spec: bounded action spec of the environment.
-        num_qvalue: critics (2: TD3's twin critics).
+        num_qvalue: critics.
         num_cells: width of every hidden layer (actor and critics).
         depth: hidden layers per network.
         layer_norm: LayerNorm in the critics.
@@ -211,8 +234,6 @@ class TD3BCConfig(ActorCriticConfig):
         alpha: the weight of the Q term against behaviour cloning.
         policy_noise: std of the target policy smoothing noise (in half action ranges).
         noise_clip: its clip (in half action ranges).
-        normalize_observations: normalise observations inside the actor and the critics with
-            the offline data's mean and std (+ 1e-3).
 
     Example:
         >>> from torchrl_o3f.objectives.registry import algo_config
@@ -224,33 +245,33 @@ class TD3BCConfig(ActorCriticConfig):
     alpha: float = MISSING
     policy_noise: float = MISSING
     noise_clip: float = MISSING
-    normalize_observations: bool = MISSING
 
 
-def observation_statistics(data: TensorDictBase, eps: float = 1e-3) -> dict[str, torch.Tensor]:
-    """``observation_loc`` and ``observation_scale``: the mean and std + ``eps`` of ``data``.
+def build_td3_bc_policy(
+    cfg: TD3BCConfig,
+    *,
+    observation_dim: int,
+    action_spec: TensorSpec,
+    device: torch.device | str | None = None,
+) -> TensorDictModule:
+    """TD3+BC's acting module alone: the deterministic actor of ``cfg``'s sizes.
 
-    The std is the population one (as the TD3+BC code's numpy ``std``).
+    Its observation normaliser is always there (identity statistics until set).
 
     Example:
-        >>> import torch
-        >>> from tensordict import TensorDict
-        >>> data = TensorDict({"observation": torch.tensor([[0.0], [2.0]])}, [2])
-        >>> stats = observation_statistics(data)
-        >>> stats["observation_loc"], stats["observation_scale"]
-        (tensor([1.]), tensor([1.0010]))
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_o3f.objectives.registry import algo_config
+        >>> policy = build_td3_bc_policy(algo_config("td3_bc", overrides={"num_cells": 16}),
+        ...                              observation_dim=3,
+        ...                              action_spec=Bounded(-1.0, 1.0, shape=(2,)))
+        >>> policy.out_keys
+        ['action']
     """
-    (obs,) = read_tensors(data, ["observation"], "observation_statistics (TED layout)")
-    obs = obs.reshape(-1, obs.shape[-1]).double()
-    loc, scale = obs.mean(0), obs.std(0, correction=0) + eps
-    return {"observation_loc": loc.float(), "observation_scale": scale.float()}
+    return make_deterministic_actor(
+        observation_dim, action_spec, num_cells=cfg.num_cells, depth=cfg.depth, device=device
+    )
 
 
-@register_algorithm(
-    "td3_bc",
-    config=TD3BCConfig,
-    description="TD3+BC (Fujimoto & Gu, 2021) on a QEnsemble",
-)
 def build_td3_bc(
     cfg: TD3BCConfig,
     *,
@@ -259,10 +280,10 @@ def build_td3_bc(
     data: TensorDictBase | None,
     device: torch.device | str | None = None,
 ) -> TD3BCLoss:
-    """The registered builder of TD3+BC: :func:`make_td3_bc_loss` with ``cfg``'s numbers.
+    """The registered builder of TD3+BC: :func:`build_td3_bc_policy`'s actor, ``cfg``'s critic.
 
     Raises:
-        ValueError: ``normalize_observations`` without offline data.
+        ConfigError: ``normalize_observations`` without offline data.
 
     Example:
         >>> from torchrl.data import Bounded
@@ -273,15 +294,13 @@ def build_td3_bc(
         >>> loss.policy_noise, loss.noise_clip
         (0.2, 0.5)
     """
-    norm = {}
-    if cfg.normalize_observations:
-        if data is None:
-            raise ValueError(
-                "algo.normalize_observations=true needs the offline data (observation mean and "
-                "std); set algo.normalize_observations=false for an online-only run"
-            )
-        norm = observation_statistics(data)
-    return make_td3_bc_loss(
+    norm = normalization_statistics(cfg, data)
+    actor = build_td3_bc_policy(
+        cfg, observation_dim=observation_dim, action_spec=action_spec, device=device
+    )
+    return make_actor_critic_loss(
+        TD3BCLoss,
+        actor,
         observation_dim,
         action_spec,
         device=device,
@@ -291,3 +310,13 @@ def build_td3_bc(
         **norm,
         **actor_critic_kwargs(cfg),
     )
+
+
+TD3_BC = Algorithm(
+    name="td3_bc",
+    config_class=TD3BCConfig,
+    loss_class=TD3BCLoss,
+    build=build_td3_bc,
+    build_policy=build_td3_bc_policy,
+    description="TD3+BC (Fujimoto & Gu, 2021) on a QEnsemble",
+)

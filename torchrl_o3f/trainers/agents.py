@@ -269,8 +269,7 @@ def placeholder_data(observation_dim: int, action_dim: int) -> TensorDict:
     """Four transitions, two episodes: enough for a loss's data-derived settings.
 
     Used to build a loss before (or without) its data: to check a config before any work
-    (:func:`switch_plan`) and to rebuild a deployed policy, whose loaded state then replaces
-    what the placeholder set.
+    (:func:`switch_plan`).
 
     Example:
         >>> placeholder_data(3, 2)["next", "done"].sum().item()

@@ -361,6 +361,13 @@ class TrainerConfig(StrictFields):
                     "data (its normalisation or reward statistics); use an algorithm that does "
                     "not, e.g. algo=sac"
                 )
+        for key, algo in (("algo", self.algo), ("online_algo", self.online_config())):
+            if algo.normalize_observations:
+                raise ConfigError(
+                    f"offline_data=false (an online-only run) but {key}={algo.name} has "
+                    "normalize_observations=true: there are no data to take the observation "
+                    "mean and std from; set algo.normalize_observations=false"
+                )
         if b.offline_steps:
             raise ConfigError(
                 f"offline_data=false (an online-only run) but budget.offline_steps="

@@ -1,11 +1,12 @@
 """Trained policies for deployment: the policy-only file a run writes, and :func:`load_policy`.
 
-A finished run writes ``policy.pt`` next to its checkpoints: the acting network's parameters,
-the action bounds, the observation size and the run's resolved config. :func:`load_policy` turns
-it (or any checkpoint, or a run directory) back into the acting module, built from the recorded
-config alone: no loss, no optimiser, no dataset, no environment. :func:`evaluate_run` scores it
-as the trainer does, :func:`render_episode` films one episode; a file that acts without this
-package is written by :func:`~torchrl_o3f.trainers.export.export_policy`.
+A finished run writes ``policy.pt`` next to its checkpoints: the acting network's parameters
+and buffers (observation statistics included), the action bounds, the observation size and the
+run's resolved config. :func:`load_policy` turns it (or any checkpoint, or a run directory) back
+into the acting module, built by the algorithm's registered policy builder from the recorded
+config alone: no loss, no critic, no optimiser, no dataset, no environment. :func:`evaluate_run`
+scores it as the trainer does, :func:`render_episode` films one episode; a file that acts without
+this package is written by :func:`~torchrl_o3f.trainers.export.export_policy`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl_o3f.envs import get_task, make_env, make_gym_env
 from torchrl_o3f.errors import O3FError
 from torchrl_o3f.objectives.registry import get_algorithm
-from torchrl_o3f.trainers.agents import placeholder_data
 from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_o3f.trainers.config import resolve_device
 from torchrl_o3f.trainers.evaluation import evaluate
@@ -193,15 +193,13 @@ class DeployedPolicy(TensorDictModuleBase):
 
 
 def _build_policy(record: dict[str, Any], observation_dim: int, spec: Bounded, device):
-    """The run's loss, built from its record, and its acting module (``loss.policy``)."""
+    """The recorded run's acting module and its algorithm (identity statistics until loaded)."""
     cfg = config_from_record(record).online_config()  # the policy that acted last
-    data = placeholder_data(observation_dim, spec.shape[-1])
-    with warnings.catch_warnings():  # acting only: no target network is ever updated here
-        warnings.filterwarnings("ignore", message="No target network updater")
-        loss = get_algorithm(cfg.name).make_loss(
-            cfg, observation_dim=observation_dim, action_spec=spec, data=data, device=device
-        )
-        return loss, loss.policy
+    algorithm = get_algorithm(cfg.name)
+    policy = algorithm.make_policy(
+        cfg, observation_dim=observation_dim, action_spec=spec, device=device
+    )
+    return policy, algorithm
 
 
 def save_policy(trainer, path: str | os.PathLike) -> Path:
@@ -266,7 +264,7 @@ def _load_run(
         spec = Bounded(state["action_low"], state["action_high"], shape=state["action_low"].shape)
         obs_dim = int(state["observation_dim"])
         record = state["config"]
-        _, acting = _build_policy(record, obs_dim, spec, device)
+        acting, _ = _build_policy(record, obs_dim, spec, device)
         acting.load_state_dict(state["policy"])
     else:
         record = state.get("meta", {}).get("config") if isinstance(state, dict) else None
@@ -279,8 +277,8 @@ def _load_run(
         spec = probe.action_spec
         obs_dim = probe.observation_spec["observation"].shape[-1]
         probe.close()
-        loss, acting = _build_policy(record, obs_dim, spec, device)
-        loss.load_state_dict(state["agent"]["loss"])
+        acting, algorithm = _build_policy(record, obs_dim, spec, device)
+        acting.load_state_dict(algorithm.loss_class.policy_state_dict(state["agent"]["loss"]))
     policy = DeployedPolicy(
         acting,
         deterministic=deterministic,

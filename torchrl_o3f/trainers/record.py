@@ -2,11 +2,11 @@
 
 The record holds every number a run uses: the trainer config with each default filled in (the
 algorithm's numbers for the task's family, sigma, the episode cap, the dataset size), the online
-algorithm's config, values the run derived from its data (the losses' reward scales), the
-dataset it trained on, the versions of the libraries that ran it and the code's provenance (the
-package version, its git commit and whether the checkout had uncommitted changes). It is
-written to the run directory, stored in every checkpoint and sent to the logger;
-:func:`config_from_record` turns it back into a
+algorithm's config, values the run derived from its data (the loss's reward scales and the
+observation statistics its networks normalise with), the dataset it trained on, the versions of
+the libraries that ran it and the code's provenance (the package version, its git commit and
+whether the checkout had uncommitted changes). It is written to the run directory, stored in
+every checkpoint and sent to the logger; :func:`config_from_record` turns it back into a
 :class:`~torchrl_o3f.trainers.config.TrainerConfig` that rebuilds the same agent.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from torchrl_o3f._version import __file__ as _version_file
 from torchrl_o3f._version import __version__
-from torchrl_o3f.objectives.registry import structured_config
+from torchrl_o3f.objectives.registry import structured_config, yaml_defaults
 from torchrl_o3f.trainers.checkpoint import write_atomic
 from torchrl_o3f.trainers.config import (
     AnnealConfig,
@@ -41,6 +41,7 @@ __all__ = [
     "library_versions",
     "method_name",
     "method_of",
+    "normalization_before_option",
     "provenance",
     "resolved_record",
     "resume_conflicts",
@@ -183,6 +184,9 @@ def resolved_record(trainer) -> dict[str, Any]:
         value = getattr(trainer.agent.loss, name, None)
         if value is not None:
             derived[f"loss.{name}"] = _scalar(value)
+    statistics = trainer.agent.loss.observation_normalization()  # None: raw observations
+    for name, value in (statistics or {}).items():
+        derived[f"loss.{name}"] = [float(v) for v in value.reshape(-1)]
     record["derived"] = derived
     record["versions"] = library_versions()
     record["provenance"] = provenance()
@@ -223,6 +227,20 @@ ADDED_KEYS: dict[str, Any] = {
 """Keys added after runs were first recorded, with the value every older run had: a record that
 lacks one of them ran with that value, so resuming it with that value is the same run."""
 
+
+def normalization_before_option(algo: dict[str, Any]) -> bool:
+    """What a run recorded before ``algo.normalize_observations`` existed did: its yaml's value.
+
+    TD3+BC recorded it; LAPO's CVAE always z-scored states (true); the others never normalised
+    (false), which their yaml files say.
+
+    Example:
+        >>> [normalization_before_option({"name": name}) for name in ("iql", "lapo")]
+        [False, True]
+    """
+    return bool(yaml_defaults(algo["name"])["normalize_observations"])
+
+
 EXTENDABLE_KEYS = ("budget.offline_steps", "budget.online_frames")
 """Keys a resumed run may raise with ``extend=true`` (to continue a finished run further)."""
 
@@ -261,6 +279,10 @@ def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[s
         a, b = _get(mine, key), _get(stored, key)
         if key in ADDED_KEYS and b is None and a == ADDED_KEYS[key]:
             continue  # recorded before the key existed, with the value it had then
+        head, _, name = key.partition(".")
+        if name == "normalize_observations" and b is None:
+            if a == normalization_before_option(mine[head]):
+                continue
         if key in EXTENDABLE_KEYS and cfg.extend:
             continue  # the trainer checks the budget against what the run has done
         conflicts.append((key, a, b))
@@ -320,6 +342,8 @@ def config_from_record(record: dict[str, Any] | str | Path) -> TrainerConfig:
     for key in (*RECORD_ONLY_KEYS, "online"):
         values.pop(key, None)
     algo = values.pop("algo")
+    if "normalize_observations" not in algo:  # recorded before the option existed
+        algo = {**algo, "normalize_observations": normalization_before_option(algo)}
     nested = {
         "exploration": ExplorationConfig,
         "budget": BudgetConfig,
