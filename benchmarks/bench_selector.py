@@ -54,7 +54,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import IQLLoss
 
-from torchrl_o3f.modules import O3FActionSelector, QEnsemble, build_mlp
+from torchrl_o3f.modules import O3FActionSelector, QEnsemble, make_mlp
 
 OBS, ACT, CELLS = 17, 6, 256
 
@@ -95,7 +95,7 @@ def torchrl_iql_loss(q: QEnsemble) -> IQLLoss:
     """IQLLoss(num_qvalue_nets=m) with the QEnsemble's weights copied into its stacked params."""
     actor = ProbabilisticActor(
         TensorDictModule(
-            nn.Sequential(build_mlp(OBS, 2 * ACT, num_cells=32), NormalParamExtractor()),
+            nn.Sequential(make_mlp(OBS, 2 * ACT, num_cells=32), NormalParamExtractor()),
             in_keys=["observation"],
             out_keys=["loc", "scale"],
         ),

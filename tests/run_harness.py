@@ -9,7 +9,7 @@ import signal
 from torchrl_o3f.trainers import BUDGETS, TrainerConfig
 from torchrl_o3f.trainers.agents import Agent
 
-TASK = "hopper-random"  # buildable without a behaviour policy, cheap env
+TASK = "hopper-random"  # buildable without a behavior policy, cheap env
 
 
 def smoke_config(out, dataset_root, algo: str = "iql", **kw) -> TrainerConfig:

@@ -481,7 +481,7 @@ def test_q_maximising_actor_learns_from_an_offline_dataset(name, noise, one_thre
     On the Pendulum dataset of the AWAC and IQL tests, their critics need far more updates than
     a test affords before the actor's Q-gradient points the right way (no return improvement
     was seen within 5000 updates), so this runs the same offline loop on a one-step task whose
-    best action depends on the state: SAC on broad data, CQL on a narrow behaviour policy.
+    best action depends on the state: SAC on broad data, CQL on a narrow behavior policy.
     """
     g = torch.Generator().manual_seed(0)
     data = contextual_data(4096, noise, g)

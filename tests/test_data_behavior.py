@@ -1,4 +1,4 @@
-"""Behaviour policies: the actor, its checkpoints, SAC training and the shipped policies."""
+"""Behavior policies: the actor, its checkpoints, SAC training and the shipped policies."""
 
 import hashlib
 import json
@@ -20,10 +20,10 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl_o3f.data import (
     BehaviorPolicy,
     PolicyInfo,
-    build_sac_actor,
     evaluate_policy,
     list_policies,
-    load_policy,
+    load_behavior_policy,
+    make_behavior_actor,
 )
 from torchrl_o3f.data.__main__ import main
 from torchrl_o3f.data.behavior import MEDIUM_TARGETS, POLICY_DIR, install_policy
@@ -38,7 +38,7 @@ def _policy(seed=0):
 
 
 def test_behavior_policy_matches_the_torchrl_actor():
-    actor = build_sac_actor(11, 3, num_cells=16, depth=1)
+    actor = make_behavior_actor(11, 3, num_cells=16, depth=1)
     net = actor.module[0].module[0]
     info = PolicyInfo("toy", "Hopper-v5", 11, 3, [-1.0] * 3, [1.0] * 3, 16, 1)
     policy = BehaviorPolicy(net, info)
@@ -62,7 +62,7 @@ def test_checkpoint_round_trip(tmp_path):
         pt.suffix == ".pt" and json.loads(js.read_text())["returns"]["deterministic"]["mean"] == 1
     )
     assert list_policies(tmp_path) == ["toy-medium"]
-    loaded = load_policy("toy-medium", tmp_path)
+    loaded = load_behavior_policy("toy-medium", tmp_path)
     obs = np.random.default_rng(0).standard_normal((4, 11)).astype(np.float32)
     np.testing.assert_array_equal(
         loaded.act(obs, deterministic=True), policy.act(obs, deterministic=True)
@@ -73,7 +73,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_missing_checkpoint_says_how_to_train(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-behavior walker2d"):
-        load_policy("walker2d-medium", tmp_path)
+        load_behavior_policy("walker2d-medium", tmp_path)
 
 
 def test_evaluate_policy_is_reproducible():
@@ -103,8 +103,8 @@ def _train(tmp_path, **kw):
 
 
 def test_train_behavior_runs_the_registered_sac_through_the_trainer(tmp_path, one_thread):
-    from torchrl_o3f.trainers import load_checkpoint
     from torchrl_o3f.trainers import load_policy as load_run_policy
+    from torchrl_o3f.trainers import load_checkpoint
 
     pt = _train(tmp_path)
     info = json.loads(pt.with_suffix(".json").read_text())
@@ -128,7 +128,7 @@ def test_train_behavior_runs_the_registered_sac_through_the_trainer(tmp_path, on
     # a snapshot after every evaluation past the warm-up, the same actor as the run's
     snaps = sorted(p.name for p in (tmp_path / "run" / "behavior").glob("*.json"))
     assert snaps == ["hopper-medium-step250.json", "hopper-medium-step300.json"]
-    snap = load_policy("hopper-medium-step300", tmp_path / "run" / "behavior")
+    snap = load_behavior_policy("hopper-medium-step300", tmp_path / "run" / "behavior")
     deployed = load_run_policy(tmp_path / "run")
     obs = torch.randn(8, 11)
     expected = deployed(TensorDict({"observation": obs}, [8]))["action"]
@@ -142,7 +142,7 @@ def test_train_behavior_runs_the_registered_sac_through_the_trainer(tmp_path, on
         num_episodes=1,
         out_dir=tmp_path / "installed",
     )
-    installed = load_policy("hopper-expert", tmp_path / "installed").info
+    installed = load_behavior_policy("hopper-expert", tmp_path / "installed").info
     assert installed.train_steps == 250
     assert installed.extra["installed_from"] == "hopper-medium-step250"
     assert installed.returns["stochastic"]["episodes"] == 1
@@ -236,7 +236,7 @@ def _sha256(path) -> str:
 
 @pytest.mark.parametrize("name", list_policies())
 def test_shipped_policies(name):
-    policy = load_policy(name)
+    policy = load_behavior_policy(name)
     info = policy.info
     family, quality = name.split("-", 1)
     assert info.mujoco_version == mujoco.__version__, "returns were measured on another mujoco"
@@ -260,13 +260,13 @@ def test_fast_single_observation_path_matches_torch():
         np.testing.assert_allclose(single, batched, atol=1e-5)
     # the torch path serves activations the fast path does not know
     info = PolicyInfo("toy", "Hopper-v5", 11, 3, [-1.0] * 3, [1.0] * 3, 16, 1)
-    tanh_net = build_sac_actor(11, 3, num_cells=16, depth=1).module[0].module[0]
+    tanh_net = make_behavior_actor(11, 3, num_cells=16, depth=1).module[0].module[0]
     tanh_net[1] = torch.nn.Tanh()
     slow = BehaviorPolicy(tanh_net, info)
     assert slow.act(obs[0], deterministic=True).shape == (3,)
 
 
-# The shipped behaviour policies and the first 1000 transitions of the datasets built from
+# The shipped behavior policies and the first 1000 transitions of the datasets built from
 # them. train-behavior never replaces a shipped file unless asked (--overwrite); whoever ships
 # a new policy on purpose updates these pins in the same change.
 SHIPPED_SHA256 = {
@@ -306,7 +306,7 @@ def test_datasets_built_from_the_shipped_policies_are_bit_identical(task, tmp_pa
 
     from torchrl_o3f.data import build_dataset, load_offline_dataset
 
-    recorded = load_policy(task).info.mujoco_version
+    recorded = load_behavior_policy(task).info.mujoco_version
     if mujoco.__version__ != recorded or platform.machine() != "x86_64":
         pytest.skip(f"pinned on x86_64 with mujoco {recorded} (the policies' measurements)")
     dataset_id = build_dataset(task, size=1000, seed=0, root=str(tmp_path), progress=False)

@@ -16,8 +16,8 @@ from torchrl_o3f.data import (
     dataset_path,
     ensure_dataset,
     list_policies,
+    load_behavior_policy,
     load_offline_dataset,
-    load_policy,
     minari_root,
     normalized_score,
     read_metadata,
@@ -187,7 +187,7 @@ def test_medium_build_uses_the_shipped_policy(tmp_path):
     record = read_metadata(dataset_id, root=tmp_path)["o3f_build"]
     assert "halfcheetah-medium SAC actor" in record["policy"]
     # the best shipped policy of the family is the upper reference
-    shipped = load_policy("halfcheetah-medium").info.returns["deterministic"]["mean"]
+    shipped = load_behavior_policy("halfcheetah-medium").info.returns["deterministic"]["mean"]
     assert record["ref_max_score"] == shipped
     # stochastic: actions are not a function of the observation alone
     assert td["action"].std(0).min() > 0.01

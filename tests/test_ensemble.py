@@ -2,7 +2,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from torchrl_o3f.modules import QEnsemble, build_mlp, ensemble_reduce
+from torchrl_o3f.modules import QEnsemble, ensemble_reduce, make_mlp
 
 
 def _member_forward(q: QEnsemble, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -110,10 +110,10 @@ def test_gradients_reach_every_member():
 
 
 def test_build_mlp():
-    net = build_mlp(4, 3, num_cells=8, depth=3, activation="elu", layer_norm=True)
+    net = make_mlp(4, 3, num_cells=8, depth=3, activation="elu", layer_norm=True)
     assert net(torch.zeros(2, 4)).shape == (2, 3)
     with pytest.raises(ValueError, match="unknown activation"):
-        build_mlp(4, 3, activation="nope")
+        make_mlp(4, 3, activation="nope")
 
 
 def test_input_normalisation_is_applied_and_saved():

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "torchrl_o3f"
 LAYERS = {
     "_version": 0,
@@ -118,3 +120,54 @@ def test_importing_the_data_layer_loads_no_trainer():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
+
+
+def _public_defs() -> list[tuple[str, ast.AST]]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                if node.name != "main":  # each command line's entry point
+                    out.append((_module_name(path), node))
+    return out
+
+
+def test_no_two_public_names_mean_two_things():
+    seen: dict[str, list[str]] = {}
+    for module, node in _public_defs():
+        seen.setdefault(node.name, []).append(module)
+    twice = {name: where for name, where in seen.items() if len(where) > 1}
+    assert twice == {}, f"one name, two definitions: {twice}"
+
+
+def test_one_verb_for_factories_and_one_spelling():
+    """``make_*`` builds from keywords; ``build_*`` from a typed config (its first argument,
+    ``cfg``) or writes a dataset; "behavior" is spelt one way."""
+    odd = [
+        f"{module}.{node.name}"
+        for module, node in _public_defs()
+        if isinstance(node, ast.FunctionDef)
+        and node.name.startswith("build_")
+        and node.name not in ("build_dataset", "build_command")
+        and (not node.args.args or node.args.args[0].arg != "cfg")
+    ]
+    assert odd == [], f"build_* factories that take no typed config: {odd}"
+    british = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in PACKAGE.rglob("*.py")
+        if "behaviour" in path.read_text().lower()
+    ]
+    assert british == [], f"'behaviour' in {british}: the package writes 'behavior'"
+
+
+def test_renamed_public_names_still_work_with_a_warning():
+    import torchrl_o3f.data as data
+    import torchrl_o3f.modules as modules
+
+    for module, old, new in (
+        (data, "load_policy", "load_behavior_policy"),
+        (data, "build_sac_actor", "make_behavior_actor"),
+        (modules, "build_mlp", "make_mlp"),
+    ):
+        with pytest.warns(DeprecationWarning, match=new):
+            assert getattr(module, old) is getattr(module, new)

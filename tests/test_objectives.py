@@ -326,7 +326,7 @@ def test_lapo_reward_config():
 
     cfg = algo_config("lapo", task="antmaze-umaze", overrides={"num_cells": CELLS, "depth": 1})
     loss = build_lapo(cfg, observation_dim=OBS_DIM, action_spec=action_spec(), data=ted_batch())
-    assert loss.lam == 0.7 and loss.value_max == 100.0
+    assert loss.q_min_weight == 0.7 and loss.value_max == 100.0
 
 
 def test_lapo_bad_arguments():
@@ -398,9 +398,7 @@ def test_lapo_bandit_cvae_keeps_both_modes_and_policy_picks_the_good_one(one_thr
     good = torch.arange(n) % 2 == 0
     actions = torch.where(good, 0.6, -0.6)[:, None].expand(n, dim) + 0.03 * torch.randn(n, dim)
     data = bandit_data(actions, good.float()[:, None])
-    loss = make_lapo_loss(
-        1, action_spec(act_dim=dim), data=data, num_cells=32, depth=2
-    )
+    loss = make_lapo_loss(1, action_spec(act_dim=dim), data=data, num_cells=32, depth=2)
     updater = SoftUpdate(loss, tau=0.05)
     opts = {k: torch.optim.Adam(v, 3e-3) for k, v in loss.parameter_groups().items()}
     for _ in range(600):

@@ -69,7 +69,7 @@ def test_registered_algorithms_resolve_for_every_family():
     assert (iql_hc.expectile, iql_hc.temperature, iql_hc.reward_shift) == (0.7, 3.0, 0.0)
     assert iql_hc.reward_normalization == "returns_range"
     assert algo_config("iql", task="kitchen-mixed").temperature == 0.5
-    assert algo_config("lapo", task="antmaze-umaze").lam == 0.7
+    assert algo_config("lapo", task="antmaze-umaze").q_min_weight == 0.7
 
 
 def test_unknown_names_and_keys_are_clear_errors():
@@ -440,3 +440,18 @@ def test_an_online_only_run_refuses_normalisation_before_any_work(tmp_path):
     cfg.algo.normalize_observations = True
     with pytest.raises(ConfigError, match="normalize_observations=true"):
         cfg.validate()
+
+
+def test_a_lapo_record_from_before_the_rename_loads_and_resumes_as_the_same_run():
+    """LAPO's min/max weight was recorded as ``lam`` (AWAC's temperature keeps that name)."""
+    cfg = TrainerConfig(task="antmaze-umaze", algo="lapo")
+    old = static_record(cfg)
+    for key in ("algo", "online"):
+        old[key] = {("lam" if k == "q_min_weight" else k): v for k, v in old[key].items()}
+        old[key].pop("normalize_observations")  # recorded before that option existed too
+    assert old["algo"]["lam"] == 0.7
+    rebuilt = config_from_record(old)
+    assert rebuilt.algo.q_min_weight == 0.7 and rebuilt.algo.normalize_observations is True
+    assert resume_conflicts(cfg, old) == []
+    cfg.algo.q_min_weight = 0.5
+    assert ("algo.q_min_weight", 0.5, 0.7) in resume_conflicts(cfg, old)

@@ -10,7 +10,7 @@ from torchrl.collectors import Collector
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from torchrl_o3f.modules import O3FActionSelector, QEnsemble, StackedCritic, build_mlp
+from torchrl_o3f.modules import O3FActionSelector, QEnsemble, StackedCritic, make_mlp
 
 OBS, ACT = 4, 2
 
@@ -344,7 +344,7 @@ def _sac(obs_dim=OBS, act_dim=ACT):
     actor = ProbabilisticActor(
         TensorDictModule(
             torch.nn.Sequential(
-                build_mlp(obs_dim, 2 * act_dim, num_cells=16), NormalParamExtractor()
+                make_mlp(obs_dim, 2 * act_dim, num_cells=16), NormalParamExtractor()
             ),
             in_keys=["observation"],
             out_keys=["loc", "scale"],
@@ -358,7 +358,7 @@ def _sac(obs_dim=OBS, act_dim=ACT):
     class Critic(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.net = build_mlp(obs_dim + act_dim, 1, num_cells=16)
+            self.net = make_mlp(obs_dim + act_dim, 1, num_cells=16)
 
         def forward(self, obs, act):
             return self.net(torch.cat([obs, act], -1))
@@ -428,10 +428,10 @@ def test_from_loss_reads_any_torchrl_loss_with_stacked_critics(loss_name):
     from torchrl.objectives import CQLLoss, REDQLoss, TD3Loss
 
     actor, _, _, spec = _sac()
-    critic = ValueOperator(build_mlp(OBS + ACT, 1, num_cells=16), in_keys=["observation", "action"])
+    critic = ValueOperator(make_mlp(OBS + ACT, 1, num_cells=16), in_keys=["observation", "action"])
     if loss_name == "td3":
         det = TensorDictModule(
-            torch.nn.Sequential(build_mlp(OBS, ACT, num_cells=16), torch.nn.Tanh()),
+            torch.nn.Sequential(make_mlp(OBS, ACT, num_cells=16), torch.nn.Tanh()),
             in_keys=["observation"],
             out_keys=["action"],
         )
@@ -479,7 +479,7 @@ def test_plain_callable_critics_of_every_documented_layout(layout):
 
 def test_stacked_critic_of_one_member_and_its_device():
     """StackedCritic on a module's own parameters (one member) equals the module itself."""
-    net = build_mlp(OBS + ACT, 1, num_cells=8)
+    net = make_mlp(OBS + ACT, 1, num_cells=8)
 
     class Critic(torch.nn.Module):
         def __init__(self):
@@ -510,7 +510,7 @@ def test_collector_stores_the_selected_actions(num_envs):
     act_dim = env.action_spec.shape[-1]
     q = QEnsemble(obs_dim, act_dim, num_members=3, num_cells=16)
     actor = TensorDictModule(
-        torch.nn.Sequential(build_mlp(obs_dim, act_dim, num_cells=16), torch.nn.Tanh()),
+        torch.nn.Sequential(make_mlp(obs_dim, act_dim, num_cells=16), torch.nn.Tanh()),
         in_keys=["observation"],
         out_keys=["action"],
     )

@@ -26,7 +26,7 @@ from torchrl_o3f.trainers import (
 from torchrl_o3f.trainers.checkpoint import EXIT_RESUMABLE
 
 ROOT = Path(__file__).resolve().parents[1]
-TASK = "hopper-random"  # buildable without a behaviour policy, cheap env
+TASK = "hopper-random"  # buildable without a behavior policy, cheap env
 
 
 @pytest.fixture(scope="module")
@@ -341,7 +341,7 @@ def test_sigterm_after_offline_then_resume_matches_uninterrupted(tmp_path, datas
 def test_short_offline_iql_on_a_locally_built_locomotion_dataset_improves_the_return(
     tmp_path, dataset_root
 ):
-    # halfcheetah-medium built by the package from its shipped behaviour policy (5k steps)
+    # halfcheetah-medium built by the package from its shipped behavior policy (5k steps)
     import dataclasses
 
     budget = dataclasses.replace(
@@ -361,7 +361,7 @@ def test_short_offline_iql_on_a_locally_built_locomotion_dataset_improves_the_re
     trainer.train()
     first, boundary = trainer.evaluations[0], trainer.evaluations[1]
     assert first["step"] == 0 and boundary["step"] == 1500
-    # the behaviour policy makes ~600 per 200 steps; an untrained policy about 0
+    # the behavior policy makes ~600 per 200 steps; an untrained policy about 0
     assert boundary["return"] > first["return"] + 200, (first["return"], boundary["return"])
 
 

@@ -3,7 +3,7 @@
 - :func:`load_offline_dataset` reads any Minari dataset on disk (or downloads a hub id) into
   a TensorDict of transitions in TorchRL's TED layout.
 - :func:`ensure_dataset` / :func:`build_dataset` build a task's dataset locally from the
-  shipped behaviour policies (``python -m torchrl_o3f.data build <task>``).
+  shipped behavior policies (``python -m torchrl_o3f.data build <task>``).
 - :func:`normalized_score` puts returns on the D4RL 0-100 scale, the dataset's own reference
   scale, a success rate (antmaze) or tasks completed (kitchen).
 """
@@ -11,11 +11,11 @@
 from torchrl_o3f.data.behavior import (
     BehaviorPolicy,
     PolicyInfo,
-    build_sac_actor,
     evaluate_policy,
     install_policy,
     list_policies,
-    load_policy,
+    load_behavior_policy,
+    make_behavior_actor,
     measure_policy,
 )
 from torchrl_o3f.data.builder import (
@@ -52,7 +52,7 @@ __all__ = [
     "WaypointController",
     "as_ted_dataset",
     "build_dataset",
-    "build_sac_actor",
+    "make_behavior_actor",
     "dataset_id_for",
     "dataset_path",
     "dataset_task",
@@ -62,7 +62,7 @@ __all__ = [
     "install_policy",
     "list_policies",
     "load_offline_dataset",
-    "load_policy",
+    "load_behavior_policy",
     "measure_policy",
     "minari_root",
     "normalized_score",
@@ -76,8 +76,30 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # deprecated alias: training a behaviour policy is a trainer run, so it lives in
+    # deprecated alias: training a behavior policy is a trainer run, so it lives in
     # torchrl_o3f.trainers (the data layer imports nothing above it until this old name is used)
+    if name == "build_sac_actor":  # renamed: every factory from keywords is make_*
+        import warnings
+
+        from torchrl_o3f.data.behavior import make_behavior_actor
+
+        warnings.warn(
+            "torchrl_o3f.data.build_sac_actor is now torchrl_o3f.data.make_behavior_actor",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return make_behavior_actor
+    if name == "load_policy":  # renamed: torchrl_o3f.load_policy loads a trained run
+        import warnings
+
+        from torchrl_o3f.data.behavior import load_behavior_policy
+
+        warnings.warn(
+            "torchrl_o3f.data.load_policy is now torchrl_o3f.data.load_behavior_policy",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return load_behavior_policy
     if name == "train_behavior":
         import warnings
 

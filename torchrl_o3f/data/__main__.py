@@ -50,7 +50,7 @@ def _run(argv: list[str] | None) -> int:
     tb = sub.add_parser(
         "train-behavior",
         parents=[common],
-        help="train a SAC behaviour policy (e.g. medium) with the trainer",
+        help="train a SAC behavior policy (e.g. medium) with the trainer",
         description="Trains the registered SAC online from scratch and keeps the actor whose "
         "evaluation return is closest to the target. Writes <out-dir>/<family>-<quality>.pt; "
         "the shipped policies are only replaced with --overwrite.",
@@ -110,13 +110,13 @@ def _run(argv: list[str] | None) -> int:
     elif args.command == "install-policy":
         import torch
 
-        from torchrl_o3f.data.behavior import install_policy, load_policy
+        from torchrl_o3f.data.behavior import install_policy, load_behavior_policy
 
         torch.set_num_threads(1)
         pt = install_policy(
             args.checkpoint, name=args.name, num_episodes=args.episodes, out_dir=args.out_dir
         )
-        info = load_policy(pt.stem, pt.parent).info
+        info = load_behavior_policy(pt.stem, pt.parent).info
         print(f"installed {pt} (step {info.train_steps}): {info.returns}")
     elif args.command == "train-behavior":
         import yaml

@@ -1,4 +1,4 @@
-"""Behaviour policies: the shipped actor checkpoints that the dataset builder rolls out.
+"""Behavior policies: the shipped actor checkpoints that the dataset builder rolls out.
 
 D4RL made its locomotion datasets by rolling out SAC policies stopped at a given return
 (``medium``: about a third of an expert's). :func:`torchrl_o3f.trainers.train_behavior` trains
@@ -26,23 +26,23 @@ from torch import nn
 
 from torchrl_o3f.envs import Task, list_tasks, make_gym_env
 from torchrl_o3f.modules.actors import make_sac_actor
-from torchrl_o3f.modules.networks import build_mlp
+from torchrl_o3f.modules.networks import make_mlp
 
 __all__ = [
     "BehaviorPolicy",
     "PolicyInfo",
     "POLICY_DIR",
     "MEDIUM_TARGETS",
-    "build_sac_actor",
+    "make_behavior_actor",
     "evaluate_policy",
     "install_policy",
     "list_policies",
     "measure_policy",
-    "load_policy",
+    "load_behavior_policy",
 ]
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
-"""Where the shipped behaviour checkpoints live."""
+"""Where the shipped behavior checkpoints live."""
 
 MEDIUM_TARGETS: dict[str, float] = {"halfcheetah": 4000.0, "hopper": 1100.0, "walker2d": 1500.0}
 """Deterministic evaluation return at which ``train-behavior`` keeps a ``medium`` policy (v5
@@ -90,7 +90,7 @@ class PolicyInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_sac_actor(
+def make_behavior_actor(
     observation_dim: int,
     action_dim: int,
     *,
@@ -116,7 +116,7 @@ def build_sac_actor(
     Example:
         >>> import torch
         >>> from tensordict import TensorDict
-        >>> actor = build_sac_actor(3, 2, num_cells=16)
+        >>> actor = make_behavior_actor(3, 2, num_cells=16)
         >>> actor(TensorDict({"observation": torch.zeros(4, 3)}, [4]))["action"].shape
         torch.Size([4, 2])
     """
@@ -190,7 +190,7 @@ class BehaviorPolicy:
     @classmethod
     def from_info(cls, info: PolicyInfo, state_dict: dict | None = None) -> BehaviorPolicy:
         """Build the actor MLP described by ``info`` (and load ``state_dict`` if given)."""
-        net = build_mlp(
+        net = make_mlp(
             info.observation_dim, 2 * info.action_dim, num_cells=info.num_cells, depth=info.depth
         )
         if state_dict is not None:
@@ -251,8 +251,8 @@ def list_policies(directory: str | os.PathLike | None = None) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.json") if p.with_suffix(".pt").exists())
 
 
-def load_policy(name: str, directory: str | os.PathLike | None = None) -> BehaviorPolicy:
-    """Load a behaviour checkpoint by name (``"halfcheetah-medium"``).
+def load_behavior_policy(name: str, directory: str | os.PathLike | None = None) -> BehaviorPolicy:
+    """Load a behavior checkpoint by name (``"halfcheetah-medium"``).
 
     Args:
         name: checkpoint name, ``<family>-<quality>``.
@@ -263,7 +263,7 @@ def load_policy(name: str, directory: str | os.PathLike | None = None) -> Behavi
             command that trains one.
 
     Example:
-        >>> policy = load_policy("halfcheetah-medium")
+        >>> policy = load_behavior_policy("halfcheetah-medium")
         >>> policy.info.env_id
         'HalfCheetah-v5'
     """
@@ -272,7 +272,7 @@ def load_policy(name: str, directory: str | os.PathLike | None = None) -> Behavi
     if not (js.exists() and pt.exists()):
         family = name.split("-")[0]
         raise FileNotFoundError(
-            f"no behaviour policy {name!r} in {directory} (available: "
+            f"no behavior policy {name!r} in {directory} (available: "
             f"{', '.join(list_policies(directory)) or 'none'}). Train one with "
             f"`python -m torchrl_o3f.data train-behavior {family}`."
         )
@@ -377,7 +377,7 @@ def install_policy(
     out_dir: str | os.PathLike | None = None,
     extra: dict | None = None,
 ) -> Path:
-    """Measure a training checkpoint and install it as a behaviour policy.
+    """Measure a training checkpoint and install it as a behavior policy.
 
     Takes a snapshot of :func:`train_behavior` (``<run_dir>/behavior/<name>-step<N>``), e.g.
     when a run had to stop before reaching its target, measures it with
@@ -395,7 +395,7 @@ def install_policy(
     """
     path = Path(checkpoint)
     stem = path.with_suffix("") if path.suffix in (".pt", ".json") else path
-    policy = load_policy(stem.name, stem.parent)
+    policy = load_behavior_policy(stem.name, stem.parent)
     policy.info.name = name or policy.info.name
     policy.info.extra = {**policy.info.extra, **(extra or {}), "installed_from": stem.name}
     measure_policy(policy, num_episodes=num_episodes)

@@ -1,4 +1,4 @@
-"""Building D4RL-style Minari datasets locally, from shipped behaviour policies.
+"""Building D4RL-style Minari datasets locally, from shipped behavior policies.
 
 ``build_dataset(task)`` rolls out the task's data-collecting policy on the task's gymnasium env
 and writes a Minari dataset (``minari.create_dataset_from_buffers``; no jax needed):
@@ -40,7 +40,7 @@ from torchrl_o3f._atomic import (
     remove_stale_temporaries,
     temporary_tag,
 )
-from torchrl_o3f.data.behavior import load_policy
+from torchrl_o3f.data.behavior import load_behavior_policy
 from torchrl_o3f.data.loader import (
     DEFAULT_SIZE,
     DatasetNotFoundError,
@@ -131,14 +131,14 @@ def _policy_for(task: Task, env, rng: np.random.Generator, gen: torch.Generator,
     if task.quality == "random":
         return _random_policy(env.action_space, rng), "uniform random actions"
     if task.quality in ("medium", "expert"):
-        actor = load_policy(f"{task.family}-{task.quality}")
+        actor = load_behavior_policy(f"{task.family}-{task.quality}")
         return (
             lambda obs: actor.act(obs, generator=gen),
             f"{task.family}-{task.quality} SAC actor, stochastic",
         )
     raise ValueError(
         f"building {task.name!r} is not supported: quality {task.quality!r} needs the replay "
-        "buffer of a behaviour-policy training run (medium-replay), which this package does not "
+        "buffer of a behavior-policy training run (medium-replay), which this package does not "
         "ship. Supported qualities: random, medium, expert (where a checkpoint exists)."
     )
 
@@ -260,7 +260,7 @@ def reference_returns(
     else:
         for quality in ("expert", "medium"):
             try:
-                info = load_policy(f"{task.family}-{quality}").info
+                info = load_behavior_policy(f"{task.family}-{quality}").info
             except FileNotFoundError:
                 continue
             ref_max = float(info.returns["deterministic"]["mean"])
@@ -311,7 +311,7 @@ def build_dataset(
     Raises:
         ValueError: the task cannot be built, or ``size < 1``.
         FileExistsError: the dataset exists and ``overwrite`` is false.
-        FileNotFoundError: the behaviour policy the quality needs is not shipped.
+        FileNotFoundError: the behavior policy the quality needs is not shipped.
 
     Example:
         >>> import tempfile, minari

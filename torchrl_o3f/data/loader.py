@@ -30,7 +30,7 @@ they will be used (float32, after the cast): NaN, infinity or a magnitude above
 
 torchrl 0.14.1's ``MinariExperienceReplay`` is not used: for a local dataset it returns
 all-zero tensors (it fills a tensordict, then ``memmap_like`` allocates an empty copy of it;
-``tests/test_data_loader.py`` keeps a check of that behaviour).
+``tests/test_data_loader.py`` keeps a check of that behavior).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class Task:
             datasets live in the ``o3f`` namespace.
         hub_dataset_id: the public Minari hub id of the D4RL dataset this task mirrors, if any.
         buildable: whether ``python -m torchrl_o3f.data build <task>`` can make the dataset here
-            (random data; medium/expert where the behaviour policy is shipped).
+            (random data; medium/expert where the behavior policy is shipped).
         score: ``"return"`` (D4RL 0-100 scale from reference returns), ``"success"`` (success
             rate in percent), ``"tasks"`` (kitchen: tasks completed / 4, in percent) or
             ``"raw"`` (no normalisation: the return, for a user's task without references).
@@ -169,7 +169,7 @@ def list_tasks(family: str | None = None) -> list[Task]:
 def _locally_buildable(family: str, quality: str) -> bool:
     """Whether a locomotion dataset can be built here from what the package ships.
 
-    Random data always; medium/expert where that behaviour policy is shipped; medium-replay
+    Random data always; medium/expert where that behavior policy is shipped; medium-replay
     never (it needs the replay buffer of a training run, which is not shipped).
     """
     if quality == "random":

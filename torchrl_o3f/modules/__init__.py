@@ -12,14 +12,14 @@ from torchrl_o3f.modules.critics import StackedCritic
 from torchrl_o3f.modules.ensemble import QEnsemble, ensemble_reduce
 from torchrl_o3f.modules.exploration import make_exploration
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor, LatentDecoder
-from torchrl_o3f.modules.networks import build_mlp, get_activation
+from torchrl_o3f.modules.networks import get_activation, make_mlp
 from torchrl_o3f.modules.selector import O3FActionSelector
 
 __all__ = [
     "O3FActionSelector",
     "QEnsemble",
     "StackedCritic",
-    "build_mlp",
+    "make_mlp",
     "ensemble_reduce",
     "get_activation",
     "make_exploration",
@@ -36,3 +36,17 @@ __all__ += [
     "make_iql_actor",
     "make_value_network",
 ]
+
+
+def __getattr__(name: str):
+    # deprecated name: every factory from keywords is make_* (build_* takes a typed config)
+    if name == "build_mlp":
+        import warnings
+
+        warnings.warn(
+            "torchrl_o3f.modules.build_mlp is now torchrl_o3f.modules.make_mlp",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return make_mlp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,7 @@ from torchrl.modules.distributions import IndependentNormal
 
 from torchrl_o3f.modules.networks import (
     ObservationNormalizer,
-    build_mlp,
+    make_mlp,
     register_normalization_buffers,
     set_normalization_buffers,
     with_observation_normalizer,
@@ -113,7 +113,7 @@ def _tanh_head(
     high = torch.as_tensor(action_high, dtype=torch.float32, device=device).reshape(-1)
     if low.shape != high.shape or (high <= low).any():
         raise ValueError(f"need action_low < action_high elementwise, got {low}, {high}")
-    mlp = build_mlp(
+    mlp = make_mlp(
         observation_dim,
         low.numel(),
         num_cells=num_cells,
@@ -311,7 +311,7 @@ def make_value_network(
     """
     if len(in_keys) != 1 or len(out_keys) != 1:
         raise ValueError(f"need one in_key and one out_key, got {in_keys}, {out_keys}")
-    net = build_mlp(
+    net = make_mlp(
         observation_dim,
         1,
         num_cells=num_cells,
@@ -375,9 +375,7 @@ def make_sac_actor(
 
     low, high = action_bounds(action_spec)
     action_dim = low.numel()
-    mlp = build_mlp(
-        observation_dim, 2 * action_dim, num_cells=num_cells, depth=depth, device=device
-    )
+    mlp = make_mlp(observation_dim, 2 * action_dim, num_cells=num_cells, depth=depth, device=device)
     layers = [mlp, NormalParamExtractor()]
     if normalize_observations:
         layers.insert(0, ObservationNormalizer(observation_dim, device=device))

@@ -18,7 +18,7 @@ from torchrl.data import TensorSpec
 
 from torchrl_o3f.modules.actors import action_bounds
 from torchrl_o3f.modules.networks import (
-    build_mlp,
+    make_mlp,
     make_target_params,
     register_normalization_buffers,
     set_normalization_buffers,
@@ -65,7 +65,7 @@ class LatentDecoder(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        self.net = build_mlp(
+        self.net = make_mlp(
             observation_dim + latent_dim,
             action_dim,
             num_cells=num_cells,
@@ -137,7 +137,7 @@ class LAPOCVAE(nn.Module):
             action_dim,
             latent_dim,
         )
-        self.encoder = build_mlp(
+        self.encoder = make_mlp(
             observation_dim + action_dim,
             2 * latent_dim,
             num_cells=num_cells,
@@ -222,7 +222,7 @@ class LatentActor(nn.Module):
         super().__init__()
         if max_latent_action <= 0:
             raise ValueError(f"max_latent_action must be > 0, got {max_latent_action}")
-        self.net = build_mlp(
+        self.net = make_mlp(
             observation_dim, latent_dim, num_cells=num_cells, depth=depth, device=device
         )
         self.max_latent_action = float(max_latent_action)

@@ -9,7 +9,7 @@ from torchrl.modules import MLP
 
 __all__ = [
     "ObservationNormalizer",
-    "build_mlp",
+    "make_mlp",
     "get_activation",
     "make_target_params",
     "register_normalization_buffers",
@@ -45,7 +45,7 @@ def get_activation(activation: str | type[nn.Module]) -> type[nn.Module]:
     return activation
 
 
-def build_mlp(
+def make_mlp(
     in_features: int | None,
     out_features: int,
     *,
@@ -70,7 +70,7 @@ def build_mlp(
 
     Example:
         >>> import torch
-        >>> net = build_mlp(17 + 6, 1, num_cells=64, depth=2, layer_norm=True)
+        >>> net = make_mlp(17 + 6, 1, num_cells=64, depth=2, layer_norm=True)
         >>> net(torch.zeros(4, 23)).shape
         torch.Size([4, 1])
     """

@@ -14,7 +14,7 @@ from torchrl.data import TensorSpec
 from torchrl_o3f.errors import ConfigError
 from torchrl_o3f.modules.ensemble import QEnsemble
 from torchrl_o3f.modules.lapo import LAPOCVAE, LAPOPolicy, LatentActor, make_lapo_policy
-from torchrl_o3f.modules.networks import build_mlp
+from torchrl_o3f.modules.networks import make_mlp
 from torchrl_o3f.objectives.base import EnsembleLoss
 from torchrl_o3f.objectives.common import (
     call_on_tensor,
@@ -78,7 +78,7 @@ class LAPOLoss(EnsembleLoss):
 
     Keyword Args (defaults: the generic values of ``config/algo/lapo.yaml``):
         action_spec: the bounded action spec (the policy clips to it).
-        lam: LAPO's min/max mixing lambda.
+        q_min_weight: LAPO's min/max mixing lambda.
         advantage_weight: tau_e of the binary advantage weights.
         kl_weight: beta of the KL term.
         target_noise: std of the target latent-policy smoothing noise.
@@ -142,7 +142,7 @@ class LAPOLoss(EnsembleLoss):
         value_network: nn.Module,
         *,
         action_spec: TensorSpec,
-        lam: float = _DEFAULTS["lam"],
+        q_min_weight: float = _DEFAULTS["q_min_weight"],
         advantage_weight: float = _DEFAULTS["advantage_weight"],
         kl_weight: float = _DEFAULTS["kl_weight"],
         target_noise: float = _DEFAULTS["target_noise"],
@@ -168,8 +168,8 @@ class LAPOLoss(EnsembleLoss):
         m = qvalue_network.num_members
         if target_subset_size is not None and not 1 <= target_subset_size <= m:
             raise ValueError(f"target_subset_size must be in [1, {m}] or None")
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if not 0.0 <= q_min_weight <= 1.0:
+            raise ValueError(f"q_min_weight must be in [0, 1], got {q_min_weight}")
         if not 0.0 < advantage_weight < 1.0:
             raise ValueError(f"advantage_weight must be in (0, 1), got {advantage_weight}")
         if value_min is not None and value_max is not None and value_min > value_max:
@@ -187,7 +187,7 @@ class LAPOLoss(EnsembleLoss):
             self._has_update_associated[name] = False
         device = qvalue_network.device
         self._register_bounds_and_gamma(action_spec, device)
-        self.lam = float(lam)
+        self.q_min_weight = float(q_min_weight)
         self.advantage_weight = float(advantage_weight)
         self.kl_weight = float(kl_weight)
         self.target_noise = float(target_noise)
@@ -268,8 +268,10 @@ class LAPOLoss(EnsembleLoss):
         not_done = (~terminated.reshape(-1, 1).bool()).to(reward.dtype)
         return obs, act, next_obs, self.transform_reward(reward), not_done
 
-    def _target_q_lambda(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Target Q over a random subset of members: lam * min + (1 - lam) * max, ``[B, 1]``.
+    def _target_q_mixed(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Target Q over a random subset of members, ``[B, 1]``: w * min + (1 - w) * max.
+
+        ``w`` is ``q_min_weight`` (BCQ's clipped double Q: the weight of the members' minimum).
 
         Only the drawn members are evaluated (REDQ's target costs ``target_subset_size``
         members, not the whole ensemble).
@@ -283,9 +285,9 @@ class LAPOLoss(EnsembleLoss):
             obs, action, self.target_qvalue_network_params, members=members
         )
         q_min = values.min(0).values
-        if self.lam == 1.0:
+        if self.q_min_weight == 1.0:
             return q_min
-        return self.lam * q_min + (1 - self.lam) * values.max(0).values
+        return self.q_min_weight * q_min + (1 - self.q_min_weight) * values.max(0).values
 
     def _target_policy_q(self, obs_norm: torch.Tensor, obs_raw: torch.Tensor, noisy_rows: int):
         """Q_lambda of the target latent policy (no grad); noise on the first ``noisy_rows``."""
@@ -301,7 +303,7 @@ class LAPOLoss(EnsembleLoss):
                 z = torch.cat([z[:noisy_rows] + noise, z[noisy_rows:]], 0)
             action = self.cvae.decoder(obs_norm, z, self.target_decoder_params)
             action = self.cvae.unnormalize_action(action)
-            return self._target_q_lambda(obs_raw, action)
+            return self._target_q_mixed(obs_raw, action)
 
     def _clip_value(self, v: torch.Tensor) -> torch.Tensor:
         return torch.clamp(v, self.value_bounds[0], self.value_bounds[1])
@@ -403,7 +405,7 @@ def make_lapo_loss(
     *,
     data: TensorDictBase,
     reward_kind: str = _DEFAULTS["reward_kind"],
-    lam: float = _DEFAULTS["lam"],
+    q_min_weight: float = _DEFAULTS["q_min_weight"],
     num_qvalue: int = _DEFAULTS["num_qvalue"],
     num_cells: int = _DEFAULTS["num_cells"],
     depth: int = _DEFAULTS["depth"],
@@ -425,7 +427,7 @@ def make_lapo_loss(
         data: the offline transitions (``observation``, ``action``, ``("next", "reward")``).
         reward_kind: ``"max"`` (r / max|r|) or ``"antmaze"`` (100 r), see
             :func:`lapo_reward_config`.
-        lam: LAPO's min/max mixing of the critic ensemble.
+        q_min_weight: LAPO's min/max mixing of the critic ensemble.
         num_qvalue: ensemble size.
         num_cells: width of every hidden layer.
         depth: hidden layers per network.
@@ -444,7 +446,7 @@ def make_lapo_loss(
         >>> data = TensorDict({"observation": torch.randn(32, 4), "action": torch.rand(32, 2),
         ...                    "next": {"reward": torch.rand(32, 1)}}, batch_size=[32])
         >>> loss = make_lapo_loss(4, Bounded(0.0, 1.0, shape=(2,)), data=data, num_cells=16)
-        >>> loss.lam, loss.qvalue_network.num_members
+        >>> loss.q_min_weight, loss.qvalue_network.num_members
         (1.0, 5)
     """
     action_dim = action_spec.shape[-1]
@@ -453,7 +455,8 @@ def make_lapo_loss(
     )
     obs = obs.reshape(-1, observation_dim).float()
     act = act.reshape(-1, action_dim).float()
-    cfg = {"lam": lam, **lapo_reward_config(rewards, kind=reward_kind, gamma=gamma)}
+    rewards_cfg = lapo_reward_config(rewards, kind=reward_kind, gamma=gamma)
+    cfg = {"q_min_weight": q_min_weight, **rewards_cfg}
     cfg.update(loss_kwargs)
     if policy is None:
         policy = make_lapo_policy(
@@ -469,7 +472,7 @@ def make_lapo_loss(
         layer_norm=layer_norm,
         device=device,
     )
-    value = build_mlp(observation_dim, 1, num_cells=num_cells, depth=depth, device=device)
+    value = make_mlp(observation_dim, 1, num_cells=num_cells, depth=depth, device=device)
     loss = LAPOLoss(policy.cvae, policy.latent_actor, qvalue, value, action_spec=action_spec, **cfg)
     loss.make_value_estimator(gamma=gamma)
     return loss
@@ -481,7 +484,7 @@ class LAPOConfig(AlgoConfig):
     """LAPO's own hyper-parameters (values: ``config/algo/lapo.yaml``).
 
     Attributes:
-        lam: min/max mixing of the target ensemble.
+        q_min_weight: min/max mixing of the target ensemble.
         advantage_weight: tau_e of the binary advantage weights.
         kl_weight: beta of the CVAE's KL term.
         target_noise: std of the target latent-policy smoothing noise.
@@ -492,11 +495,11 @@ class LAPOConfig(AlgoConfig):
     Example:
         >>> from torchrl_o3f.objectives.registry import algo_config
         >>> cfg = algo_config("lapo", task="antmaze-umaze")
-        >>> cfg.lam, cfg.reward_kind, cfg.utd_ratio
+        >>> cfg.q_min_weight, cfg.reward_kind, cfg.utd_ratio
         (0.7, 'antmaze', 20)
     """
 
-    lam: float = MISSING
+    q_min_weight: float = MISSING
     advantage_weight: float = MISSING
     kl_weight: float = MISSING
     target_noise: float = MISSING
@@ -568,7 +571,7 @@ def build_lapo(
         data=data,
         policy=policy,
         reward_kind=cfg.reward_kind,
-        lam=cfg.lam,
+        q_min_weight=cfg.q_min_weight,
         num_qvalue=cfg.num_qvalue,
         num_cells=cfg.num_cells,
         depth=cfg.depth,

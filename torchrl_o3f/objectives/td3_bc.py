@@ -2,7 +2,7 @@
 
 The TD(0) regression of the critics is :class:`~torchrl_o3f.objectives.actor_critic.
 ActorCriticLoss`'s; this file adds TD3's target (the target actor's action with clipped noise)
-and the actor's Q term with behaviour cloning.
+and the actor's Q term with behavior cloning.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class TD3BCLoss(ActorCriticLoss):
 
     Keyword Args (defaults: the generic values of ``config/algo/td3_bc.yaml``):
         action_spec: the bounded action spec.
-        alpha: the weight of the Q term against behaviour cloning (a buffer, annealable).
+        alpha: the weight of the Q term against behavior cloning (a buffer, annealable).
         policy_noise: std of the target policy smoothing noise.
         noise_clip: its clip.
         backup: ``"smoothed"`` (the target above; the only one).
@@ -231,7 +231,7 @@ class TD3BCConfig(ActorCriticConfig):
     """TD3+BC's own hyper-parameters (values: ``config/algo/td3_bc.yaml``).
 
     Attributes:
-        alpha: the weight of the Q term against behaviour cloning.
+        alpha: the weight of the Q term against behavior cloning.
         policy_noise: std of the target policy smoothing noise (in half action ranges).
         noise_clip: its clip (in half action ranges).
 

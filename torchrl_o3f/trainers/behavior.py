@@ -1,10 +1,10 @@
-"""Training a behaviour policy: SAC through the trainer, stopped at a target return.
+"""Training a behavior policy: SAC through the trainer, stopped at a target return.
 
 D4RL made its locomotion datasets by rolling out SAC policies stopped at a given return
 (``medium``: about a third of an expert's). :func:`train_behavior` trains such a policy with
 the registered SAC (an online-only run of :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer`),
 keeps the actor with its measured returns and installs it where
-:func:`torchrl_o3f.data.load_policy` and the dataset builder find it.
+:func:`torchrl_o3f.data.load_behavior_policy` and the dataset builder find it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torchrl_o3f.data.behavior import (
     POLICY_DIR,
     BehaviorPolicy,
     PolicyInfo,
-    load_policy,
+    load_behavior_policy,
     measure_policy,
 )
 from torchrl_o3f.envs import get_task
@@ -60,7 +60,7 @@ def train_behavior(
     progress: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> Path | None:
-    """Train a behaviour actor with the registered SAC, as an online-only run of the trainer.
+    """Train a behavior actor with the registered SAC, as an online-only run of the trainer.
 
     The run is :class:`~torchrl_o3f.trainers.OfflineOnlineTrainer` with ``algo="sac"`` (its
     yaml's numbers, changed by ``algo_overrides``), no offline data, ``warmup_steps`` frames of
@@ -212,7 +212,7 @@ def train_behavior(
         gap = abs(snap.returns["deterministic"]["mean"] - target_return)
         if best is None or (gap, snap.train_steps) < best[:2]:
             best = (gap, snap.train_steps, js.with_suffix(""))
-    policy = load_policy(best[2].name, best[2].parent)
+    policy = load_behavior_policy(best[2].name, best[2].parent)
     sac = cfg.algo
     policy.info.extra = {
         "algorithm": "SAC (torchrl_o3f's registered sac, an online-only run of the trainer)",

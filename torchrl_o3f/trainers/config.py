@@ -88,7 +88,7 @@ class TrainerConfig(StrictFields):
     Figure 2); its numbers come from its yaml for the task's family, changed by
     ``online_overrides`` (e.g. ``{"lr": {"actor": 1e-4}}``).
 
-    ``offline_data=False`` makes an online-only run from scratch (e.g. SAC training a behaviour
+    ``offline_data=False`` makes an online-only run from scratch (e.g. SAC training a behavior
     policy): no dataset is built or read, the replay buffer holds the online transitions only,
     ``budget.offline_steps`` must be 0 and ``budget.warmup_frames`` at least 1.
 

@@ -57,7 +57,7 @@ class DeployedPolicy(TensorDictModuleBase):
     """A trained acting module: reads ``observation``, writes ``action`` (env units, in bounds).
 
     Deterministic by default (the policy's mean / mode, as in evaluation); with
-    ``deterministic=False`` it samples under RANDOM exploration like the behaviour policy
+    ``deterministic=False`` it samples under RANDOM exploration like the behavior policy
     (without any post-policy exploration module). Works on tensordicts with and without batch
     dimensions; ``act(observation)`` takes a tensor, a numpy array or a list and returns a
     tensor, ``predict(observation)`` returns a float32 numpy array (what a gymnasium loop

@@ -35,12 +35,14 @@ from torchrl_o3f.trainers.config import (
 __all__ = [
     "EXTENDABLE_KEYS",
     "RECORD_ONLY_KEYS",
+    "RENAMED_KEYS",
     "RESUME_SAFE_KEYS",
     "config_from_record",
     "flatten",
     "library_versions",
     "method_name",
     "method_of",
+    "upgrade_algo_record",
     "normalization_before_option",
     "provenance",
     "resolved_record",
@@ -228,6 +230,24 @@ ADDED_KEYS: dict[str, Any] = {
 lacks one of them ran with that value, so resuming it with that value is the same run."""
 
 
+RENAMED_KEYS = {"lapo": {"lam": "q_min_weight"}}
+"""Algorithm keys renamed since runs were first recorded: ``{algo: {old: new}}``."""
+
+
+def upgrade_algo_record(algo: dict[str, Any]) -> dict[str, Any]:
+    """An algorithm's recorded config in today's names (renamed keys; options added since).
+
+    Example:
+        >>> upgrade_algo_record({"name": "lapo", "lam": 0.7})["q_min_weight"]
+        0.7
+    """
+    renamed = RENAMED_KEYS.get(algo.get("name"), {})
+    algo = {renamed.get(k, k): v for k, v in algo.items()}
+    if "normalize_observations" not in algo:  # recorded before the option existed
+        algo["normalize_observations"] = normalization_before_option(algo)
+    return algo
+
+
 def normalization_before_option(algo: dict[str, Any]) -> bool:
     """What a run recorded before ``algo.normalize_observations`` existed did: its yaml's value.
 
@@ -272,6 +292,9 @@ def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[s
     """
     mine = static_record(cfg)
     stored = {k: v for k, v in stored.items() if k not in RECORD_ONLY_KEYS}
+    for key in ("algo", "online"):  # in today's names, with the options added since
+        if isinstance(stored.get(key), dict):
+            stored[key] = upgrade_algo_record(stored[key])
     conflicts = []
     for key in _flat_differences(mine, stored):
         if key.split(".")[0] in RESUME_SAFE_KEYS:
@@ -279,10 +302,6 @@ def resume_conflicts(cfg: TrainerConfig, stored: dict[str, Any]) -> list[tuple[s
         a, b = _get(mine, key), _get(stored, key)
         if key in ADDED_KEYS and b is None and a == ADDED_KEYS[key]:
             continue  # recorded before the key existed, with the value it had then
-        head, _, name = key.partition(".")
-        if name == "normalize_observations" and b is None:
-            if a == normalization_before_option(mine[head]):
-                continue
         if key in EXTENDABLE_KEYS and cfg.extend:
             continue  # the trainer checks the budget against what the run has done
         conflicts.append((key, a, b))
@@ -341,9 +360,7 @@ def config_from_record(record: dict[str, Any] | str | Path) -> TrainerConfig:
     values = dict(record)
     for key in (*RECORD_ONLY_KEYS, "online"):
         values.pop(key, None)
-    algo = values.pop("algo")
-    if "normalize_observations" not in algo:  # recorded before the option existed
-        algo = {**algo, "normalize_observations": normalization_before_option(algo)}
+    algo = upgrade_algo_record(values.pop("algo"))
     nested = {
         "exploration": ExplorationConfig,
         "budget": BudgetConfig,

@@ -36,7 +36,7 @@ class RunSetup:
 
     Sets, in ``_build``: ``action_spec``, ``observation_dim``, ``dataset_id``,
     ``num_offline``, ``data``, ``agent`` (and the online algorithm's agent of a switching run),
-    ``guard``, ``buffer``, ``online_data``, ``exploration``, ``behaviour``, ``eval_env``,
+    ``guard``, ``buffer``, ``online_data``, ``exploration``, ``behavior``, ``eval_env``,
     ``run_log`` and ``config_record`` (written to ``config.yaml``).
     """
 
@@ -95,7 +95,7 @@ class RunSetup:
             template = data[:1].cpu()
         self.online_data = torch.zeros_like(template).expand(max(cfg.budget.online_frames, 1))
         self.online_data = self.online_data.clone()
-        self._make_behaviour()
+        self._make_behavior()
         self.eval_env = self._make_env(seed=cfg.seed + 10_000, device=self.device)
         self._start_log()
 
@@ -146,7 +146,7 @@ class RunSetup:
             env.set_seed(seed)
         return env
 
-    def _make_behaviour(self) -> None:
+    def _make_behavior(self) -> None:
         """The exploration module on the current agent's critic, chained after its policy."""
         cfg = self.cfg
         self.exploration = make_exploration(
@@ -160,7 +160,7 @@ class RunSetup:
             device=self.device,
         )
         policy = self.agent.policy
-        self.behaviour = (
+        self.behavior = (
             policy if self.exploration is None else TensorDictSequential(policy, self.exploration)
         )
 
@@ -201,7 +201,7 @@ class RunSetup:
             write_atomic(self.out / "switch.json", lambda f: f.write(text))
         self.agent = online
         self.switched = True
-        self._make_behaviour()
+        self._make_behavior()
         self._make_guard()
 
     def resolved_config(self) -> dict[str, Any]:

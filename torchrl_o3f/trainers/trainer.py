@@ -178,7 +178,7 @@ class OfflineOnlineTrainer(RunSetup, RunState):
         self.switched, self.switch_info = False, None
         self.guard: NonFiniteGuard | None = None
         self.buffer = self.online_data = None
-        self.exploration = self.behaviour = None
+        self.exploration = self.behavior = None
         self.counters = {"phase": "offline", "step": 0, "frames": 0, "episodes": 0}
         self.evaluations: list[dict[str, Any]] = []
         self.anneal_start: dict[str, float] = {}
@@ -347,7 +347,7 @@ class OfflineOnlineTrainer(RunSetup, RunState):
         rng = rng_state()
         collector = Collector(
             self._make_env(device=self.device),
-            self.behaviour,
+            self.behavior,
             frames_per_batch=1,
             total_frames=b.online_frames - self.counters["frames"],
             # the warm-up's uniform random actions (env.rand_action), the policy not called
