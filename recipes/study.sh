@@ -66,4 +66,5 @@ sweep fig5_lapo $hc
 sweep fig2_switch $hc
 sweep fig3_loosening $hc
 sweep fig4_baselines $hc,hopper-medium,pointmaze-umaze
+sweep obs_norm $hc,hopper-medium
 echo "[study] $(date -u +%FT%TZ) done" >&2
