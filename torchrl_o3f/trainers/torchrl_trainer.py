@@ -46,7 +46,7 @@ from torchrl.data import LazyTensorStorage, OfflineToOnlineReplayBuffer, ReplayB
 from torchrl.envs import EnvBase
 from torchrl.trainers import TrainerHookBase
 
-from torchrl_o3f.data import load_offline_dataset
+from torchrl_o3f.data import TED_KEYS, load_offline_dataset
 
 __all__ = [
     "CountedOfflineToOnlineReplayBuffer",
@@ -56,28 +56,11 @@ __all__ = [
     "select_online_keys",
 ]
 
-# what torchrl's SACLoss reads from a batch
-SAC_KEYS: tuple[NestedKey, ...] = (
-    "observation",
-    "action",
-    ("next", "observation"),
-    ("next", "reward"),
-    ("next", "done"),
-    ("next", "terminated"),
-)
-# the TED transition keys a single-agent env writes (used when no env is given)
-ENV_TRANSITION_KEYS: tuple[NestedKey, ...] = (
-    "observation",
-    "action",
-    "done",
-    "terminated",
-    "truncated",
-    ("next", "observation"),
-    ("next", "reward"),
-    ("next", "done"),
-    ("next", "terminated"),
-    ("next", "truncated"),
-)
+# what torchrl's SACLoss reads from a batch: the TED transition less its truncation flag
+SAC_KEYS: tuple[NestedKey, ...] = tuple(k for k in TED_KEYS if k != ("next", "truncated"))
+# the TED transition keys a single-agent env writes (used when no env is given): the
+# transition and the root done flags
+ENV_TRANSITION_KEYS: tuple[NestedKey, ...] = (*TED_KEYS, "done", "terminated", "truncated")
 
 
 def _leaf_keys(td: TensorDictBase) -> list:
