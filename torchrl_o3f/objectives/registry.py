@@ -37,6 +37,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.data import TensorSpec
 from torchrl.objectives import LossModule
 
+from torchrl_o3f.envs import get_task
 from torchrl_o3f.errors import O3FError, StrictFields
 
 __all__ = [
@@ -307,7 +308,6 @@ def list_algorithms() -> list[Algorithm]:
 def _family_of(task: str | None) -> str:
     if task in (None, "generic"):
         return "generic"
-    from torchrl_o3f.envs import get_task
 
     return get_task(task).family
 
@@ -322,8 +322,6 @@ def _family_value(default: Any, table: Any = None, *, _root_: DictConfig) -> Any
 
 def _task_value(attribute: str, *, _root_: DictConfig) -> Any:
     """The ``o3f.task`` resolver: an attribute of the root ``task`` (e.g. its ``sigma``)."""
-    from torchrl_o3f.envs import get_task
-
     return getattr(get_task(_root_.task), attribute)
 
 
