@@ -103,8 +103,8 @@ def _train(tmp_path, **kw):
 
 
 def test_train_behavior_runs_the_registered_sac_through_the_trainer(tmp_path, one_thread):
-    from torchrl_o3f.trainers import load_policy as load_run_policy
     from torchrl_o3f.trainers import load_checkpoint
+    from torchrl_o3f.trainers import load_policy as load_run_policy
 
     pt = _train(tmp_path)
     info = json.loads(pt.with_suffix(".json").read_text())
