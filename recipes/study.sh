@@ -22,23 +22,30 @@ committed=docs/results/sweep
 budget=study
 records=(config.yaml evaluations.csv metrics.jsonl summary.json)
 
-seed_committed() {  # the committed finished runs, so that the sweep skips them
-  mkdir -p "$study_root/$budget"
-  (cd "$committed/$budget" && find . -name summary.json -printf '%h\n') | while read -r run; do
-    if [ ! -f "$study_root/$budget/$run/summary.json" ]; then
-      mkdir -p "$study_root/$budget/$run"
-      for f in "${records[@]}"; do cp -p "$committed/$budget/$run/$f" "$study_root/$budget/$run/"; done
-    fi
-  done
+seed_committed() {  # the committed finished runs, so that the sweeps skip them
+  copy_records "$committed/$budget" "$study_root/$budget" keep
+  copy_records "$committed/obs_norm/$budget" "$study_root/obs_norm/$budget" keep
 }
 
-collect() {  # the finished runs' records into the committed study, then every experiment's analysis
-  (cd "$study_root/$budget" && find . -path ./offline -prune -o -name summary.json -printf '%h\n') \
+copy_records() {  # copy_records <from> <to> [keep]: every finished run's record
+  [ -d "$1" ] || return 0
+  (cd "$1" && find . -path ./offline -prune -o -name summary.json -printf '%h\n') \
     | while read -r run; do
-      mkdir -p "$committed/$budget/$run"
-      for f in "${records[@]}"; do cp -p "$study_root/$budget/$run/$f" "$committed/$budget/$run/"; done
+      if [ -n "${3:-}" ] && [ -f "$2/$run/summary.json" ]; then continue; fi  # keep: not over
+      mkdir -p "$2/$run"
+      for f in "${records[@]}"; do cp -p "$1/$run/$f" "$2/$run/"; done
     done
+}
+
+collect() {  # the finished runs' records into the committed study, then every analysis
+  copy_records "$study_root/$budget" "$committed/$budget"
+  copy_records "$study_root/obs_norm/$budget" "$committed/obs_norm/$budget"
   python -m torchrl_o3f.analysis "$committed/$budget" --all --out docs/results
+  # the package's own question, not a claim of the paper: normalised observations for O3F-IQL
+  if [ -d "$committed/obs_norm/$budget" ]; then
+    python -m torchrl_o3f.analysis "$committed/obs_norm/$budget" --experiment obs_norm \
+      --out docs/results/obs_norm
+  fi
 }
 
 sweep() {  # sweep <experiment> <tasks> [<methods>]
@@ -66,5 +73,10 @@ sweep fig5_lapo $hc
 sweep fig2_switch $hc
 sweep fig3_loosening $hc
 sweep fig4_baselines $hc,hopper-medium,pointmaze-umaze
-sweep obs_norm $hc,hopper-medium
+# O3F-IQL with and without normalised observations, in a study root of its own: both methods
+# run afresh, so the comparison is of runs from one machine and one version of the code
+echo "[study] $(date -u +%FT%TZ) obs_norm" >&2
+python recipes/sweep.py experiment=obs_norm study_root="$study_root/obs_norm" threads=1 \
+  hydra.launcher.n_jobs="$n_jobs"
+collect
 echo "[study] $(date -u +%FT%TZ) done" >&2
