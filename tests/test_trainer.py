@@ -12,7 +12,7 @@ import torch
 from run_harness import smoke_config
 
 from torchrl_o3f.envs import UnknownTaskError
-from torchrl_o3f.objectives import UnknownAlgorithmError
+from torchrl_o3f.objectives import UnknownAlgorithmError, algo_config
 from torchrl_o3f.trainers import (
     BUDGETS,
     AnnealConfig,
@@ -240,6 +240,9 @@ def test_hydra_rejects_misspelt_keys_and_unknown_presets():
         cfg = config_from_hydra(compose("o3f_iql", overrides=["budget=smoke"]))
         assert cfg.budget.offline_steps == BUDGETS["smoke"].offline_steps
         assert cfg.algo.name == "iql" and cfg.exploration.mode == "o3f"
+        # the main job normalises observations (docs/results/obs_norm); IQL's yaml does not
+        assert cfg.algo.normalize_observations is True
+        assert algo_config("iql").normalize_observations is False
         lapo = config_from_hydra(compose("o3f_lapo"))
         assert lapo.algo.name == "lapo" and lapo.algo.utd_ratio == 20
         with pytest.raises(Exception, match="nmae"):
