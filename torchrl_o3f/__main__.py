@@ -6,6 +6,10 @@ that acts without this package (:func:`~torchrl_o3f.trainers.export.export_polic
 ``python -m torchrl_o3f evaluate RUN [--episodes N] [--seed S] [--render-video PATH]`` prints
 the run's normalised score as its trainer computes it
 (:func:`~torchrl_o3f.trainers.deploy.evaluate_run`).
+
+Each subcommand imports the layer it uses when it runs (``tasks`` needs the task registry only,
+``export`` and ``evaluate`` the trainers): listing the tasks does not pay for loading torch's
+training stack.
 """
 
 from __future__ import annotations

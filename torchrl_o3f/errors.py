@@ -16,11 +16,13 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
+    "renamed",
     "EXIT_ERROR",
     "ConfigError",
     "O3FError",
@@ -176,3 +178,20 @@ def run_cli(
             raise
         _print(err)
         return EXIT_ERROR
+
+
+def renamed(old: str, new: str, obj: Any) -> Any:
+    """``obj`` under its old public name, with a ``DeprecationWarning`` naming the new one.
+
+    For a module's ``__getattr__``, so that a renamed function keeps working for a while.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.simplefilter("always")
+        ...     f = renamed("pkg.old", "pkg.new", len)
+        >>> f is len, str(seen[0].message)
+        (True, 'pkg.old is now pkg.new')
+    """
+    warnings.warn(f"{old} is now {new}", DeprecationWarning, stacklevel=3)
+    return obj

@@ -39,6 +39,7 @@ from torchrl_o3f.data.minari_task import dataset_task, dataset_task_name
 from torchrl_o3f.data.pointmaze import WaypointController
 from torchrl_o3f.data.scores import SCORE_LABELS, normalized_score, score_label
 from torchrl_o3f.data.ted import TED_KEYS, as_ted_dataset, run_dataset, transition_buffer
+from torchrl_o3f.errors import renamed
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -76,39 +77,15 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # deprecated alias: training a behavior policy is a trainer run, so it lives in
-    # torchrl_o3f.trainers (the data layer imports nothing above it until this old name is used)
-    if name == "build_sac_actor":  # renamed: every factory from keywords is make_*
-        import warnings
-
-        from torchrl_o3f.data.behavior import make_behavior_actor
-
-        warnings.warn(
-            "torchrl_o3f.data.build_sac_actor is now torchrl_o3f.data.make_behavior_actor",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return make_behavior_actor
-    if name == "load_policy":  # renamed: torchrl_o3f.load_policy loads a trained run
-        import warnings
-
-        from torchrl_o3f.data.behavior import load_behavior_policy
-
-        warnings.warn(
-            "torchrl_o3f.data.load_policy is now torchrl_o3f.data.load_behavior_policy",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return load_behavior_policy
+    """The data layer's renamed public names, each with a ``DeprecationWarning``."""
     if name == "train_behavior":
-        import warnings
-
+        # training a behavior policy is a trainer run, so it lives in torchrl_o3f.trainers; the
+        # data layer imports nothing above it until this old name is used
         from torchrl_o3f.trainers.behavior import train_behavior
 
-        warnings.warn(
-            "torchrl_o3f.data.train_behavior moved to torchrl_o3f.trainers.train_behavior",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return train_behavior
+        return renamed(f"{__name__}.{name}", "torchrl_o3f.trainers.train_behavior", train_behavior)
+    moved = {"build_sac_actor": make_behavior_actor, "load_policy": load_behavior_policy}
+    if name in moved:
+        new = f"{__name__}.{moved[name].__name__}"
+        return renamed(f"{__name__}.{name}", new, moved[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

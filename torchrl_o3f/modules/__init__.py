@@ -1,5 +1,6 @@
 """TensorDict modules: the Q ensemble, the O3F action selector and its critics, networks."""
 
+from torchrl_o3f.errors import renamed
 from torchrl_o3f.modules.actors import (
     TanhDeterministicNet,
     TanhMeanGaussianNet,
@@ -39,14 +40,7 @@ __all__ += [
 
 
 def __getattr__(name: str):
-    # deprecated name: every factory from keywords is make_* (build_* takes a typed config)
+    """The renamed ``build_mlp`` (factories from keywords are ``make_*``), with a warning."""
     if name == "build_mlp":
-        import warnings
-
-        warnings.warn(
-            "torchrl_o3f.modules.build_mlp is now torchrl_o3f.modules.make_mlp",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return make_mlp
+        return renamed(f"{__name__}.build_mlp", f"{__name__}.make_mlp", make_mlp)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

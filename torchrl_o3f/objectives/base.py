@@ -280,7 +280,8 @@ class EnsembleLoss(LossModule):
 
         Read from the first network of :attr:`policy` that holds them (copies, on the CPU); a
         policy without an observation normaliser gives ``None``. The statistics are buffers
-        of the networks, so checkpoints and the deployed ``policy.pt`` carry them.
+        of the networks, so checkpoints and the deployed ``policy.pt`` carry them. Read once,
+        when the run's record is written (a copy to the host: not for the update step).
         """
         for module in self.policy.modules():
             loc = getattr(module, "observation_loc", None)

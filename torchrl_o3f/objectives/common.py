@@ -187,7 +187,8 @@ def lapo_reward_config(
         >>> cfg["reward_scale"], round(cfg["value_min"], 3), round(cfg["value_max"], 3)
         (0.5, -5.0, 10.0)
     """
-    rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
+    # read once, when the loss is built (never in the update step): one copy to the host
+    rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1).cpu()
     if rewards.numel() == 0 or not torch.isfinite(rewards).all():
         raise ValueError("rewards must be a non-empty tensor of finite values")
     if kind == "antmaze":

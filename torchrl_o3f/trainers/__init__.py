@@ -1,5 +1,6 @@
 """The offline-then-online trainer: phases, evaluation, logging, checkpoints."""
 
+from torchrl_o3f.modules import make_exploration  # re-exported: its old home
 from torchrl_o3f.trainers.agents import Agent, build_agent
 from torchrl_o3f.trainers.behavior import train_behavior
 from torchrl_o3f.trainers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -38,7 +39,7 @@ from torchrl_o3f.trainers.torchrl_trainer import (
     offline_to_online_buffer,
     select_online_keys,
 )
-from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, make_exploration
+from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer
 
 __all__ = [
     "train_behavior",

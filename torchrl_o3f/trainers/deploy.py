@@ -424,7 +424,7 @@ def render_episode(
 
     Raises:
         RenderError: when imageio (or imageio-ffmpeg for an mp4) is missing, or the env cannot
-            render on this machine (MuJoCo without an OpenGL backend: set ``MUJOCO_GL``).
+            render (MuJoCo without an OpenGL backend: set ``MUJOCO_GL``).
         O3FError: for a folder that does not exist, or a policy given without its task.
 
     Example:
@@ -474,8 +474,8 @@ def _render(env, task: str) -> np.ndarray:
             frame = env.render()
     except Exception as err:  # MuJoCo raises its own, OpenGL's or AttributeErrors here
         raise RenderError(
-            f"the {task} env cannot render on this machine ({type(err).__name__}: {err}); on a "
-            "machine without a display set MUJOCO_GL=egl (a GPU) or MUJOCO_GL=osmesa"
+            f"the {task} env cannot render ({type(err).__name__}: {err}); without a display "
+            "set MUJOCO_GL=egl (a GPU) or MUJOCO_GL=osmesa"
         ) from None
     if frame is None:
         raise RenderError(f"the {task} env rendered no frame (render_mode rgb_array unsupported)")

@@ -32,9 +32,9 @@ from torchrl_o3f.trainers.config import (
     TrainerConfig,
     checked_task,
 )
-from torchrl_o3f.trainers.record import config_from_record
+from torchrl_o3f.trainers.record import config_from_record, method_name
 from torchrl_o3f.trainers.sweep import SweepConfig, run_sweep_job, threads_per_job
-from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer, method_name
+from torchrl_o3f.trainers.trainer import OfflineOnlineTrainer
 
 __all__ = [
     "SweepJobError",

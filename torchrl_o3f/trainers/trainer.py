@@ -38,20 +38,19 @@ from torchrl_o3f.trainers.diagnostics import (
 from torchrl_o3f.trainers.evaluation import evaluate
 from torchrl_o3f.trainers.guard import NonFiniteError, NonFiniteGuard
 from torchrl_o3f.trainers.record import method_name
-from torchrl_o3f.trainers.run_dir import RUN_FILES, check_output_dir, load_start_state
+from torchrl_o3f.trainers.run_dir import check_output_dir, load_start_state
 from torchrl_o3f.trainers.run_setup import RunSetup
 from torchrl_o3f.trainers.run_state import RunState, StopRequested
 
 __all__ = [
     "HOOK_STAGES",
-    "RUN_FILES",
-    "TED_KEYS",
     "OfflineOnlineTrainer",
+    # where these lived before the trainer was split (their homes: data, envs, modules, config)
+    "TED_KEYS",
     "as_ted_dataset",
     "cap_episodes",
     "make_env_from_id",
     "make_exploration",
-    "method_name",
     "resolve_device",
 ]
 
